@@ -1,0 +1,71 @@
+"""Carrying per-example task ids to every skill layer without threading kwargs.
+
+All skill layers of one model share a :class:`TaskContext`. The caller sets the task
+ids of the batch once (``with context.tasks(task_ids): model(...)``); each layer reads
+them in its forward. The distinct tasks of the batch and each example's index into them
+are computed once, on the host, so the forward pass never syncs with the device.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+
+class TaskContext:
+    """The task ids of the batch that the model is processing now."""
+
+    def __init__(self) -> None:
+        self._batch_tasks: torch.Tensor | None = None
+        self._example_group: torch.Tensor | None = None
+        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @contextmanager
+    def tasks(self, task_ids: torch.Tensor | list[int]) -> Iterator[None]:
+        """Route the examples of the enclosed forward passes to ``task_ids``.
+
+        Parameters
+        ----------
+        task_ids : tensor or list of int, shape (batch,)
+            Task index of each example. Best given as a CPU tensor: grouping happens
+            on the host, and the results are moved to the device once per call.
+        """
+        task_ids = torch.as_tensor(task_ids, dtype=torch.long).cpu()
+        if task_ids.ndim != 1:
+            raise ValueError(f"task_ids must be one-dimensional, got shape {tuple(task_ids.shape)}.")
+        previous = (self._batch_tasks, self._example_group, self._on_device)
+        self._batch_tasks, self._example_group = torch.unique(task_ids, return_inverse=True)
+        self._on_device = {}
+        try:
+            yield
+        finally:
+            self._batch_tasks, self._example_group, self._on_device = previous
+
+    def groups(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The distinct tasks of the batch and, per row, the index of its task among them.
+
+        ``batch_size`` may be a multiple of the number of task ids: generation with
+        beam search or several samples repeats each example consecutively, and each
+        copy keeps its example's task.
+        """
+        if self._example_group is None:
+            raise RuntimeError(
+                "A skill layer ran without task ids. Wrap the forward pass in "
+                "`with context.tasks(task_ids): ...` (the estimators do this for you)."
+            )
+        n_examples = len(self._example_group)
+        if batch_size % n_examples:
+            raise RuntimeError(
+                f"A skill layer got a batch of {batch_size} rows for {n_examples} task ids; "
+                "the batch size must be a multiple of the number of task ids."
+            )
+        key = (device, batch_size)
+        if key not in self._on_device:
+            example_group = self._example_group.repeat_interleave(batch_size // n_examples)
+            self._on_device[key] = (
+                self._batch_tasks.to(device, non_blocking=True),
+                example_group.to(device, non_blocking=True),
+            )
+        return self._on_device[key]
