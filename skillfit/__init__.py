@@ -1,0 +1,11 @@
+"""skillfit: multi-task parameter-efficient fine-tuning of transformers, the scikit-learn way.
+
+Estimators take ``X`` as ``(text, task)`` pairs and learn all tasks at once with small
+low-rank "skills" in a frozen backbone; see ``docs/`` and ``DESIGN.md``.
+"""
+
+from .estimators import CPolyClassifier, LoRAClassifier, PolyClassifier
+
+__version__ = "0.1.0"
+
+__all__ = ["CPolyClassifier", "LoRAClassifier", "PolyClassifier", "__version__"]

@@ -1,0 +1,146 @@
+"""Turning ``X`` and ``y`` in any accepted form into texts, task ids and labels.
+
+Accepted ``X`` (DESIGN.md §2): a pandas DataFrame with a text and a task column, a list
+of ``(text, task)`` pairs, or an object array of shape ``(n, 2)``. Every problem gets a
+``ValueError`` or ``TypeError`` that says what to change.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from numbers import Integral
+from typing import Any, Sequence
+
+import numpy as np
+from sklearn.exceptions import DataConversionWarning
+from sklearn.utils.multiclass import check_classification_targets
+
+_X_FORMS = (
+    "a pandas DataFrame with a text and a task column, a list of (text, task) pairs, "
+    "or an object array of shape (n_samples, 2)"
+)
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _columns_of(X: Any, text_column: str, task_column: str) -> tuple[Sequence[Any], Sequence[Any]]:
+    if hasattr(X, "tocsr") or hasattr(X, "todense"):
+        raise TypeError(f"Sparse input is not supported: X must be {_X_FORMS}.")
+    if isinstance(X, np.ndarray) and np.iscomplexobj(X):
+        raise ValueError(f"Complex data not supported: X must be {_X_FORMS}.")
+    if hasattr(X, "columns") and hasattr(X, "iloc"):
+        missing = [column for column in (text_column, task_column) if column not in X.columns]
+        if missing:
+            raise ValueError(
+                f"X is missing the column(s) {missing}; it has columns {list(X.columns)}. "
+                "Name your columns with the estimator's text_column= and task_column= parameters."
+            )
+        return X[text_column].tolist(), X[task_column].tolist()
+    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
+        raise TypeError(f"X must be {_X_FORMS}; got {type(X).__name__}.")
+    if isinstance(X, np.ndarray):
+        one_dimensional = X.ndim == 1
+        rows = X.tolist() if X.ndim == 2 and X.shape[1] == 2 else None
+    else:
+        rows = list(X)
+        one_dimensional = bool(rows) and all(isinstance(row, str) or np.ndim(row) == 0 for row in rows)
+        if not all(isinstance(row, (tuple, list, np.ndarray)) and len(row) == 2 for row in rows):
+            rows = None
+    if one_dimensional:
+        raise ValueError(
+            f"X must be {_X_FORMS}; got a 1-dimensional {type(X).__name__}. "
+            "Reshape your data into (text, task) pairs: pair each text with its task id."
+        )
+    if rows is None:
+        shape = getattr(X, "shape", (len(X),))
+        raise ValueError(
+            f"X must be {_X_FORMS}; got {type(X).__name__} of shape {tuple(shape)}. "
+            "Each row needs exactly two entries: the text and its task id."
+        )
+    return [row[0] for row in rows], [row[1] for row in rows]
+
+
+def _check_task_ids(tasks: Sequence[Any]) -> np.ndarray:
+    missing = [i for i, task in enumerate(tasks) if _is_missing(task)]
+    if missing:
+        raise ValueError(f"Task ids are missing (None or NaN) at rows {missing[:10]}; every row needs a task id.")
+    if all(isinstance(task, Integral) and not isinstance(task, bool) for task in tasks):
+        return np.asarray([int(task) for task in tasks], dtype=np.int64)
+    if all(isinstance(task, str) for task in tasks):
+        array = np.empty(len(tasks), dtype=object)
+        array[:] = list(tasks)
+        return array
+    kinds = sorted({type(task).__name__ for task in tasks})
+    raise TypeError(f"Task ids must be all strings or all integers; got a mix of types {kinds}.")
+
+
+def check_texts_and_tasks(X: Any, *, text_column: str = "text", task_column: str = "task") -> tuple[list[str], np.ndarray]:
+    """Validate ``X`` and split it into texts and task ids.
+
+    Parameters
+    ----------
+    X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
+        The inputs.
+    text_column, task_column : str
+        Column names used when ``X`` is a DataFrame.
+
+    Returns
+    -------
+    texts : list of str
+    tasks : ndarray of shape (n_samples,)
+        ``int64`` when every task id is an integer, else ``object`` holding strings.
+    """
+    texts, tasks = _columns_of(X, text_column, task_column)
+    if len(texts) == 0:
+        raise ValueError("X has 0 samples; at least one (text, task) pair is required.")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(
+                f"Every text must be a str; row {i} holds {type(text).__name__} {text!r}. "
+                "Put the text first and the task id second in each pair."
+            )
+        if not text.strip():
+            raise ValueError(f"Row {i} holds an empty text; remove it or give it content.")
+    return list(texts), _check_task_ids(tasks)
+
+
+def check_labels(y: Any, n_samples: int) -> np.ndarray:
+    """Validate classification labels: one per sample, none missing, discrete.
+
+    Returns
+    -------
+    ndarray of shape (n_samples,)
+    """
+    if y is None:
+        raise ValueError("This estimator requires y to be passed, but the target y is None.")
+    if isinstance(y, str) or not (hasattr(y, "__len__") or hasattr(y, "__array__")):
+        raise TypeError(f"y must be a 1-d array-like of labels; got {type(y).__name__}.")
+    array = np.asarray(y, dtype=object) if not hasattr(y, "iloc") else np.asarray(y.to_numpy(), dtype=object)
+    if array.ndim == 2 and array.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected; it was flattened with ravel().",
+            DataConversionWarning,
+            stacklevel=3,
+        )
+        array = array.ravel()
+    if array.ndim != 1:
+        raise ValueError(f"y must be 1-dimensional; got shape {array.shape}.")
+    values = array.tolist()
+    if len(values) != n_samples:
+        raise ValueError(f"X and y have different lengths: X has {n_samples} samples, y has {len(values)}.")
+    missing = [i for i, label in enumerate(values) if _is_missing(label)]
+    if missing:
+        raise ValueError(f"y has missing labels (None or NaN) at positions {missing[:10]}; drop those rows or label them.")
+    if all(isinstance(label, str) for label in values):
+        labels = np.empty(len(values), dtype=object)
+        labels[:] = values
+    else:
+        kinds = {type(label) for label in values}
+        if any(issubclass(kind, str) for kind in kinds):
+            raise TypeError(f"Labels must be all strings or all numbers; got a mix of {sorted(k.__name__ for k in kinds)}.")
+        labels = np.asarray(values)
+    check_classification_targets(labels)
+    return labels

