@@ -1,0 +1,124 @@
+"""Tests for the bundled demo dataset (``skillfit.datasets.load_demo_tasks``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.utils import Bunch
+
+from skillfit.datasets import load_demo_tasks
+
+EXPECTED_LABELS = {
+    "tweet_sentiment": {"negative", "positive"},
+    "movie_sentiment": {"negative", "positive"},
+    "product_sentiment": {"negative", "positive"},
+    "editorial_sentiment": {"negative", "neutral", "positive"},
+    "question_type": {"abbreviation", "description", "entity", "human", "location", "numeric"},
+    "sms_spam": {"ham", "spam"},
+}
+
+
+@pytest.fixture(scope="module")
+def full() -> Bunch:
+    return load_demo_tasks(split="all")
+
+
+def test_bunch_structure(full: Bunch) -> None:
+    assert isinstance(full, Bunch)
+    for key in ("data", "target", "frame", "task_names", "DESCR"):
+        assert key in full
+    assert isinstance(full.data, pd.DataFrame)
+    assert list(full.data.columns) == ["text", "task"]
+    assert isinstance(full.target, pd.Series)
+    assert list(full.frame.columns) == ["text", "task", "label", "split"]
+    assert len(full.data) == len(full.target) == len(full.frame)
+    assert full.task_names == sorted(EXPECTED_LABELS)
+    assert isinstance(full.DESCR, str) and "sms_spam" in full.DESCR
+
+
+def test_no_missing_or_empty_values(full: Bunch) -> None:
+    frame = full.frame
+    assert not frame.isna().any().any()
+    assert (frame["text"].str.len() > 0).all()
+    assert (frame["text"] == frame["text"].str.strip()).all()
+    assert frame["text"].str.len().max() <= 500
+    assert set(frame["split"]) == {"train", "test"}
+
+
+def test_tasks_sizes_and_label_spaces(full: Bunch) -> None:
+    frame = full.frame
+    assert len(EXPECTED_LABELS) >= 6
+    assert set(frame["task"]) == set(EXPECTED_LABELS)
+    for task, labels in EXPECTED_LABELS.items():
+        sub = frame[frame["task"] == task]
+        assert 300 <= len(sub) <= 1000, task
+        assert set(sub["label"]) == labels, task
+        # every label appears in both splits (stratified split)
+        for split in ("train", "test"):
+            assert set(sub.loc[sub["split"] == split, "label"]) == labels, (task, split)
+
+
+def test_split_proportions_and_partition(full: Bunch) -> None:
+    train = load_demo_tasks(split="train")
+    test = load_demo_tasks(split="test")
+    assert len(train.frame) + len(test.frame) == len(full.frame)
+    assert (train.frame["split"] == "train").all()
+    assert (test.frame["split"] == "test").all()
+    for task in EXPECTED_LABELS:
+        n_train = (train.frame["task"] == task).sum()
+        n_test = (test.frame["task"] == task).sum()
+        assert abs(n_test / (n_train + n_test) - 0.25) < 0.02, task
+
+
+def test_split_disjoint_and_no_duplicates(full: Bunch) -> None:
+    frame = full.frame
+    assert not frame.duplicated(["task", "text"]).any()
+    for task in EXPECTED_LABELS:
+        sub = frame[frame["task"] == task]
+        train_texts = set(sub.loc[sub["split"] == "train", "text"])
+        test_texts = set(sub.loc[sub["split"] == "test", "text"])
+        assert not train_texts & test_texts, task
+
+
+def test_deterministic() -> None:
+    a = load_demo_tasks(split="all")
+    b = load_demo_tasks(split="all")
+    pd.testing.assert_frame_equal(a.frame, b.frame)
+    # returned objects are independent copies
+    a.frame.loc[0, "text"] = "mutated"
+    c = load_demo_tasks(split="all")
+    pd.testing.assert_frame_equal(b.frame, c.frame)
+
+
+def test_return_X_y() -> None:
+    X, y = load_demo_tasks(split="test", return_X_y=True)
+    bunch = load_demo_tasks(split="test")
+    assert isinstance(X, pd.DataFrame) and isinstance(y, pd.Series)
+    pd.testing.assert_frame_equal(X, bunch.data)
+    pd.testing.assert_series_equal(y, bunch.target)
+
+
+@pytest.mark.parametrize("return_X_y", [False, True])
+def test_as_frame_false(return_X_y: bool) -> None:
+    result = load_demo_tasks(split="train", as_frame=False, return_X_y=return_X_y)
+    if return_X_y:
+        X, y = result
+    else:
+        X, y = result.data, result.target
+        assert result.frame is None
+        assert result.task_names == sorted(EXPECTED_LABELS)
+    ref = load_demo_tasks(split="train")
+    assert isinstance(X, np.ndarray) and isinstance(y, np.ndarray)
+    assert X.dtype == object and y.dtype == object
+    assert X.shape == (len(ref.data), 2)
+    assert y.shape == (len(ref.data),)
+    assert list(X[:, 0]) == ref.data["text"].tolist()
+    assert list(X[:, 1]) == ref.data["task"].tolist()
+    assert list(y) == ref.target.tolist()
+
+
+@pytest.mark.parametrize("bad", ["validation", "TRAIN", "", None, 1])
+def test_bad_split_raises(bad: object) -> None:
+    with pytest.raises(ValueError, match="'train', 'test', 'all'"):
+        load_demo_tasks(split=bad)  # type: ignore[arg-type]
