@@ -1,0 +1,75 @@
+"""Tiny offline backbones for tests: random weights from a config, a word-level tokenizer.
+
+Each kind is built once per machine into the temp directory and reused; nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import transformers
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+FILLER = [f"w{i}" for i in range(40)]
+KEYWORDS = ["apple", "banana", "cherry", "delta", "echo", "fox", "golf", "hotel"]
+SPECIAL = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]", "eos_token": "[EOS]"}
+
+
+def _tokenizer() -> PreTrainedTokenizerFast:
+    tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(special_tokens=list(SPECIAL.values()))
+    tokenizer.train_from_iterator([" ".join(FILLER + KEYWORDS)], trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=64, **SPECIAL)
+
+
+def _config(kind: str, vocab_size: int):
+    common = dict(vocab_size=vocab_size, pad_token_id=0)
+    if kind == "bert":
+        return transformers.BertConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=64, **common,
+        )
+    if kind == "gpt2":
+        return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **common)
+    if kind == "llama":
+        return transformers.LlamaConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+            intermediate_size=64, max_position_embeddings=64, **common,
+        )
+    if kind == "t5":
+        return transformers.T5Config(
+            d_model=32, d_kv=16, d_ff=64, num_layers=2, num_heads=2, decoder_start_token_id=0, **common,
+        )
+    if kind == "bart":
+        return transformers.BartConfig(
+            d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
+            encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64, **common,
+        )
+    raise ValueError(kind)
+
+
+def tiny_backbone(kind: str = "bert") -> str:
+    """Path of a saved tiny ``kind`` model with its tokenizer (built on first use)."""
+    tag = f"skillfit-tiny-{kind}-tf{transformers.__version__}-v1"
+    path = os.path.join(tempfile.gettempdir(), tag)
+    if os.path.isdir(path):
+        return path
+    import torch
+
+    tokenizer = _tokenizer()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = transformers.AutoModel.from_config(_config(kind, len(tokenizer)))
+    staging = tempfile.mkdtemp(prefix=tag + "-")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        os.rename(staging, path)
+    except OSError:  # another process built it first
+        shutil.rmtree(staging, ignore_errors=True)
+    return path

@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+
+from _tiny import FILLER, KEYWORDS, tiny_backbone
+
+
+def make_multitask(n_per_task: int = 80, seed: int = 0, task_ids=("alpha", "beta", "gamma")):
+    """Keyword tasks that need different features: task i's label says if KEYWORDS[i] occurs.
+
+    Labels are task-specific strings (e.g. "alpha:yes"), so label spaces differ per task.
+    """
+    rng = np.random.default_rng(seed)
+    X, y = [], []
+    for i, task in enumerate(task_ids):
+        for j in range(n_per_task):
+            words = list(rng.choice(FILLER, size=6))
+            words += list(rng.choice([k for k in KEYWORDS if k != KEYWORDS[i]], size=1))
+            positive = j % 2 == 0
+            if positive:
+                words.insert(int(rng.integers(0, len(words))), KEYWORDS[i])
+            X.append((" ".join(words), task))
+            y.append(f"{task}:{'yes' if positive else 'no'}")
+    order = rng.permutation(len(X))
+    return [X[k] for k in order], np.asarray([y[k] for k in order], dtype=object)
+
+
+@pytest.fixture(scope="session")
+def bert_path():
+    return tiny_backbone("bert")
+
+
+@pytest.fixture(scope="session")
+def multitask():
+    return make_multitask()
+
+
+@pytest.fixture
+def tiny_kwargs(bert_path):
+    """Fast, deterministic settings on the tiny BERT."""
+    return dict(backbone=bert_path, max_epochs=2, batch_size=16, random_state=0, rank=4, max_length=32)

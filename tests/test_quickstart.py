@@ -1,0 +1,27 @@
+"""The main job: examples/quickstart.py on the real, offline all-MiniLM-L6-v2."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.quickstart
+def test_quickstart_runs_offline_and_learns():
+    # No skip: CI installs the demo extra, and a missing backbone must fail loudly.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py")],
+        capture_output=True, text=True, env=env, timeout=1500,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    match = re.search(r"mean accuracy over tasks: ([0-9.]+) \(majority baseline ([0-9.]+)\)", result.stdout)
+    assert match, result.stdout
+    accuracy, majority = map(float, match.groups())
+    assert accuracy > 0.8 and accuracy > majority + 0.25, result.stdout
+    assert len(re.findall(r"^\[CPolyClassifier\] epoch", result.stdout, re.M)) == 3
