@@ -34,6 +34,15 @@ def _config(kind: str, vocab_size: int):
             hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
             max_position_embeddings=64, **common,
         )
+    if kind == "distilbert":
+        return transformers.DistilBertConfig(
+            dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=64, **common,
+        )
+    if kind == "roberta":
+        return transformers.RobertaConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=72, **common,
+        )
     if kind == "gpt2":
         return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, **common)
     if kind == "llama":

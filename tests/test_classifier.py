@@ -141,6 +141,19 @@ def test_pickle_and_joblib_round_trips(tiny_kwargs, multitask, dump):
     np.testing.assert_array_equal(restored.routing_weights_, clf.routing_weights_)
 
 
+def test_cuda_fitted_estimator_unpickles_on_a_cpu_only_machine(tiny_kwargs, multitask, monkeypatch):
+    X, y = multitask
+    clf = LoRAClassifier(**tiny_kwargs).fit(X, y)
+    expected = clf.predict_proba(X)
+    clf.device_ = torch.device("cuda")  # as left by a fit on a GPU machine
+    payload = pickle.dumps(clf)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="CUDA is not available here; it will predict on the CPU"):
+        restored = pickle.loads(payload)
+    assert restored.device_ == torch.device("cpu")
+    np.testing.assert_array_equal(restored.predict_proba(X), expected)
+
+
 def test_same_random_state_repeats_and_leaves_global_rng_alone(tiny_kwargs, multitask):
     X, y = multitask
     torch.manual_seed(123)
@@ -192,14 +205,27 @@ def test_adapted_layers_follow_target_modules(tiny_kwargs, multitask):
     assert [name.rsplit(".", 1)[-1] for name, _ in skill_layers(clf.network_)] == ["key", "key"]
 
 
-@pytest.mark.parametrize("kind", ["gpt2", "llama"])
-def test_decoder_backbones_use_last_token_pooling(kind, multitask):
+@pytest.mark.parametrize(
+    "kind, pooling, adapted",
+    [
+        ("distilbert", "mean", ["q_lin", "v_lin"]),
+        ("roberta", "mean", ["query", "value"]),
+        ("t5", "mean", ["q", "v"]),
+        ("bart", "mean", ["q_proj", "v_proj"]),
+        ("gpt2", "last", ["c_attn"]),
+        ("llama", "last", ["q_proj", "v_proj"]),
+    ],
+)
+def test_architectures_get_default_targets_and_pooling(kind, pooling, adapted, multitask):
     from _tiny import tiny_backbone
 
     X, y = multitask
     clf = PolyClassifier(n_skills=2, backbone=tiny_backbone(kind), max_epochs=1, batch_size=16, random_state=0).fit(X, y)
-    assert clf.pooling_ == "last"
-    assert clf.predict_proba(X[:4]).shape == (4, 6)
+    assert clf.pooling_ == pooling
+    names = [name.rsplit(".", 1)[-1] for name, _ in skill_layers(clf.network_)]
+    assert sorted(set(names)) == sorted(adapted) and len(names) == 2 * len(adapted)
+    proba = clf.predict_proba(X[:4])
+    assert proba.shape == (4, 6) and np.allclose(proba.sum(axis=1), 1.0)
 
 
 def test_predictions_do_not_depend_on_batch_composition(tiny_kwargs, multitask):

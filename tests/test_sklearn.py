@@ -1,7 +1,6 @@
 """The scikit-learn contract: check_estimator, clone, params, model selection, pipelines."""
 
 import numpy as np
-import pytest
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline

@@ -23,16 +23,16 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from .._inputs import check_texts_and_tasks
+from ._params import estimator_parameters, parameter, parameter_constraints
 from .._validation import (
     NONE,
     RANDOM_STATE,
     STRING,
     Interval,
-    Options,
     StringList,
     validate_parameters,
 )
-from ..backbones import Backbone, default_target_modules, load_backbone, resolve_device
+from ..backbones import DEFAULT_BACKBONE, Backbone, default_target_modules, load_backbone, resolve_device
 from ..skills import SkillConfig, inject_skills, routing_weights
 
 # Global gradient-norm clip; fixed, as in most LoRA recipes.
@@ -100,71 +100,33 @@ def _cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(module, memo)
 
 
+@estimator_parameters
 class SkillEstimatorBase(BaseEstimator):
     """Common parameters and the training loop of skillfit estimators.
 
     Not meant to be used directly: use a method class such as
-    :class:`~skillfit.CPolyClassifier`.
+    :class:`~skillfit.CPolyClassifier`. Parameters are dataclass fields declared with
+    :func:`parameter`, so each one's default and constraints stand in one place and
+    ``__init__`` only stores them.
     """
 
-    _parameter_constraints: dict[str, list] = {
-        "backbone": [STRING],
-        "target_modules": [NONE, StringList(), STRING],
-        "rank": [Interval(Integral, 1, None)],
-        "alpha": [Interval(Real, 0, None, closed="neither")],
-        "dropout": [Interval(Real, 0, 1, closed="left")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "router_learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "weight_decay": [Interval(Real, 0, None)],
-        "warmup_fraction": [Interval(Real, 0, 1, closed="left")],
-        "max_epochs": [Interval(Integral, 1, None)],
-        "batch_size": [Interval(Integral, 1, None)],
-        "max_length": [Interval(Integral, 2, None)],
-        "device": [STRING],
-        "random_state": RANDOM_STATE,
-        "verbose": [Interval(Integral, 0, 2)],
-        "text_column": [STRING],
-        "task_column": [STRING],
-    }
-
-    def __init__(
-        self,
-        *,
-        backbone: str,
-        target_modules: list[str] | str | None,
-        rank: int,
-        alpha: float,
-        dropout: float,
-        learning_rate: float,
-        router_learning_rate: float,
-        weight_decay: float,
-        warmup_fraction: float,
-        max_epochs: int,
-        batch_size: int,
-        max_length: int,
-        device: str,
-        random_state: int | None,
-        verbose: int,
-        text_column: str,
-        task_column: str,
-    ) -> None:
-        self.backbone = backbone
-        self.target_modules = target_modules
-        self.rank = rank
-        self.alpha = alpha
-        self.dropout = dropout
-        self.learning_rate = learning_rate
-        self.router_learning_rate = router_learning_rate
-        self.weight_decay = weight_decay
-        self.warmup_fraction = warmup_fraction
-        self.max_epochs = max_epochs
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.text_column = text_column
-        self.task_column = task_column
+    backbone: str = parameter(DEFAULT_BACKBONE, STRING)
+    target_modules: list[str] | str | None = parameter(None, NONE, StringList(), STRING)
+    rank: int = parameter(8, Interval(Integral, 1, None))
+    alpha: float = parameter(16.0, Interval(Real, 0, None, closed="neither"))
+    dropout: float = parameter(0.0, Interval(Real, 0, 1, closed="left"))
+    learning_rate: float = parameter(2e-3, Interval(Real, 0, None, closed="neither"))
+    router_learning_rate: float = parameter(0.05, Interval(Real, 0, None, closed="neither"))
+    weight_decay: float = parameter(0.0, Interval(Real, 0, None))
+    warmup_fraction: float = parameter(0.1, Interval(Real, 0, 1, closed="left"))
+    max_epochs: int = parameter(5, Interval(Integral, 1, None))
+    batch_size: int = parameter(32, Interval(Integral, 1, None))
+    max_length: int = parameter(128, Interval(Integral, 2, None))
+    device: str = parameter("auto", STRING)
+    random_state: int | None = parameter(None, *RANDOM_STATE)
+    verbose: int = parameter(0, Interval(Integral, 0, 2))
+    text_column: str = parameter("text", STRING)
+    task_column: str = parameter("task", STRING)
 
     # ------------------------------------------------------------------ hooks
     def _skill_config(self, n_tasks: int) -> SkillConfig:
@@ -187,16 +149,8 @@ class SkillEstimatorBase(BaseEstimator):
         raise NotImplementedError
 
     # ------------------------------------------------------------- validation
-    @classmethod
-    def _all_parameter_constraints(cls) -> dict[str, list]:
-        """Every class in the MRO declares the constraints of the parameters it adds."""
-        merged: dict[str, list] = {}
-        for klass in reversed(cls.__mro__):
-            merged.update(vars(klass).get("_parameter_constraints", {}))
-        return merged
-
     def _validate_params(self) -> None:
-        validate_parameters(self, self._all_parameter_constraints())
+        validate_parameters(self, parameter_constraints(self))
         self._check_method_params()
 
     def _validated_inputs(self, X: Any) -> tuple[list[str], np.ndarray]:
@@ -366,6 +320,7 @@ class SkillEstimatorBase(BaseEstimator):
                     f"{type(self).__name__} was fitted on {device}, but CUDA is not available here; "
                     "it will predict on the CPU.",
                     UserWarning,
+                    stacklevel=2,
                 )
                 self.device_ = torch.device("cpu")
 

@@ -15,8 +15,10 @@ from ..backbones import Backbone
 from ..skills import SkillConfig
 from ._base import SkillEstimatorBase, _autocast
 from ._networks import POOLINGS, SkilledClassifierNetwork
+from ._params import estimator_parameters, parameter
 
 
+@estimator_parameters
 class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
     """Classifier side of the family: a union-label head masked per task.
 
@@ -24,11 +26,7 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
     outside the labels that task was trained with.
     """
 
-    _parameter_constraints = {"pooling": [Options("auto", *POOLINGS)]}
-
-    def __init__(self, *, pooling: str, **common: Any) -> None:
-        super().__init__(**common)
-        self.pooling = pooling
+    pooling: str = parameter("auto", Options("auto", *POOLINGS))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -5,21 +5,20 @@ from __future__ import annotations
 from numbers import Integral
 
 from .._validation import Interval, Options
-from ..backbones import DEFAULT_BACKBONE
 from ..skills import SkillConfig
 from ._docs import fill_doc
+from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
 
 
+@estimator_parameters
 class _CPolyMethod:
     """K routed shared skills plus E exclusive skills per task (Wang et al. 2023)."""
 
-    _parameter_constraints = {
-        "n_shared": [Interval(Integral, 0, None)],
-        "n_exclusive": [Interval(Integral, 0, None)],
-        "n_splits": [Interval(Integral, 1, None)],
-        "combine": [Options("weight", "output")],
-    }
+    n_shared: int = parameter(4, Interval(Integral, 0, None))
+    n_exclusive: int = parameter(1, Interval(Integral, 0, None))
+    n_splits: int = parameter(1, Interval(Integral, 1, None))
+    combine: str = parameter("weight", Options("weight", "output"))
 
     def _check_method_params(self) -> None:
         if self.n_shared + self.n_exclusive == 0:
@@ -43,6 +42,7 @@ class _CPolyMethod:
 
 
 @fill_doc
+@estimator_parameters
 class CPolyClassifier(_CPolyMethod, SkillClassifierBase):
     """Multi-task text classifier with C-Poly skills: shared, routed, and per task.
 
@@ -89,54 +89,3 @@ class CPolyClassifier(_CPolyMethod, SkillClassifierBase):
     >>> clf = CPolyClassifier(n_shared=4, n_exclusive=1, max_epochs=1, random_state=0)  # doctest: +SKIP
     >>> clf.fit(X, y).predict(X)  # doctest: +SKIP
     """
-
-    def __init__(
-        self,
-        *,
-        n_shared: int = 4,
-        n_exclusive: int = 1,
-        n_splits: int = 1,
-        combine: str = "weight",
-        backbone: str = DEFAULT_BACKBONE,
-        target_modules: list[str] | str | None = None,
-        rank: int = 8,
-        alpha: float = 16.0,
-        dropout: float = 0.0,
-        learning_rate: float = 2e-3,
-        router_learning_rate: float = 0.05,
-        weight_decay: float = 0.0,
-        warmup_fraction: float = 0.1,
-        max_epochs: int = 5,
-        batch_size: int = 32,
-        max_length: int = 128,
-        pooling: str = "auto",
-        device: str = "auto",
-        random_state: int | None = None,
-        verbose: int = 0,
-        text_column: str = "text",
-        task_column: str = "task",
-    ) -> None:
-        self.n_shared = n_shared
-        self.n_exclusive = n_exclusive
-        self.n_splits = n_splits
-        self.combine = combine
-        super().__init__(
-            backbone=backbone,
-            target_modules=target_modules,
-            rank=rank,
-            alpha=alpha,
-            dropout=dropout,
-            learning_rate=learning_rate,
-            router_learning_rate=router_learning_rate,
-            weight_decay=weight_decay,
-            warmup_fraction=warmup_fraction,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            max_length=max_length,
-            pooling=pooling,
-            device=device,
-            random_state=random_state,
-            verbose=verbose,
-            text_column=text_column,
-            task_column=task_column,
-        )

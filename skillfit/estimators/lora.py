@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from .._validation import Options
-from ..backbones import DEFAULT_BACKBONE
 from ..skills import SkillConfig
 from ._docs import fill_doc
+from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
 
 
+@estimator_parameters
 class _LoRAMethod:
     """One LoRA for all tasks (``"shared"``) or one per task (``"private"``), no routing."""
 
-    _parameter_constraints = {"sharing": [Options("shared", "private")]}
+    sharing: str = parameter("shared", Options("shared", "private"))
 
     def _skill_config(self, n_tasks: int) -> SkillConfig:
         shared = self.sharing == "shared"
@@ -28,6 +29,7 @@ class _LoRAMethod:
 
 
 @fill_doc
+@estimator_parameters
 class LoRAClassifier(_LoRAMethod, SkillClassifierBase):
     """Multi-task text classifier with plain LoRA, shared by all tasks or private to each.
 
@@ -63,48 +65,3 @@ class LoRAClassifier(_LoRAMethod, SkillClassifierBase):
     >>> clf = LoRAClassifier(sharing="private", max_epochs=1, random_state=0)  # doctest: +SKIP
     >>> clf.fit(X, y).predict(X)  # doctest: +SKIP
     """
-
-    def __init__(
-        self,
-        *,
-        sharing: str = "shared",
-        backbone: str = DEFAULT_BACKBONE,
-        target_modules: list[str] | str | None = None,
-        rank: int = 8,
-        alpha: float = 16.0,
-        dropout: float = 0.0,
-        learning_rate: float = 2e-3,
-        router_learning_rate: float = 0.05,
-        weight_decay: float = 0.0,
-        warmup_fraction: float = 0.1,
-        max_epochs: int = 5,
-        batch_size: int = 32,
-        max_length: int = 128,
-        pooling: str = "auto",
-        device: str = "auto",
-        random_state: int | None = None,
-        verbose: int = 0,
-        text_column: str = "text",
-        task_column: str = "task",
-    ) -> None:
-        self.sharing = sharing
-        super().__init__(
-            backbone=backbone,
-            target_modules=target_modules,
-            rank=rank,
-            alpha=alpha,
-            dropout=dropout,
-            learning_rate=learning_rate,
-            router_learning_rate=router_learning_rate,
-            weight_decay=weight_decay,
-            warmup_fraction=warmup_fraction,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            max_length=max_length,
-            pooling=pooling,
-            device=device,
-            random_state=random_state,
-            verbose=verbose,
-            text_column=text_column,
-            task_column=task_column,
-        )

@@ -5,16 +5,18 @@ from __future__ import annotations
 from numbers import Integral
 
 from .._validation import Interval
-from ..backbones import DEFAULT_BACKBONE
 from ..skills import SkillConfig
 from ._docs import fill_doc
+from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
 
 
+@estimator_parameters
 class _PolyMethod:
     """K shared skills, mixed per task by a learned router, per head when ``n_splits > 1``."""
 
-    _parameter_constraints = {"n_skills": [Interval(Integral, 1, None)], "n_splits": [Interval(Integral, 1, None)]}
+    n_skills: int = parameter(8, Interval(Integral, 1, None))
+    n_splits: int = parameter(1, Interval(Integral, 1, None))
 
     def _skill_config(self, n_tasks: int) -> SkillConfig:
         return SkillConfig(
@@ -30,6 +32,7 @@ class _PolyMethod:
 
 
 @fill_doc
+@estimator_parameters
 class PolyClassifier(_PolyMethod, SkillClassifierBase):
     """Multi-task text classifier with Polytropon skills (Poly, Poly-S / MHR).
 
@@ -70,50 +73,3 @@ class PolyClassifier(_PolyMethod, SkillClassifierBase):
     >>> clf = PolyClassifier(n_skills=4, max_epochs=1, random_state=0)  # doctest: +SKIP
     >>> clf.fit(X, y).predict(X)  # doctest: +SKIP
     """
-
-    def __init__(
-        self,
-        *,
-        n_skills: int = 8,
-        n_splits: int = 1,
-        backbone: str = DEFAULT_BACKBONE,
-        target_modules: list[str] | str | None = None,
-        rank: int = 8,
-        alpha: float = 16.0,
-        dropout: float = 0.0,
-        learning_rate: float = 2e-3,
-        router_learning_rate: float = 0.05,
-        weight_decay: float = 0.0,
-        warmup_fraction: float = 0.1,
-        max_epochs: int = 5,
-        batch_size: int = 32,
-        max_length: int = 128,
-        pooling: str = "auto",
-        device: str = "auto",
-        random_state: int | None = None,
-        verbose: int = 0,
-        text_column: str = "text",
-        task_column: str = "task",
-    ) -> None:
-        self.n_skills = n_skills
-        self.n_splits = n_splits
-        super().__init__(
-            backbone=backbone,
-            target_modules=target_modules,
-            rank=rank,
-            alpha=alpha,
-            dropout=dropout,
-            learning_rate=learning_rate,
-            router_learning_rate=router_learning_rate,
-            weight_decay=weight_decay,
-            warmup_fraction=warmup_fraction,
-            max_epochs=max_epochs,
-            batch_size=batch_size,
-            max_length=max_length,
-            pooling=pooling,
-            device=device,
-            random_state=random_state,
-            verbose=verbose,
-            text_column=text_column,
-            task_column=task_column,
-        )

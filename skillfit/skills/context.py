@@ -20,7 +20,8 @@ class TaskContext:
     def __init__(self) -> None:
         self._batch_tasks: torch.Tensor | None = None
         self._example_group: torch.Tensor | None = None
-        self._on_device: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        # (device, batch size) -> (batch tasks, example group) already on that device.
+        self._on_device: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @contextmanager
     def tasks(self, task_ids: torch.Tensor | list[int]) -> Iterator[None]:

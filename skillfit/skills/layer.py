@@ -144,11 +144,15 @@ class SkillLinear(nn.Module):
         B = B.permute(0, 2, 1, 3).reshape(n_tasks, r, self.out_features)
         return A, B
 
+    @property
+    def _parts(self) -> tuple[str, ...]:
+        """The low-rank products the update is made of: one in weight space, two in output space."""
+        return ("all",) if self.config.combine == "weight" else ("shared", "exclusive")
+
     def delta_weight(self, tasks: torch.Tensor) -> torch.Tensor:
         """Each task's full update ``s * A_t B_t`` in ``x @ W`` orientation, shape (U, d_in, d_out)."""
-        parts = ("all",) if self.config.combine == "weight" else ("shared", "exclusive")
         delta = 0
-        for part in parts:
+        for part in self._parts:
             factors = self.task_factors(tasks, part)
             if factors is not None:
                 delta = delta + factors[0] @ factors[1]
@@ -157,10 +161,9 @@ class SkillLinear(nn.Module):
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)
         batch_tasks, example_group = self.context.groups(x.shape[0], x.device)
-        parts = ("all",) if self.config.combine == "weight" else ("shared", "exclusive")
         rows = self.dropout(x).reshape(x.shape[0], -1, self.in_features)
         delta = None
-        for part in parts:
+        for part in self._parts:
             factors = self.task_factors(batch_tasks, part)
             if factors is None:
                 continue
