@@ -2,14 +2,30 @@
 
 from .config import SkillConfig
 from .context import TaskContext
-from .inject import ALL_LINEAR, inject_skills, routing_weights, skill_layers
+from .inject import (
+    ALL_LINEAR,
+    gate_experts,
+    gate_weights,
+    inject_skills,
+    routing_weights,
+    skill_layers,
+    target_layer_names,
+    top_block_layers,
+)
 from .layer import SkillLinear, linear_features
-from .routing import ExclusiveMixer, PolyRouter
+from .routing import UNKNOWN_TASK, ExclusiveMixer, GateRouter, PolyRouter, task_sparsity_loss
 
 __all__ = [
     "ALL_LINEAR",
+    "UNKNOWN_TASK",
     "ExclusiveMixer",
+    "GateRouter",
     "PolyRouter",
+    "gate_experts",
+    "gate_weights",
+    "task_sparsity_loss",
+    "target_layer_names",
+    "top_block_layers",
     "SkillConfig",
     "SkillLinear",
     "TaskContext",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-ROUTINGS = ("poly", "none")
+ROUTINGS = ("poly", "none", "gate")
 COMBINES = ("weight", "output")
 
 
@@ -22,6 +22,8 @@ class SkillConfig:
     LoRA, private             0          1            "none"
     Poly / Poly-S (MHR)       K          0            "poly"
     C-Poly                    K          E            "poly"
+    MTLoRA (top blocks)       1          1            "none"
+    PEMT, stage 2             T          1            "gate"
     ========================  =========  ===========  =========
 
     Parameters
@@ -38,16 +40,24 @@ class SkillConfig:
         Rank ``r`` of every skill.
     alpha : float
         LoRA scale numerator: the update is multiplied by ``alpha / rank``.
-    routing : {"poly", "none"}
-        ``"poly"`` learns task-skill logits (Polytropon); ``"none"`` gives the shared
-        skill weight 1 (plain LoRA, only valid with ``n_shared <= 1``).
+    routing : {"poly", "none", "gate"}
+        ``"poly"`` learns task-skill logits (Polytropon) and mixes the skills' A and B
+        factors; ``"none"`` gives the shared skill weight 1 (plain LoRA, only valid
+        with ``n_shared <= 1``); ``"gate"`` mixes the skills' products with
+        ``softmax(q_t W_g / tau)`` from task-description vectors ``q_t`` (PEMT).
     combine : {"weight", "output"}
         Where C-Poly adds exclusive skills to shared ones: in weight space (one
         low-rank product) or in output space (two products summed).
     dropout : float
         Dropout applied to the adapter input.
     temperature : float
-        Temperature of the relaxed Bernoulli used for routing in training.
+        Temperature of the relaxed Bernoulli (``"poly"``) or of the gate softmax
+        (``"gate"``).
+    exclusive_rank : int or None
+        Rank of the exclusive skills; None means ``rank``. Must equal ``rank`` when
+        ``combine="weight"`` adds the two kinds of factors.
+    description_dim : int
+        Width of the task-description vectors that drive a ``"gate"`` router.
     """
 
     n_tasks: int
@@ -60,6 +70,8 @@ class SkillConfig:
     combine: Literal["weight", "output"] = "weight"
     dropout: float = 0.0
     temperature: float = 1.0
+    exclusive_rank: int | None = None
+    description_dim: int = 0
 
     def __post_init__(self) -> None:
         positive = {"n_tasks": self.n_tasks, "n_splits": self.n_splits, "rank": self.rank}
@@ -82,8 +94,32 @@ class SkillConfig:
             raise ValueError(f"SkillConfig.dropout must be in [0, 1), got {self.dropout!r}.")
         if self.temperature <= 0:
             raise ValueError(f"SkillConfig.temperature must be > 0, got {self.temperature!r}.")
+        if self.exclusive_rank is not None and (int(self.exclusive_rank) != self.exclusive_rank or self.exclusive_rank < 1):
+            raise ValueError(f"SkillConfig.exclusive_rank must be an integer >= 1 or None, got {self.exclusive_rank!r}.")
+        if self.combine == "weight" and self.n_shared and self.n_exclusive and self.task_rank != self.rank:
+            raise ValueError(
+                "combine='weight' adds shared and exclusive factors, so their ranks must match; "
+                f"got rank={self.rank}, exclusive_rank={self.exclusive_rank}. Use combine='output'."
+            )
+        if self.routing == "gate":
+            if self.n_splits != 1:
+                raise ValueError("routing='gate' mixes whole skills: use n_splits=1.")
+            if self.description_dim < 1:
+                raise ValueError("routing='gate' needs description_dim >= 1 (the width of task descriptions).")
+            if self.combine != "output" and self.n_exclusive:
+                raise ValueError("routing='gate' mixes products; add exclusive skills with combine='output'.")
+
+    @property
+    def task_rank(self) -> int:
+        """Rank of the exclusive skills."""
+        return self.rank if self.exclusive_rank is None else self.exclusive_rank
 
     @property
     def scale(self) -> float:
-        """The LoRA scale ``s = alpha / rank``."""
+        """The LoRA scale of the shared skills, ``s = alpha / rank``."""
         return self.alpha / self.rank
+
+    @property
+    def exclusive_scale(self) -> float:
+        """The LoRA scale of the exclusive skills, ``alpha / exclusive_rank``."""
+        return self.alpha / self.task_rank

@@ -15,9 +15,21 @@ import torch
 
 
 class TaskContext:
-    """The task ids of the batch that the model is processing now."""
+    """The task ids of the batch that the model is processing now.
+
+    Attributes
+    ----------
+    has_unknown : bool
+        Whether the current batch holds task index -1 (a task unseen in training).
+    task_descriptions : Tensor or None
+        Task-description vectors ``(n_tasks, dim)`` read by gate routers (PEMT); owned
+        and registered by the model that sets it.
+    """
 
     def __init__(self) -> None:
+        self.bypassed = False
+        self.has_unknown = False
+        self.task_descriptions: torch.Tensor | None = None
         self._batch_tasks: torch.Tensor | None = None
         self._example_group: torch.Tensor | None = None
         # (device, batch size) -> (batch tasks, example group) already on that device.
@@ -30,19 +42,30 @@ class TaskContext:
         Parameters
         ----------
         task_ids : tensor or list of int, shape (batch,)
-            Task index of each example. Best given as a CPU tensor: grouping happens
-            on the host, and the results are moved to the device once per call.
+            Task index of each example, -1 for a task unseen in training. Best given
+            as a CPU tensor: grouping happens on the host, and the results are moved
+            to the device once per call.
         """
         task_ids = torch.as_tensor(task_ids, dtype=torch.long).cpu()
         if task_ids.ndim != 1:
             raise ValueError(f"task_ids must be one-dimensional, got shape {tuple(task_ids.shape)}.")
-        previous = (self._batch_tasks, self._example_group, self._on_device)
+        previous = (self._batch_tasks, self._example_group, self._on_device, self.has_unknown)
         self._batch_tasks, self._example_group = torch.unique(task_ids, return_inverse=True)
         self._on_device = {}
+        self.has_unknown = bool(len(self._batch_tasks)) and int(self._batch_tasks[0]) < 0
         try:
             yield
         finally:
-            self._batch_tasks, self._example_group, self._on_device = previous
+            self._batch_tasks, self._example_group, self._on_device, self.has_unknown = previous
+
+    @contextmanager
+    def bypass(self) -> Iterator[None]:
+        """Run the enclosed forward passes through the bare backbone (skills off)."""
+        previous, self.bypassed = self.bypassed, True
+        try:
+            yield
+        finally:
+            self.bypassed = previous
 
     def groups(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The distinct tasks of the batch and, per row, the index of its task among them.

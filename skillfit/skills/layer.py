@@ -14,6 +14,7 @@ With ``combine="output"`` the shared and exclusive parts are two products:
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ from transformers.pytorch_utils import Conv1D
 
 from .config import SkillConfig
 from .context import TaskContext
-from .routing import ExclusiveMixer, PolyRouter
+from .routing import ExclusiveMixer, GateRouter, PolyRouter
 
 
 def linear_features(layer: nn.Module) -> tuple[int, int]:
@@ -54,11 +55,14 @@ class SkillLinear(nn.Module):
     shared_A, shared_B : nn.Parameter or None
         Shared skills, shapes ``(H, K, d_in/H, r)`` and ``(H, K, r, d_out/H)``.
     exclusive_A, exclusive_B : nn.Parameter or None
-        Exclusive skills, shapes ``(T, H, E, d_in/H, r)`` and ``(T, H, E, r, d_out/H)``.
-    router : PolyRouter or None
+        Exclusive skills, shapes ``(T, H, E, d_in/H, r_ex)`` and ``(T, H, E, r_ex, d_out/H)``.
+    router : PolyRouter, GateRouter or None
         Task-skill routing over the shared skills (None for plain LoRA).
     exclusive_mixer : ExclusiveMixer or None
         Each task's weights over its exclusive skills.
+    shared_enabled : buffer of shape (T,)
+        1 where a task uses the shared skills; 0 for tasks adapted with Poly-mu, which
+        start from the skills' average as their own adapter.
     """
 
     def __init__(self, base_layer: nn.Module, config: SkillConfig, context: TaskContext, name: str = "") -> None:
@@ -75,103 +79,172 @@ class SkillLinear(nn.Module):
                     f"{name or type(base_layer).__name__!r}; choose n_splits among the common "
                     f"divisors of {self.in_features} and {self.out_features}."
                 )
-        d_in, d_out, r = self.in_features // heads, self.out_features // heads, config.rank
+        d_in, d_out = self.in_features // heads, self.out_features // heads
+        r, r_ex = config.rank, config.task_rank
         T, K, E = config.n_tasks, config.n_shared, config.n_exclusive
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
 
         self.shared_A = nn.Parameter(torch.empty(heads, K, d_in, r)) if K else None
         self.shared_B = nn.Parameter(torch.zeros(heads, K, r, d_out)) if K else None
-        self.router = PolyRouter(T, heads, K, config.temperature) if K and config.routing == "poly" else None
-        self.exclusive_A = nn.Parameter(torch.empty(T, heads, E, d_in, r)) if E else None
-        self.exclusive_B = nn.Parameter(torch.zeros(T, heads, E, r, d_out)) if E else None
+        self.router = self._make_router(config) if K else None
+        self.exclusive_A = nn.Parameter(torch.empty(T, heads, E, d_in, r_ex)) if E else None
+        self.exclusive_B = nn.Parameter(torch.zeros(T, heads, E, r_ex, d_out)) if E else None
         self.exclusive_mixer = ExclusiveMixer(T, heads, E) if E else None
+        self.register_buffer("shared_enabled", torch.ones(T))
         self.reset_skills()
+
+    @staticmethod
+    def _make_router(config: SkillConfig) -> nn.Module | None:
+        if config.routing == "poly":
+            return PolyRouter(config.n_tasks, config.n_splits, config.n_shared, config.temperature)
+        if config.routing == "gate":
+            return GateRouter(config.n_shared, config.description_dim, config.temperature)
+        return None
+
+    def _init_A(self, A: torch.Tensor) -> None:
+        # kaiming_uniform_(a=sqrt(5)) on an (r, fan_in) block, as nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+        bound = 1.0 / math.sqrt(self.in_features // self.config.n_splits)
+        nn.init.uniform_(A, -bound, bound)
 
     def reset_skills(self) -> None:
         """A as ``nn.Linear``'s default (Kaiming-uniform, a=sqrt(5)) per skill block, B = 0."""
-        # kaiming_uniform_(a=sqrt(5)) on an (r, fan_in) block is U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-        bound = 1.0 / math.sqrt(self.in_features // self.config.n_splits)
         for A, B in ((self.shared_A, self.shared_B), (self.exclusive_A, self.exclusive_B)):
             if A is not None:
-                nn.init.uniform_(A, -bound, bound)
+                self._init_A(A.data)
                 nn.init.zeros_(B)
 
-    @property
-    def scale(self) -> float:
-        return self.config.scale
+    # ---------------------------------------------------------------- factors
+    def _shared_factors(self, tasks: torch.Tensor, has_unknown: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shared part, per head: ``(U, H, d_in/H, r')`` and ``(U, H, r', d_out/H)``."""
+        A, B = self.shared_A, self.shared_B
+        enabled = self.shared_enabled[tasks.clamp_min(0) if has_unknown else tasks]
+        if has_unknown:  # an unknown task routes over the shared skills
+            enabled = enabled.masked_fill(tasks < 0, 1.0)
+        enabled = enabled.to(A.dtype).view(-1, 1, 1)
+        if isinstance(self.router, GateRouter):
+            # PEMT mixes the experts' products: x A_cat diag(g) B_cat = sum_k g_k x A_k B_k.
+            gate = self.router(tasks, self.context.task_descriptions, has_unknown).to(A.dtype) * enabled
+            n_tasks, (heads, K, d_in, r) = len(tasks), A.shape
+            A_cat = A.permute(0, 2, 1, 3).reshape(1, heads, d_in, K * r).expand(n_tasks, -1, -1, -1)
+            B_cat = (gate.unsqueeze(-1).unsqueeze(-1) * B.unsqueeze(0)).reshape(n_tasks, heads, K * r, -1)
+            return A_cat, B_cat
+        if self.router is not None:
+            weights = self.router(tasks, has_unknown).to(A.dtype)
+        else:
+            weights = A.new_ones(len(tasks), self.config.n_splits, 1)
+        weights = weights * enabled
+        return torch.einsum("uhk,hkdr->uhdr", weights, A), torch.einsum("uhk,hkro->uhro", weights, B)
 
-    def task_factors(self, tasks: torch.Tensor, part: str = "all") -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Low-rank factors ``A_t (U, d_in, r)`` and ``B_t (U, r, d_out)`` of ``tasks``.
+    def _exclusive_factors(self, tasks: torch.Tensor, has_unknown: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = tasks.clamp_min(0) if has_unknown else tasks
+        weights = self.exclusive_mixer(tasks, self.exclusive_A.dtype, has_unknown)
+        return (
+            torch.einsum("uhe,uhedr->uhdr", weights, self.exclusive_A[rows]),
+            torch.einsum("uhe,uhero->uhro", weights, self.exclusive_B[rows]),
+        )
+
+    def _as_matrices(self, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head blocks to ``(U, d_in, r)`` and ``(U, r, d_out)``: heads split A's rows, B's columns."""
+        n_tasks, heads, _, rank = A.shape
+        return A.reshape(n_tasks, self.in_features, rank), B.permute(0, 2, 1, 3).reshape(n_tasks, rank, self.out_features)
+
+    def task_products(self, tasks: torch.Tensor, has_unknown: bool = False) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+        """The low-rank terms ``(A_t, B_t, scale)`` whose sum is each task's update.
+
+        One term when shared and exclusive factors are added in weight space, two
+        when they are combined in output space.
 
         Parameters
         ----------
         tasks : LongTensor of shape (U,)
-            Task indices (distinct tasks of a batch, or any list of tasks).
-        part : {"all", "shared", "exclusive"}
-            Which skills to include; ``"all"`` sums both in weight space.
-
-        Returns
-        -------
-        (A_t, B_t) or None if the layer holds no skills of that part.
+            Task indices; -1 for an unknown task when ``has_unknown``.
         """
-        blocks = []
-        if part in ("all", "shared") and self.shared_A is not None:
-            if self.router is not None:
-                weights = self.router(tasks).to(self.shared_A.dtype)
-            else:
-                weights = self.shared_A.new_ones(len(tasks), self.config.n_splits, 1)
-            blocks.append(
-                (
-                    torch.einsum("uhk,hkdr->uhdr", weights, self.shared_A),
-                    torch.einsum("uhk,hkro->uhro", weights, self.shared_B),
-                )
-            )
-        if part in ("all", "exclusive") and self.exclusive_A is not None:
-            weights = self.exclusive_mixer(tasks, self.exclusive_A.dtype)
-            blocks.append(
-                (
-                    torch.einsum("uhe,uhedr->uhdr", weights, self.exclusive_A[tasks]),
-                    torch.einsum("uhe,uhero->uhro", weights, self.exclusive_B[tasks]),
-                )
-            )
-        if not blocks:
-            return None
-        A = blocks[0][0] if len(blocks) == 1 else blocks[0][0] + blocks[1][0]
-        B = blocks[0][1] if len(blocks) == 1 else blocks[0][1] + blocks[1][1]
-        n_tasks, r = len(tasks), self.config.rank
-        # Heads split the input rows of A and the output columns of B.
-        A = A.reshape(n_tasks, self.in_features, r)
-        B = B.permute(0, 2, 1, 3).reshape(n_tasks, r, self.out_features)
-        return A, B
-
-    @property
-    def _parts(self) -> tuple[str, ...]:
-        """The low-rank products the update is made of: one in weight space, two in output space."""
-        return ("all",) if self.config.combine == "weight" else ("shared", "exclusive")
+        config = self.config
+        shared = self._shared_factors(tasks, has_unknown) if self.shared_A is not None else None
+        exclusive = self._exclusive_factors(tasks, has_unknown) if self.exclusive_A is not None else None
+        if config.combine == "weight" and shared is not None and exclusive is not None:
+            A, B = shared[0] + exclusive[0], shared[1] + exclusive[1]
+            return [(*self._as_matrices(A, B), config.scale)]
+        terms = []
+        if shared is not None:
+            terms.append((*self._as_matrices(*shared), config.scale))
+        if exclusive is not None:
+            terms.append((*self._as_matrices(*exclusive), config.exclusive_scale))
+        return terms
 
     def delta_weight(self, tasks: torch.Tensor) -> torch.Tensor:
         """Each task's full update ``s * A_t B_t`` in ``x @ W`` orientation, shape (U, d_in, d_out)."""
-        delta = 0
-        for part in self._parts:
-            factors = self.task_factors(tasks, part)
-            if factors is not None:
-                delta = delta + factors[0] @ factors[1]
-        return self.scale * delta
+        return sum(scale * (A @ B) for A, B, scale in self.task_products(tasks))
 
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         result = self.base_layer(x, *args, **kwargs)
+        if self.context.bypassed:
+            return result
         batch_tasks, example_group = self.context.groups(x.shape[0], x.device)
         rows = self.dropout(x).reshape(x.shape[0], -1, self.in_features)
         delta = None
-        for part in self._parts:
-            factors = self.task_factors(batch_tasks, part)
-            if factors is None:
-                continue
-            A, B = factors
-            rows_in = rows.to(A.dtype)
-            update = torch.bmm(torch.bmm(rows_in, A[example_group]), B[example_group])
+        for A, B, scale in self.task_products(batch_tasks, self.context.has_unknown):
+            update = scale * torch.bmm(torch.bmm(rows.to(A.dtype), A[example_group]), B[example_group])
             delta = update if delta is None else delta + update
-        return result + (self.scale * delta).reshape(result.shape).to(result.dtype)
+        return result + delta.reshape(result.shape).to(result.dtype)
+
+    # --------------------------------------------------------------- new tasks
+    def per_task_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose first dimension is the task: what a new task gets rows of."""
+        candidates = [self.exclusive_A, self.exclusive_B]
+        if isinstance(self.router, PolyRouter):
+            candidates.append(self.router.routing_logits)
+        if self.exclusive_mixer is not None:
+            candidates.append(self.exclusive_mixer.exclusive_logits)
+        return [param for param in candidates if param is not None]
+
+    def add_tasks(self, n_new: int, *, average: bool = False) -> None:
+        """Grow every per-task tensor by ``n_new`` tasks; old tasks' values are kept exactly.
+
+        New routing rows start as at initialisation and new exclusive skills as fresh
+        skills (A random, B zero). With ``average=True`` (Poly-mu) the new tasks do not
+        route over the shared skills: their exclusive skills start as the uniform
+        average of the shared skills instead (a layer without exclusive skills gets one
+        per task, zero for the old tasks, which leaves their updates unchanged).
+        """
+        config = self.config
+        T, K = config.n_tasks, config.n_shared
+        n_exclusive = max(config.n_exclusive, 1) if average and K else config.n_exclusive
+        self.config = replace(
+            config, n_tasks=T + n_new, n_exclusive=n_exclusive,
+            exclusive_rank=config.rank if n_exclusive and not config.n_exclusive else config.exclusive_rank,
+        )
+        if isinstance(self.router, PolyRouter):
+            new_logits = torch.empty(n_new, *self.router.routing_logits.shape[1:], device=self.shared_A.device)
+            nn.init.uniform_(new_logits, -1e-3, 1e-3)
+            self.router.routing_logits = _grown(self.router.routing_logits, new_logits)
+        self.shared_enabled = torch.cat([self.shared_enabled, self.shared_enabled.new_full((n_new,), 0.0 if average and K else 1.0)])
+        if not n_exclusive:
+            return
+        new_A, new_B = self._new_exclusive_skills(n_new, n_exclusive, average and K > 0)
+        if self.exclusive_A is None:  # Poly-mu on a layer without exclusive skills: old tasks get zeros.
+            old_A = torch.zeros(T, *new_A.shape[1:], dtype=new_A.dtype, device=new_A.device)
+            self.exclusive_A = nn.Parameter(old_A)
+            self.exclusive_B = nn.Parameter(torch.zeros(T, *new_B.shape[1:], dtype=new_B.dtype, device=new_B.device))
+            self.exclusive_mixer = ExclusiveMixer(T, config.n_splits, n_exclusive).to(new_A.device)
+        self.exclusive_A = _grown(self.exclusive_A, new_A)
+        self.exclusive_B = _grown(self.exclusive_B, new_B)
+        mixer = self.exclusive_mixer
+        if mixer.exclusive_logits is not None:
+            mixer.exclusive_logits = _grown(mixer.exclusive_logits, torch.zeros_like(mixer.exclusive_logits[:n_new]))
+
+    def _new_exclusive_skills(self, n_new: int, n_exclusive: int, average: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        heads, r_ex = self.config.n_splits, self.config.task_rank
+        d_in, d_out = self.in_features // heads, self.out_features // heads
+        reference = self.shared_A if self.shared_A is not None else self.exclusive_A
+        if average:
+            # Poly-mu: every exclusive slot holds the skills' mean, so any mixture of them is the mean.
+            A = self.shared_A.detach().mean(dim=1, keepdim=True).expand(heads, n_exclusive, d_in, r_ex)
+            B = self.shared_B.detach().mean(dim=1, keepdim=True).expand(heads, n_exclusive, r_ex, d_out)
+            return A.unsqueeze(0).repeat(n_new, 1, 1, 1, 1), B.unsqueeze(0).repeat(n_new, 1, 1, 1, 1)
+        A = torch.empty(n_new, heads, n_exclusive, d_in, r_ex, dtype=reference.dtype, device=reference.device)
+        self._init_A(A)
+        return A, torch.zeros(n_new, heads, n_exclusive, r_ex, d_out, dtype=reference.dtype, device=reference.device)
 
     def extra_repr(self) -> str:
         c = self.config
@@ -180,3 +253,9 @@ class SkillLinear(nn.Module):
             f"n_shared={c.n_shared}, n_exclusive={c.n_exclusive}, n_splits={c.n_splits}, "
             f"n_tasks={c.n_tasks}, routing={c.routing!r}, combine={c.combine!r}"
         )
+
+
+def _grown(param: nn.Parameter, new_rows: torch.Tensor) -> nn.Parameter:
+    """A new parameter: ``param``'s rows followed by ``new_rows``, same trainability."""
+    grown = torch.cat([param.detach(), new_rows.to(dtype=param.dtype, device=param.device)])
+    return nn.Parameter(grown, requires_grad=param.requires_grad)
