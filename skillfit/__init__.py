@@ -4,8 +4,15 @@ Estimators take ``X`` as ``(text, task)`` pairs and learn all tasks at once with
 low-rank "skills" in a frozen backbone; see ``docs/`` and ``DESIGN.md``.
 """
 
-from .estimators import CPolyClassifier, LoRAClassifier, PolyClassifier
+from .estimators import CPolyClassifier, LoRAClassifier, MTLoRAClassifier, PEMTClassifier, PolyClassifier
 
 __version__ = "0.1.0"
 
-__all__ = ["CPolyClassifier", "LoRAClassifier", "PolyClassifier", "__version__"]
+__all__ = [
+    "CPolyClassifier",
+    "LoRAClassifier",
+    "MTLoRAClassifier",
+    "PEMTClassifier",
+    "PolyClassifier",
+    "__version__",
+]

@@ -15,12 +15,15 @@ import time
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .._inputs import check_texts_and_tasks
 from ._params import estimator_parameters, parameter, parameter_constraints
@@ -29,14 +32,16 @@ from .._validation import (
     RANDOM_STATE,
     STRING,
     Interval,
+    Options,
     StringList,
     validate_parameters,
 )
 from ..backbones import DEFAULT_BACKBONE, Backbone, default_target_modules, load_backbone, resolve_device
-from ..skills import SkillConfig, inject_skills, routing_weights
+from ..skills import UNKNOWN_TASK, SkillConfig, inject_skills, routing_weights, skill_layers
 
 # Global gradient-norm clip; fixed, as in most LoRA recipes.
 MAX_GRAD_NORM = 1.0
+ADAPT_MODES = ("routing", "average", "all")
 
 
 @contextmanager
@@ -127,11 +132,16 @@ class SkillEstimatorBase(BaseEstimator):
     verbose: int = parameter(0, Interval(Integral, 0, 2))
     text_column: str = parameter("text", STRING)
     task_column: str = parameter("task", STRING)
+    handle_unknown_task: str = parameter("error", Options("error", "average"))
 
     # ------------------------------------------------------------------ hooks
     def _skill_config(self, n_tasks: int) -> SkillConfig:
         """The skill inventory this method puts in every adapted layer."""
         raise NotImplementedError
+
+    def _skills(self, n_tasks: int, **method: Any) -> SkillConfig:
+        """A SkillConfig with the common parameters filled in and the method's own given."""
+        return SkillConfig(n_tasks=n_tasks, rank=self.rank, alpha=self.alpha, dropout=self.dropout, **method)
 
     def _check_method_params(self) -> None:
         """Cross-parameter checks of a method (beyond the per-parameter table)."""
@@ -157,15 +167,20 @@ class SkillEstimatorBase(BaseEstimator):
         return check_texts_and_tasks(X, text_column=self.text_column, task_column=self.task_column)
 
     def _task_indices(self, tasks: np.ndarray) -> np.ndarray:
-        """Map task ids to rows of the router; unknown tasks raise a ValueError naming them."""
+        """Map task ids to rows of the router.
+
+        Unknown tasks raise a ValueError naming them, or map to ``UNKNOWN_TASK`` (-1,
+        average routing, no exclusive skills) with ``handle_unknown_task="average"``.
+        """
         lookup = {task: i for i, task in enumerate(self.tasks_.tolist())}
         unknown = sorted({task for task in tasks.tolist() if task not in lookup}, key=str)
-        if unknown:
+        if unknown and self.handle_unknown_task == "error":
             raise ValueError(
                 f"Unknown task id(s) {unknown[:10]} at predict time; {type(self).__name__} was fitted on "
-                f"tasks {self.tasks_.tolist()[:20]}. Predict only for fitted tasks."
+                f"tasks {self.tasks_.tolist()[:20]}. Predict only for fitted tasks, learn new ones with "
+                "adapt(), or set handle_unknown_task='average' to use the average routing."
             )
-        return np.asarray([lookup[task] for task in tasks.tolist()], dtype=np.int64)
+        return np.asarray([lookup.get(task, UNKNOWN_TASK) for task in tasks.tolist()], dtype=np.int64)
 
     # ------------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any) -> "SkillEstimatorBase":
@@ -195,13 +210,20 @@ class SkillEstimatorBase(BaseEstimator):
             self.network_ = self._build_network(backbone, skill_config, targets, task_index).to(self.device_)
             self.n_trainable_params_ = sum(p.numel() for p in self.network_.parameters() if p.requires_grad)
             encoded = self._encode(texts, task_index, targets)
-            self._fit_loop(encoded, np.random.default_rng(seed))
+            self._train(encoded, np.random.default_rng(seed))
         self._set_routing_attributes()
         return self
 
+    def _train(self, encoded: dict[str, Any], rng: np.random.Generator) -> None:
+        """Run the training of ``fit``; methods with stages (PEMT) override it."""
+        self.loss_curve_ = self._fit_loop(encoded, rng, self.max_epochs)
+        self.n_iter_ = len(self.loss_curve_)
+
+    def _target_modules(self, backbone: Backbone):
+        return self.target_modules if self.target_modules is not None else default_target_modules(backbone.config)
+
     def _inject(self, backbone: Backbone, skill_config: SkillConfig):
-        targets = self.target_modules if self.target_modules is not None else default_target_modules(backbone.config)
-        return inject_skills(backbone.model, skill_config, targets)
+        return inject_skills(backbone.model, skill_config, self._target_modules(backbone))
 
     def _encode(self, texts: list[str], task_index: np.ndarray, targets: Any) -> dict[str, Any]:
         encoding = self.tokenizer_(texts, truncation=True, max_length=self.max_length)
@@ -217,14 +239,17 @@ class SkillEstimatorBase(BaseEstimator):
             attention_mask[row, : len(sequence)] = 1
         return input_ids.to(self.device_, non_blocking=True), attention_mask.to(self.device_, non_blocking=True)
 
-    def _make_optimizer(self, n_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    def _make_optimizer(
+        self, n_steps: int, weight_decay: float | None = None
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
         """AdamW with the router logits in their own group (own learning rate, no decay)."""
+        weight_decay = self.weight_decay if weight_decay is None else weight_decay
         router_params, other_params = [], []
         for name, param in self.network_.named_parameters():
             if param.requires_grad:
                 is_router = name.endswith("routing_logits") or name.endswith("exclusive_logits")
                 (router_params if is_router else other_params).append(param)
-        groups = [{"params": other_params, "lr": self.learning_rate, "weight_decay": self.weight_decay}]
+        groups = [{"params": other_params, "lr": self.learning_rate, "weight_decay": weight_decay}]
         if router_params:
             groups.append({"params": router_params, "lr": self.router_learning_rate, "weight_decay": 0.0})
         fused = self.device_.type == "cuda"
@@ -238,34 +263,39 @@ class SkillEstimatorBase(BaseEstimator):
 
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_then_decay)
 
-    def _fit_loop(self, encoded: dict[str, Any], rng: np.random.Generator) -> None:
+    def _fit_loop(
+        self,
+        encoded: dict[str, Any],
+        rng: np.random.Generator,
+        n_epochs: int,
+        *,
+        weight_decay: float | None = None,
+        stage: str = "",
+    ) -> list[float]:
+        """Train the parameters that require grad for ``n_epochs``; return each epoch's mean loss."""
         n_samples = len(encoded["input_ids"])
         n_batches = -(-n_samples // self.batch_size)
-        optimizer, scheduler = self._make_optimizer(self.max_epochs * n_batches)
-        self.loss_curve_ = []
-        self.n_iter_ = 0
-        for epoch in range(self.max_epochs):
+        optimizer, scheduler = self._make_optimizer(n_epochs * n_batches, weight_decay)
+        losses = []
+        label = f"[{type(self).__name__}{' ' + stage if stage else ''}]"
+        for epoch in range(n_epochs):
             start = time.perf_counter()
             order = rng.permutation(n_samples)
             batches = [order[i : i + self.batch_size] for i in range(0, n_samples, self.batch_size)]
-            epoch_loss = self._run_epoch(batches, encoded, optimizer, scheduler, epoch)
-            self.loss_curve_.append(epoch_loss)
-            self.n_iter_ = epoch + 1
+            epoch_loss = self._run_epoch(batches, encoded, optimizer, scheduler, f"epoch {epoch + 1}/{n_epochs}")
+            losses.append(epoch_loss)
             if self.verbose == 1:
-                print(
-                    f"[{type(self).__name__}] epoch {epoch + 1}/{self.max_epochs}  "
-                    f"loss {epoch_loss:.4f}  ({time.perf_counter() - start:.1f}s)",
-                    flush=True,
-                )
+                print(f"{label} epoch {epoch + 1}/{n_epochs}  loss {epoch_loss:.4f}  ({time.perf_counter() - start:.1f}s)", flush=True)
         optimizer.zero_grad(set_to_none=True)
+        return losses
 
-    def _run_epoch(self, batches, encoded, optimizer, scheduler, epoch: int) -> float:
+    def _run_epoch(self, batches, encoded, optimizer, scheduler, description: str) -> float:
         self.network_.train()
         progress = None
         if self.verbose >= 2:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=len(batches), desc=f"epoch {epoch + 1}/{self.max_epochs}", file=sys.stderr)
+            progress = tqdm(total=len(batches), desc=description, file=sys.stderr)
         total, count = 0.0, 0
         for indices in batches:
             batch = self._make_batch(indices, encoded)
@@ -289,6 +319,141 @@ class SkillEstimatorBase(BaseEstimator):
         optimizer.step()
         scheduler.step()
         return float(loss.detach())
+
+    # -------------------------------------------------------------- new tasks
+    def adapt(self, X: Any, y: Any, *, mode: str = "routing", max_epochs: int | None = None) -> "SkillEstimatorBase":
+        """Learn new tasks from a few examples after ``fit``, keeping what was learned.
+
+        Parameters
+        ----------
+        X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
+            Examples of the new tasks (task ids not seen in ``fit``).
+        y : array-like of shape (n_samples,)
+            Their targets; new labels extend ``classes_``.
+        mode : {"routing", "average", "all"}, default="routing"
+            ``"routing"`` (Poly-z / MHR-z): new routing rows, new exclusive skills and
+            head rows for new labels are trained; everything learned before is frozen.
+            ``"average"`` (Poly-mu): each new task gets its own adapter, started from
+            the uniform average of the shared skills, and fine-tunes it.
+            ``"all"``: new rows are added and every trainable parameter is
+            fine-tuned; rows of fitted tasks are then allowed in ``X``.
+            With ``"routing"`` and ``"average"``, predictions for fitted tasks stay
+            bit-identical.
+        max_epochs : int, optional
+            Epochs over ``X``; defaults to the estimator's ``max_epochs``.
+
+        Returns
+        -------
+        self
+        """
+        self._check_fitted()
+        if mode not in ADAPT_MODES:
+            raise ValueError(f"mode must be one of {ADAPT_MODES}, got {mode!r}.")
+        if max_epochs is not None and (isinstance(max_epochs, bool) or not isinstance(max_epochs, Integral) or max_epochs < 1):
+            raise ValueError(f"max_epochs must be an int >= 1 or None, got {max_epochs!r}.")
+        texts, tasks = self._validated_inputs(X)
+        if tasks.dtype.kind != self.tasks_.dtype.kind:
+            raise TypeError(
+                f"{type(self).__name__} was fitted with {'integer' if self.tasks_.dtype.kind == 'i' else 'string'} "
+                "task ids; adapt() needs task ids of the same type."
+            )
+        known = set(self.tasks_.tolist())
+        new_tasks = [task for task in dict.fromkeys(tasks.tolist()) if task not in known]
+        seen = sorted({task for task in tasks.tolist() if task in known}, key=str)
+        if seen and mode != "all":
+            raise ValueError(
+                f"adapt(mode={mode!r}) learns new tasks only, but X has rows of fitted task(s) {seen[:10]}; "
+                "drop them, refit, or use mode='all'."
+            )
+        if not new_tasks and mode != "all":
+            raise ValueError("adapt() needs examples of at least one task that was not seen in fit.")
+        raw_targets = self._check_adapt_targets(y, len(texts))
+        seed = _resolve_seed(self.random_state)
+        with _quiet_libraries(self.verbose), _private_torch_rng(seed):
+            n_old = len(self.tasks_)
+            self.tasks_ = np.concatenate([self.tasks_, np.asarray(new_tasks, dtype=self.tasks_.dtype)])
+            task_index = self._task_indices(tasks)
+            targets = self._add_task_outputs(raw_targets, task_index, n_old)
+            for _, layer in skill_layers(self.network_):
+                layer.add_tasks(len(new_tasks), average=mode == "average")
+            self._add_task_inputs(new_tasks)
+            self.network_.to(self.device_)
+            restore = self._freeze_for_adapt(mode, n_old)
+            if not any(param.requires_grad for param in self.network_.parameters()):
+                restore()
+                raise ValueError(
+                    f"adapt(mode={mode!r}) has nothing to train: {type(self).__name__} keeps no per-task "
+                    "parameters and the new tasks bring no new labels. Use mode='all'."
+                )
+            try:
+                encoded = self._encode(texts, task_index, targets)
+                self.adapt_loss_curve_ = self._fit_loop(
+                    encoded, np.random.default_rng(seed), max_epochs or self.max_epochs,
+                    weight_decay=None if mode == "all" else 0.0, stage=f"adapt:{mode}",
+                )
+            finally:
+                restore()
+        self._set_routing_attributes()
+        return self
+
+    def _check_adapt_targets(self, y: Any, n_samples: int) -> Any:
+        raise NotImplementedError
+
+    def _add_task_outputs(self, raw_targets: Any, task_index: np.ndarray, n_old_tasks: int) -> Any:
+        """Grow what the output side keeps per task and label; return encoded targets."""
+        raise NotImplementedError
+
+    def _add_task_inputs(self, new_tasks: list) -> None:
+        """Grow what the input side keeps per task (PEMT's descriptions)."""
+
+    def _freeze_for_adapt(self, mode: str, n_old_tasks: int):
+        """Make only what ``mode`` trains require grad; return a function that undoes it.
+
+        Per-task tensors stay trainable with the old tasks' rows masked out of the
+        gradient (with no weight decay, AdamW then leaves them bit-identical).
+        """
+        requires_grad = {param: param.requires_grad for param in self.network_.parameters()}
+        hooks = []
+        if mode != "all":
+            self.network_.requires_grad_(False)
+            per_task = [p for _, layer in skill_layers(self.network_) for p in layer.per_task_parameters()]
+            per_task += [p for p in (getattr(self.network_, "task_descriptions", None),) if p is not None and requires_grad[p]]
+            for param in per_task:
+                param.requires_grad_(True)
+                hooks.append(param.register_hook(lambda grad, n=n_old_tasks: torch.cat([torch.zeros_like(grad[:n]), grad[n:]])))
+            for param in self._new_output_parameters():
+                param.requires_grad_(True)
+
+        def restore() -> None:
+            for handle in hooks:
+                handle.remove()
+            for param, flag in requires_grad.items():
+                param.requires_grad_(flag)
+
+        return restore
+
+    def _new_output_parameters(self) -> list[torch.nn.Parameter]:
+        """Output parameters created by ``adapt`` for new labels."""
+        return []
+
+    def task_similarity(self) -> "pd.DataFrame":
+        """Cosine similarity of the tasks' routing over all layers and heads.
+
+        Returns
+        -------
+        DataFrame of shape (n_tasks, n_tasks)
+            Indexed by ``tasks_`` on both axes; 1 on the diagonal.
+        """
+        import pandas as pd
+
+        self._check_fitted()
+        per_layer = getattr(self, "layer_gate_weights_", None) or self.layer_routing_weights_
+        if not per_layer:
+            raise ValueError(f"{type(self).__name__} has no learned routing to compare tasks with.")
+        vectors = np.concatenate([weights.reshape(len(self.tasks_), -1) for weights in per_layer.values()], axis=1)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        unit = vectors / np.where(norms == 0, 1.0, norms)
+        return pd.DataFrame(unit @ unit.T, index=self.tasks_, columns=self.tasks_)
 
     # ---------------------------------------------------------- introspection
     def _set_routing_attributes(self) -> None:

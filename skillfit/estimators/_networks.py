@@ -31,11 +31,41 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooli
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
 
 
+class BlockHead(nn.Module):
+    """A linear head over the union of labels, stored as blocks of label rows.
+
+    Labels added later (``adapt``) get a new block, so the rows and the arithmetic of
+    the labels learned before stay exactly as they were. ``label_order`` maps the
+    sorted ``classes_`` to positions in the concatenated blocks.
+    """
+
+    def __init__(self, hidden_size: int, n_labels: int) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([nn.Linear(hidden_size, n_labels)])
+        self.register_buffer("label_order", torch.arange(n_labels))
+
+    @property
+    def n_labels(self) -> int:
+        return len(self.label_order)
+
+    def add_block(self, n_new: int, label_order: torch.Tensor) -> nn.Linear:
+        """Append ``n_new`` label rows; ``label_order`` is the new sorted-to-block mapping."""
+        block = nn.Linear(self.blocks[0].in_features, n_new).to(self.label_order.device)
+        self.blocks.append(block)
+        self.label_order = label_order.to(self.label_order.device)
+        return block
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        logits = torch.cat([block(pooled) for block in self.blocks], dim=-1)
+        return logits if len(self.blocks) == 1 else logits[:, self.label_order]
+
+
 class SkilledClassifierNetwork(nn.Module):
     """A backbone with skills, pooling and one head over the union of labels.
 
     Each task only scores the labels it was trained with: the other logits are set to
-    ``-inf``, so their probabilities are exactly zero (DESIGN.md §2).
+    ``-inf``, so their probabilities are exactly zero (DESIGN.md §2). Task -1 (unseen
+    in training) may score every label.
 
     Parameters
     ----------
@@ -49,23 +79,58 @@ class SkilledClassifierNetwork(nn.Module):
         ``label_mask[t, c]`` is True when task ``t`` may predict class ``c``.
     pooling : {"mean", "last", "first"}
         How to reduce token states to one vector per text.
+    task_descriptions : Tensor of shape (n_tasks, hidden_size), optional
+        Task-description vectors (PEMT). They are prepended to each text as a soft
+        prompt token and given to the skill layers' gates through the context.
     """
 
     def __init__(
-        self, backbone: nn.Module, context: TaskContext, hidden_size: int, label_mask: torch.Tensor, pooling: str
+        self,
+        backbone: nn.Module,
+        context: TaskContext,
+        hidden_size: int,
+        label_mask: torch.Tensor,
+        pooling: str,
+        task_descriptions: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.context = context
         self.pooling = pooling
-        self.head = nn.Linear(hidden_size, label_mask.shape[1])
+        self.head = BlockHead(hidden_size, label_mask.shape[1])
         self.register_buffer("label_mask", label_mask.clone())
+        if task_descriptions is not None:
+            self.task_descriptions = nn.Parameter(task_descriptions.clone())
+            context.task_descriptions = self.task_descriptions
+        else:
+            self.task_descriptions = None
+
+    def _hidden_states(self, input_ids, attention_mask, tasks):
+        if self.task_descriptions is None:
+            return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        embeddings = self.backbone.get_input_embeddings()(input_ids)
+        device_tasks = tasks.to(embeddings.device)
+        prompts = self.task_descriptions[device_tasks.clamp_min(0)]
+        if self.context.has_unknown:
+            prompts = torch.where((device_tasks < 0).view(-1, 1), self.task_descriptions.mean(dim=0), prompts)
+        embeddings = torch.cat([prompts.unsqueeze(1).to(embeddings.dtype), embeddings], dim=1)
+        prompt_mask = torch.cat([attention_mask.new_ones(len(attention_mask), 1), attention_mask], dim=1)
+        hidden = self.backbone(inputs_embeds=embeddings, attention_mask=prompt_mask).last_hidden_state
+        return hidden[:, 1:]  # the text's own tokens are pooled, not the prompt
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-        """Masked logits of shape ``(batch, n_classes)``; ``tasks`` is a CPU LongTensor."""
+        """Masked logits of shape ``(batch, n_classes)``; ``tasks`` is a CPU LongTensor (-1: unknown)."""
         with self.context.tasks(tasks):
-            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = self._hidden_states(input_ids, attention_mask, tasks)
+            has_unknown = self.context.has_unknown
         pooled = pool_hidden_states(hidden, attention_mask, self.pooling)
         logits = self.head(pooled).float()
-        allowed = self.label_mask[tasks.to(logits.device, non_blocking=True)]
+        device_tasks = tasks.to(logits.device, non_blocking=True)
+        allowed = self.label_mask[device_tasks.clamp_min(0) if has_unknown else device_tasks]
+        if has_unknown:
+            allowed = allowed | (device_tasks < 0).view(-1, 1)
         return logits.masked_fill(~allowed, float("-inf"))
+
+    def add_tasks(self, label_mask_rows: torch.Tensor) -> None:
+        """Append the label masks of new tasks (columns must already match the head)."""
+        self.label_mask = torch.cat([self.label_mask, label_mask_rows.to(self.label_mask.device)])

@@ -49,12 +49,19 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
     ) -> SkilledClassifierNetwork:
         label_mask = torch.zeros(len(self.tasks_), len(self.classes_), dtype=torch.bool)
         label_mask[torch.as_tensor(task_index), torch.as_tensor(targets)] = True
+        descriptions = self._initial_task_descriptions(backbone)
         context = self._inject(backbone, skill_config)
         pooling = self.pooling
         if pooling == "auto":
             pooling = "last" if backbone.decoder_only else "mean"
         self.pooling_ = pooling
-        return SkilledClassifierNetwork(backbone.model, context, backbone.config.hidden_size, label_mask, pooling)
+        return SkilledClassifierNetwork(
+            backbone.model, context, backbone.config.hidden_size, label_mask, pooling, descriptions
+        )
+
+    def _initial_task_descriptions(self, backbone: Backbone) -> torch.Tensor | None:
+        """Task-description vectors for methods that use them (PEMT); None otherwise."""
+        return None
 
     def _make_batch(self, indices: np.ndarray, encoded: dict[str, Any]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask = self._pad([encoded["input_ids"][i] for i in indices])
@@ -70,6 +77,38 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
     def _batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.network_(batch["input_ids"], batch["attention_mask"], batch["tasks"])
         return F.cross_entropy(logits, batch["labels"])
+
+    # ---------------------------------------------------------------- adapt hooks
+    def _check_adapt_targets(self, y: Any, n_samples: int) -> np.ndarray:
+        return check_labels(y, n_samples)
+
+    def _add_task_outputs(self, labels: np.ndarray, task_index: np.ndarray, n_old_tasks: int) -> np.ndarray:
+        """Extend ``classes_`` with new labels (a new head block) and the label mask with new tasks."""
+        head = self.network_.head
+        old_classes = self.classes_
+        block_labels = np.empty(len(old_classes), dtype=object)
+        block_labels[head.label_order.cpu().numpy()] = old_classes.tolist()
+        new_labels = [label for label in np.unique(labels).tolist() if label not in set(old_classes.tolist())]
+        self.classes_ = np.unique(np.concatenate([old_classes, np.asarray(new_labels, dtype=old_classes.dtype)]))
+        block_order = block_labels.tolist() + new_labels
+        position = {label: i for i, label in enumerate(block_order)}
+        label_order = torch.as_tensor([position[label] for label in self.classes_.tolist()])
+        self._new_head_blocks = [head.add_block(len(new_labels), label_order)] if new_labels else []
+        if not new_labels:
+            head.label_order = label_order.to(head.label_order.device)
+
+        column_of = {label: j for j, label in enumerate(self.classes_.tolist())}
+        old_mask = self.network_.label_mask.cpu()
+        mask = torch.zeros(len(self.tasks_), len(self.classes_), dtype=torch.bool)
+        old_columns = torch.as_tensor([column_of[label] for label in old_classes.tolist()])
+        mask[:n_old_tasks, old_columns] = old_mask
+        label_index = np.asarray([column_of[label] for label in labels.tolist()])
+        mask[torch.as_tensor(task_index), torch.as_tensor(label_index)] = True
+        self.network_.label_mask = mask.to(self.network_.label_mask.device)
+        return label_index
+
+    def _new_output_parameters(self) -> list[torch.nn.Parameter]:
+        return [param for block in getattr(self, "_new_head_blocks", []) for param in block.parameters()]
 
     # ---------------------------------------------------------------- predict
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -90,11 +129,21 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         encoded["tasks"] = self._task_indices(tasks)
         probabilities = np.zeros((len(texts), len(self.classes_)), dtype=np.float64)
         self.network_.eval()
+        label_mask = self.network_.label_mask.cpu().numpy()
         with torch.no_grad(), _autocast(self.device_):
             for indices in self._iter_eval_batches(encoded["input_ids"]):
                 batch = self._make_batch(indices, encoded)
-                logits = self.network_(batch["input_ids"], batch["attention_mask"], batch["tasks"])
-                probabilities[indices] = torch.softmax(logits.double(), dim=-1).cpu().numpy()
+                logits = self.network_(batch["input_ids"], batch["attention_mask"], batch["tasks"]).double().cpu().numpy()
+                batch_tasks = encoded["tasks"][indices]
+                for task in np.unique(batch_tasks):
+                    # Softmax over the task's own labels only: the result does not depend on
+                    # how many other labels exist (adapt can add some).
+                    in_task = batch_tasks == task
+                    rows = indices[in_task]
+                    columns = np.flatnonzero(label_mask[task]) if task >= 0 else np.arange(len(self.classes_))
+                    task_logits = logits[in_task][:, columns]
+                    exp = np.exp(task_logits - task_logits.max(axis=1, keepdims=True))
+                    probabilities[np.ix_(rows, columns)] = exp / exp.sum(axis=1, keepdims=True)
         return probabilities
 
     def predict(self, X: Any) -> np.ndarray:

@@ -28,16 +28,13 @@ class _CPolyMethod:
             )
 
     def _skill_config(self, n_tasks: int) -> SkillConfig:
-        return SkillConfig(
-            n_tasks=n_tasks,
+        return self._skills(
+            n_tasks,
             n_shared=self.n_shared,
             n_exclusive=self.n_exclusive,
             n_splits=self.n_splits,
-            rank=self.rank,
-            alpha=self.alpha,
             routing="poly" if self.n_shared > 0 else "none",
             combine=self.combine,
-            dropout=self.dropout,
         )
 
 

@@ -17,15 +17,7 @@ class _LoRAMethod:
 
     def _skill_config(self, n_tasks: int) -> SkillConfig:
         shared = self.sharing == "shared"
-        return SkillConfig(
-            n_tasks=n_tasks,
-            n_shared=1 if shared else 0,
-            n_exclusive=0 if shared else 1,
-            rank=self.rank,
-            alpha=self.alpha,
-            routing="none",
-            dropout=self.dropout,
-        )
+        return self._skills(n_tasks, n_shared=int(shared), n_exclusive=int(not shared), routing="none")
 
 
 @fill_doc

@@ -19,16 +19,7 @@ class _PolyMethod:
     n_splits: int = parameter(1, Interval(Integral, 1, None))
 
     def _skill_config(self, n_tasks: int) -> SkillConfig:
-        return SkillConfig(
-            n_tasks=n_tasks,
-            n_shared=self.n_skills,
-            n_exclusive=0,
-            n_splits=self.n_splits,
-            rank=self.rank,
-            alpha=self.alpha,
-            routing="poly",
-            dropout=self.dropout,
-        )
+        return self._skills(n_tasks, n_shared=self.n_skills, n_exclusive=0, n_splits=self.n_splits, routing="poly")
 
 
 @fill_doc
