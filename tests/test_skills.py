@@ -120,7 +120,7 @@ def test_cpoly_degenerate_configs_are_the_named_methods(bert_path):
         got = layer(x)
     for row, task in enumerate([2, 0]):
         A, B = layer.exclusive_A[task, 0, 0], layer.exclusive_B[task, 0, 0]
-        expected = layer.base_layer(x[row]) + layer.scale * x[row] @ A @ B
+        expected = layer.base_layer(x[row]) + layer.config.scale * x[row] @ A @ B
         torch.testing.assert_close(got[row], expected)
 
 
@@ -153,9 +153,11 @@ def test_output_combination_sums_two_products():
     layer.eval()
     x = torch.randn(1, 3, 6)
     tasks = torch.tensor([1])
-    A_shared, B_shared = layer.task_factors(tasks, "shared")
-    A_exclusive, B_exclusive = layer.task_factors(tasks, "exclusive")
-    expected = layer.base_layer(x[0]) + layer.scale * (x[0] @ A_shared[0] @ B_shared[0] + x[0] @ A_exclusive[0] @ B_exclusive[0])
+    (A_shared, B_shared, _), (A_exclusive, B_exclusive, _) = layer.task_products(tasks)
+    w = layer.router.eval_weights()[1, 0]
+    torch.testing.assert_close(A_shared[0], sum(w[k] * layer.shared_A[0, k] for k in range(2)))
+    torch.testing.assert_close(B_exclusive[0], layer.exclusive_B[1, 0, 0])
+    expected = layer.base_layer(x[0]) + layer.config.scale * (x[0] @ A_shared[0] @ B_shared[0] + x[0] @ A_exclusive[0] @ B_exclusive[0])
     with layer.context.tasks(tasks), torch.no_grad():
         got = layer(x)
     torch.testing.assert_close(got[0], expected)

@@ -8,7 +8,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from _tiny import tiny_backbone
-from skillfit import CPolyClassifier, LoRAClassifier, PolyClassifier
+from skillfit import CPolyClassifier, LoRAClassifier, MTLoRAClassifier, PEMTClassifier, PolyClassifier
 
 NUMERIC_X = "scikit-learn feeds numeric feature arrays; skillfit estimators take (text, task) pairs"
 # Checks that need numeric features: they apply to neither the estimators nor the
@@ -93,6 +93,8 @@ class NumericRowsAsText(CPolyClassifier):
         _tiny(PolyClassifier(n_skills=2)),
         _tiny(CPolyClassifier(n_shared=2, n_exclusive=1)),
         _tiny(LoRAClassifier(sharing="private")),
+        _tiny(MTLoRAClassifier(n_task_layers=1)),
+        _tiny(PEMTClassifier()),
         _tiny(NumericRowsAsText(n_shared=2, n_exclusive=1, learning_rate=1e-2)).set_params(max_epochs=3),
     ],
     expected_failed_checks=_expected_failures,
