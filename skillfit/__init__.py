@@ -4,15 +4,31 @@ Estimators take ``X`` as ``(text, task)`` pairs and learn all tasks at once with
 low-rank "skills" in a frozen backbone; see ``docs/`` and ``DESIGN.md``.
 """
 
-from .estimators import CPolyClassifier, LoRAClassifier, MTLoRAClassifier, PEMTClassifier, PolyClassifier
+from .estimators import (
+    CPolyClassifier,
+    CPolySeq2Seq,
+    LoRAClassifier,
+    LoRASeq2Seq,
+    MTLoRAClassifier,
+    MTLoRASeq2Seq,
+    PEMTClassifier,
+    PEMTSeq2Seq,
+    PolyClassifier,
+    PolySeq2Seq,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CPolyClassifier",
+    "CPolySeq2Seq",
     "LoRAClassifier",
+    "LoRASeq2Seq",
     "MTLoRAClassifier",
+    "MTLoRASeq2Seq",
     "PEMTClassifier",
+    "PEMTSeq2Seq",
     "PolyClassifier",
+    "PolySeq2Seq",
     "__version__",
 ]

@@ -96,15 +96,41 @@ def check_texts_and_tasks(X: Any, *, text_column: str = "text", task_column: str
     texts, tasks = _columns_of(X, text_column, task_column)
     if len(texts) == 0:
         raise ValueError("X has 0 samples; at least one (text, task) pair is required.")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(
-                f"Every text must be a str; row {i} holds {type(text).__name__} {text!r}. "
-                "Put the text first and the task id second in each pair."
-            )
-        if not text.strip():
-            raise ValueError(f"Row {i} holds an empty text; remove it or give it content.")
+    _check_strings(
+        texts, "Every text must be a str; row {i} holds {kind} {value!r}. Put the text first and the task id "
+        "second in each pair.", "Row {i} holds an empty text; remove it or give it content.",
+    )
     return list(texts), _check_task_ids(tasks)
+
+
+def _check_strings(values: Sequence[Any], not_a_string: str, empty: str) -> None:
+    """TypeError for the first non-string, ValueError for the first blank one (messages formatted with i)."""
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise TypeError(not_a_string.format(i=i, kind=type(value).__name__, value=value))
+        if not value.strip():
+            raise ValueError(empty.format(i=i))
+
+
+def _target_values(y: Any, n_samples: int) -> list[Any]:
+    """``y`` as a list of one target per sample (a column vector is flattened with a warning)."""
+    if y is None:
+        raise ValueError("This estimator requires y to be passed, but the target y is None.")
+    if isinstance(y, str) or not (hasattr(y, "__len__") or hasattr(y, "__array__")):
+        raise TypeError(f"y must be a 1-d array-like of targets; got {type(y).__name__}.")
+    array = np.asarray(y, dtype=object) if not hasattr(y, "iloc") else np.asarray(y.to_numpy(), dtype=object)
+    if array.ndim == 2 and array.shape[1] == 1:
+        warnings.warn(
+            "A column-vector y was passed when a 1d array was expected; it was flattened with ravel().",
+            DataConversionWarning,
+            stacklevel=4,
+        )
+        array = array.ravel()
+    if array.ndim != 1:
+        raise ValueError(f"y must be 1-dimensional; got shape {array.shape}.")
+    if len(array) != n_samples:
+        raise ValueError(f"X and y have different lengths: X has {n_samples} samples, y has {len(array)}.")
+    return array.tolist()
 
 
 def check_labels(y: Any, n_samples: int) -> np.ndarray:
@@ -114,23 +140,7 @@ def check_labels(y: Any, n_samples: int) -> np.ndarray:
     -------
     ndarray of shape (n_samples,)
     """
-    if y is None:
-        raise ValueError("This estimator requires y to be passed, but the target y is None.")
-    if isinstance(y, str) or not (hasattr(y, "__len__") or hasattr(y, "__array__")):
-        raise TypeError(f"y must be a 1-d array-like of labels; got {type(y).__name__}.")
-    array = np.asarray(y, dtype=object) if not hasattr(y, "iloc") else np.asarray(y.to_numpy(), dtype=object)
-    if array.ndim == 2 and array.shape[1] == 1:
-        warnings.warn(
-            "A column-vector y was passed when a 1d array was expected; it was flattened with ravel().",
-            DataConversionWarning,
-            stacklevel=3,
-        )
-        array = array.ravel()
-    if array.ndim != 1:
-        raise ValueError(f"y must be 1-dimensional; got shape {array.shape}.")
-    values = array.tolist()
-    if len(values) != n_samples:
-        raise ValueError(f"X and y have different lengths: X has {n_samples} samples, y has {len(values)}.")
+    values = _target_values(y, n_samples)
     missing = [i for i, label in enumerate(values) if _is_missing(label)]
     if missing:
         raise ValueError(f"y has missing labels (None or NaN) at positions {missing[:10]}; drop those rows or label them.")
@@ -144,3 +154,19 @@ def check_labels(y: Any, n_samples: int) -> np.ndarray:
         labels = np.asarray(values)
     check_classification_targets(labels)
     return labels
+
+
+def check_target_texts(y: Any, n_samples: int) -> list[str]:
+    """Validate text-to-text targets: one non-empty string per sample.
+
+    Returns
+    -------
+    list of str
+    """
+    values = _target_values(y, n_samples)
+    _check_strings(
+        values, "Every target must be a str; position {i} holds {kind} {value!r}. Text-to-text estimators "
+        "generate text: convert labels to words, or use a ...Classifier.",
+        "Target {i} is empty; every example needs a non-empty target text.",
+    )
+    return values

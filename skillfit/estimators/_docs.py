@@ -32,9 +32,6 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
         Examples per optimisation step and per prediction batch.
     max_length : int, default=128
         Texts are truncated to this many tokens.
-    pooling : {"auto", "mean", "last", "first"}, default="auto"
-        How token states become one vector: ``"auto"`` is mean pooling for encoders
-        and the last token for decoder-only models.
     device : str, default="auto"
         ``"auto"`` trains on CUDA when available (with bf16 autocast), else on CPU.
     random_state : int or None, default=None
@@ -44,7 +41,45 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
         0 prints nothing (transformers' warnings and bars silenced), 1 prints one line
         per epoch, 2 shows a progress bar.
     text_column, task_column : str, default="text", "task"
-        Column names used when ``X`` is a DataFrame."""
+        Column names used when ``X`` is a DataFrame.
+    handle_unknown_task : {"error", "average"}, default="error"
+        At predict time, a task id not seen in ``fit`` raises a ValueError, or uses
+        the average routing of the learned tasks (no exclusive skills)."""
+
+CLASSIFIER_PARAMETERS = """\
+pooling : {"auto", "mean", "last", "first"}, default="auto"
+        How token states become one vector: ``"auto"`` is mean pooling for encoders
+        and the last token for decoder-only models."""
+
+SEQ2SEQ_PARAMETERS = """\
+max_target_length : int, default=64
+        Targets are truncated to this many tokens in training.
+    max_new_tokens : int, default=32
+        Most tokens ``predict`` generates per text.
+    num_beams : int, default=1
+        Beam width of generation (1: greedy); task ids follow each beam.
+    do_sample : bool, default=False
+        Sample instead of searching.
+    scoring : {"rougeL", "exact_match"}, default="rougeL"
+        What ``score`` reports: mean ROUGE-L F1 or the fraction of exact matches."""
+
+SEQ2SEQ_ATTRIBUTES = """\
+tasks_ : ndarray of shape (n_tasks,)
+        Task ids seen in ``fit`` (then those added by ``adapt``), with their type.
+    routing_weights_ : ndarray of shape (n_tasks, n_shared_skills)
+        Evaluation-mode routing weights averaged over layers and heads.
+    layer_routing_weights_ : dict of str to ndarray (n_tasks, n_splits, n_shared_skills)
+        The same per adapted layer.
+    decoder_only_ : bool
+        Whether the backbone is a causal language model.
+    loss_curve_ : list of float
+        Mean training loss (target tokens) of each epoch.
+    n_iter_ : int
+        Epochs run.
+    n_trainable_params_ : int
+        Parameters trained.
+    device_ : torch.device
+        Device the model lives on."""
 
 FITTED_ATTRIBUTES = """\
 classes_ : ndarray of shape (n_classes,)
@@ -65,9 +100,17 @@ classes_ : ndarray of shape (n_classes,)
         Device the model lives on."""
 
 
+PLACEHOLDERS = {
+    "{common_parameters}": COMMON_PARAMETERS,
+    "{classifier_parameters}": CLASSIFIER_PARAMETERS,
+    "{seq2seq_parameters}": SEQ2SEQ_PARAMETERS,
+    "{fitted_attributes}": FITTED_ATTRIBUTES,
+    "{seq2seq_attributes}": SEQ2SEQ_ATTRIBUTES,
+}
+
+
 def fill_doc(cls):
-    """Fill ``{common_parameters}`` and ``{fitted_attributes}`` in a class docstring."""
-    cls.__doc__ = cls.__doc__.replace("{common_parameters}", COMMON_PARAMETERS).replace(
-        "{fitted_attributes}", FITTED_ATTRIBUTES
-    )
+    """Fill the shared parameter and attribute sections into a class docstring."""
+    for placeholder, text in PLACEHOLDERS.items():
+        cls.__doc__ = cls.__doc__.replace(placeholder, text)
     return cls

@@ -31,6 +31,32 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooli
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}.")
 
 
+def hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Last hidden states of the encoder (encoder-decoders) or of the base transformer."""
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        model = model.get_encoder()
+    base = getattr(model, "base_model", model)
+    return base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+
+def prepend_task_prompts(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, tasks: torch.Tensor,
+    descriptions: torch.Tensor, has_unknown: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input embeddings with each row's task-description vector as a first, soft-prompt token.
+
+    Unknown tasks (-1) get the mean description. Returns ``(inputs_embeds, attention_mask)``.
+    """
+    embeddings = model.get_input_embeddings()(input_ids)
+    device_tasks = tasks.to(embeddings.device)
+    prompts = descriptions[device_tasks.clamp_min(0)]
+    if has_unknown:
+        prompts = torch.where((device_tasks < 0).view(-1, 1), descriptions.mean(dim=0), prompts)
+    embeddings = torch.cat([prompts.unsqueeze(1).to(embeddings.dtype), embeddings], dim=1)
+    return embeddings, torch.cat([attention_mask.new_ones(len(attention_mask), 1), attention_mask], dim=1)
+
+
 class BlockHead(nn.Module):
     """A linear head over the union of labels, stored as blocks of label rows.
 
@@ -99,22 +125,14 @@ class SkilledClassifierNetwork(nn.Module):
         self.pooling = pooling
         self.head = BlockHead(hidden_size, label_mask.shape[1])
         self.register_buffer("label_mask", label_mask.clone())
-        if task_descriptions is not None:
-            self.task_descriptions = nn.Parameter(task_descriptions.clone())
-            context.task_descriptions = self.task_descriptions
-        else:
-            self.task_descriptions = None
+        _registered_descriptions(self, context, task_descriptions)
 
     def _hidden_states(self, input_ids, attention_mask, tasks):
         if self.task_descriptions is None:
             return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        embeddings = self.backbone.get_input_embeddings()(input_ids)
-        device_tasks = tasks.to(embeddings.device)
-        prompts = self.task_descriptions[device_tasks.clamp_min(0)]
-        if self.context.has_unknown:
-            prompts = torch.where((device_tasks < 0).view(-1, 1), self.task_descriptions.mean(dim=0), prompts)
-        embeddings = torch.cat([prompts.unsqueeze(1).to(embeddings.dtype), embeddings], dim=1)
-        prompt_mask = torch.cat([attention_mask.new_ones(len(attention_mask), 1), attention_mask], dim=1)
+        embeddings, prompt_mask = prepend_task_prompts(
+            self.backbone, input_ids, attention_mask, tasks, self.task_descriptions, self.context.has_unknown
+        )
         hidden = self.backbone(inputs_embeds=embeddings, attention_mask=prompt_mask).last_hidden_state
         return hidden[:, 1:]  # the text's own tokens are pooled, not the prompt
 
@@ -131,6 +149,57 @@ class SkilledClassifierNetwork(nn.Module):
             allowed = allowed | (device_tasks < 0).view(-1, 1)
         return logits.masked_fill(~allowed, float("-inf"))
 
-    def add_tasks(self, label_mask_rows: torch.Tensor) -> None:
-        """Append the label masks of new tasks (columns must already match the head)."""
-        self.label_mask = torch.cat([self.label_mask, label_mask_rows.to(self.label_mask.device)])
+
+
+def _registered_descriptions(module: nn.Module, context: TaskContext, descriptions: torch.Tensor | None) -> None:
+    if descriptions is not None:
+        module.task_descriptions = nn.Parameter(descriptions.clone())
+        context.task_descriptions = module.task_descriptions
+    else:
+        module.task_descriptions = None
+
+
+class SkilledSeq2SeqNetwork(nn.Module):
+    """A generation model (encoder-decoder or causal LM) with skills, for text-to-text tasks.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        ``...ForConditionalGeneration`` or ``...ForCausalLM`` with skill layers.
+    context : TaskContext
+        The task-id holder of its skill layers.
+    task_descriptions : Tensor of shape (n_tasks, hidden_size), optional
+        PEMT's description vectors, prepended as a soft prompt token.
+    """
+
+    def __init__(self, backbone: nn.Module, context: TaskContext, task_descriptions: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.context = context
+        self.decoder_only = not backbone.config.is_encoder_decoder
+        _registered_descriptions(self, context, task_descriptions)
+
+    def _inputs(self, input_ids, attention_mask, tasks) -> dict[str, torch.Tensor]:
+        if self.task_descriptions is None:
+            return {"input_ids": input_ids, "attention_mask": attention_mask}
+        embeddings, mask = prepend_task_prompts(
+            self.backbone, input_ids, attention_mask, tasks, self.task_descriptions, self.context.has_unknown
+        )
+        return {"inputs_embeds": embeddings, "attention_mask": mask}
+
+    def forward(self, input_ids, attention_mask, labels, tasks) -> torch.Tensor:
+        """Mean cross-entropy over the target tokens (labels of -100 are ignored)."""
+        with self.context.tasks(tasks):
+            inputs = self._inputs(input_ids, attention_mask, tasks)
+            if self.decoder_only and self.task_descriptions is not None:
+                labels = torch.cat([labels.new_full((len(labels), 1), -100), labels], dim=1)
+            return self.backbone(**inputs, labels=labels).loss
+
+    def generate(self, input_ids, attention_mask, tasks, **generation) -> torch.Tensor:
+        """Generated token ids, without the prompt."""
+        with self.context.tasks(tasks):
+            inputs = self._inputs(input_ids, attention_mask, tasks)
+            output = self.backbone.generate(**inputs, **generation)
+        if self.decoder_only and "input_ids" in inputs:
+            output = output[:, input_ids.shape[1]:]
+        return output

@@ -59,10 +59,6 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
             backbone.model, context, backbone.config.hidden_size, label_mask, pooling, descriptions
         )
 
-    def _initial_task_descriptions(self, backbone: Backbone) -> torch.Tensor | None:
-        """Task-description vectors for methods that use them (PEMT); None otherwise."""
-        return None
-
     def _make_batch(self, indices: np.ndarray, encoded: dict[str, Any]) -> dict[str, torch.Tensor]:
         input_ids, attention_mask = self._pad([encoded["input_ids"][i] for i in indices])
         batch = {

@@ -9,6 +9,7 @@ from ..skills import SkillConfig
 from ._docs import fill_doc
 from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
+from .seq2seq import SkillSeq2SeqBase
 
 
 @estimator_parameters
@@ -60,6 +61,7 @@ class CPolyClassifier(_CPolyMethod, SkillClassifierBase):
     combine : {"weight", "output"}, default="weight"
         Add exclusive skills to the routed shared ones in weight space (one low-rank
         product, as the authors' code) or in output space (two products).
+    {classifier_parameters}
     {common_parameters}
 
     Attributes
@@ -85,4 +87,31 @@ class CPolyClassifier(_CPolyMethod, SkillClassifierBase):
     >>> y = ["pos", "neg", "spam", "ham"]
     >>> clf = CPolyClassifier(n_shared=4, n_exclusive=1, max_epochs=1, random_state=0)  # doctest: +SKIP
     >>> clf.fit(X, y).predict(X)  # doctest: +SKIP
+    """
+
+
+@fill_doc
+@estimator_parameters
+class CPolySeq2Seq(_CPolyMethod, SkillSeq2SeqBase):
+    """Multi-task text-to-text model with C-Poly skills: shared, routed, and per task.
+
+    The text-to-text form of :class:`CPolyClassifier`: the same skills, routing and
+    parameters over an encoder-decoder (T5, BART) or decoder-only (GPT-2, Llama,
+    SmolLM2) backbone. ``y`` holds target strings; ``predict`` generates them and
+    ``score`` is ROUGE-L F1 by default.
+
+    Parameters
+    ----------
+    n_shared, n_exclusive, n_splits, combine :
+        As in :class:`CPolyClassifier`.
+    {seq2seq_parameters}
+    {common_parameters}
+
+    Attributes
+    ----------
+    {seq2seq_attributes}
+
+    See Also
+    --------
+    CPolyClassifier : the classification form, with the method's references.
     """

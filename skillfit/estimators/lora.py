@@ -7,6 +7,7 @@ from ..skills import SkillConfig
 from ._docs import fill_doc
 from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
+from .seq2seq import SkillSeq2SeqBase
 
 
 @estimator_parameters
@@ -33,6 +34,7 @@ class LoRAClassifier(_LoRAMethod, SkillClassifierBase):
     ----------
     sharing : {"shared", "private"}, default="shared"
         One LoRA for all tasks, or one per task.
+    {classifier_parameters}
     {common_parameters}
 
     Attributes
@@ -56,4 +58,31 @@ class LoRAClassifier(_LoRAMethod, SkillClassifierBase):
     >>> y = ["pos", "neg", "spam", "ham"]
     >>> clf = LoRAClassifier(sharing="private", max_epochs=1, random_state=0)  # doctest: +SKIP
     >>> clf.fit(X, y).predict(X)  # doctest: +SKIP
+    """
+
+
+@fill_doc
+@estimator_parameters
+class LoRASeq2Seq(_LoRAMethod, SkillSeq2SeqBase):
+    """Multi-task text-to-text model with plain LoRA, shared by all tasks or private to each.
+
+    The text-to-text form of :class:`LoRAClassifier`: the same skills, routing and
+    parameters over an encoder-decoder (T5, BART) or decoder-only (GPT-2, Llama,
+    SmolLM2) backbone. ``y`` holds target strings; ``predict`` generates them and
+    ``score`` is ROUGE-L F1 by default.
+
+    Parameters
+    ----------
+    sharing :
+        As in :class:`LoRAClassifier`.
+    {seq2seq_parameters}
+    {common_parameters}
+
+    Attributes
+    ----------
+    {seq2seq_attributes}
+
+    See Also
+    --------
+    LoRAClassifier : the classification form, with the method's references.
     """

@@ -10,6 +10,7 @@ from ..skills import SkillConfig, inject_skills, target_layer_names, top_block_l
 from ._docs import fill_doc
 from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
+from .seq2seq import SkillSeq2SeqBase
 
 
 @estimator_parameters
@@ -60,6 +61,7 @@ class MTLoRAClassifier(_MTLoRAMethod, SkillClassifierBase):
     n_task_layers : int, default=2
         Number of top blocks whose target layers get task-specific LoRAs (counted per
         stack, so encoder and decoder each get their own top blocks).
+    {classifier_parameters}
     {common_parameters}
 
     Attributes
@@ -75,4 +77,31 @@ class MTLoRAClassifier(_MTLoRAMethod, SkillClassifierBase):
     ----------
     .. [1] Agiza, Neseem, Reda. "MTLoRA: Low-Rank Adaptation Approach for Efficient
        Multi-Task Learning." CVPR 2024.
+    """
+
+
+@fill_doc
+@estimator_parameters
+class MTLoRASeq2Seq(_MTLoRAMethod, SkillSeq2SeqBase):
+    """Multi-task text-to-text model with MTLoRA: a shared LoRA plus task-specific LoRAs in the top blocks of encoder and decoder.
+
+    The text-to-text form of :class:`MTLoRAClassifier`: the same skills, routing and
+    parameters over an encoder-decoder (T5, BART) or decoder-only (GPT-2, Llama,
+    SmolLM2) backbone. ``y`` holds target strings; ``predict`` generates them and
+    ``score`` is ROUGE-L F1 by default.
+
+    Parameters
+    ----------
+    task_rank, n_task_layers :
+        As in :class:`MTLoRAClassifier`.
+    {seq2seq_parameters}
+    {common_parameters}
+
+    Attributes
+    ----------
+    {seq2seq_attributes}
+
+    See Also
+    --------
+    MTLoRAClassifier : the classification form, with the method's references.
     """

@@ -12,9 +12,10 @@ from .._validation import NONE, InstanceOf, Interval
 from ..backbones import Backbone
 from ..skills import SkillConfig, gate_experts, gate_weights, skill_layers, task_sparsity_loss
 from ._docs import fill_doc
-from ._networks import pool_hidden_states
+from ._networks import hidden_states, pool_hidden_states
 from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
+from .seq2seq import SkillSeq2SeqBase
 
 
 @estimator_parameters
@@ -42,7 +43,7 @@ class _PEMTMethod:
         encoding = self.tokenizer_(self._description_texts(tasks), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
         encoding = {key: value.to(self.device_) for key, value in encoding.items() if key in ("input_ids", "attention_mask")}
         with torch.no_grad():
-            hidden = model(**encoding).last_hidden_state
+            hidden = hidden_states(model, encoding["input_ids"], encoding["attention_mask"])
         return pool_hidden_states(hidden, encoding["attention_mask"], "mean").float()
 
     def _initial_task_descriptions(self, backbone: Backbone) -> torch.Tensor:
@@ -119,6 +120,7 @@ class PEMTClassifier(_PEMTMethod, SkillClassifierBase):
         Weight ``lambda`` of the task-sparsity loss.
     gate_temperature : float, default=1.0
         Temperature ``tau`` of the gate softmax.
+    {classifier_parameters}
     {common_parameters}
 
     Attributes
@@ -139,4 +141,31 @@ class PEMTClassifier(_PEMTMethod, SkillClassifierBase):
     .. [1] Lin, Wu, Wang, Hou, Liu, Wang, Deng, Wang, Xu, Shang. "PEMT: Multi-Task
        Correlation Guided Mixture-of-Experts Enables Parameter-Efficient Transfer
        Learning." Findings of ACL 2024.
+    """
+
+
+@fill_doc
+@estimator_parameters
+class PEMTSeq2Seq(_PEMTMethod, SkillSeq2SeqBase):
+    """Multi-task text-to-text model with PEMT: per-task experts mixed by gates over task descriptions.
+
+    The text-to-text form of :class:`PEMTClassifier`: the same skills, routing and
+    parameters over an encoder-decoder (T5, BART) or decoder-only (GPT-2, Llama,
+    SmolLM2) backbone. ``y`` holds target strings; ``predict`` generates them and
+    ``score`` is ROUGE-L F1 by default.
+
+    Parameters
+    ----------
+    task_descriptions, sparsity_weight, gate_temperature :
+        As in :class:`PEMTClassifier`.
+    {seq2seq_parameters}
+    {common_parameters}
+
+    Attributes
+    ----------
+    {seq2seq_attributes}
+
+    See Also
+    --------
+    PEMTClassifier : the classification form, with the method's references.
     """

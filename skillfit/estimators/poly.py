@@ -9,6 +9,7 @@ from ..skills import SkillConfig
 from ._docs import fill_doc
 from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
+from .seq2seq import SkillSeq2SeqBase
 
 
 @estimator_parameters
@@ -37,6 +38,7 @@ class PolyClassifier(_PolyMethod, SkillClassifierBase):
         Shared skills per adapted layer.
     n_splits : int, default=1
         Routing heads; must divide the width of every adapted layer.
+    {classifier_parameters}
     {common_parameters}
 
     Attributes
@@ -63,4 +65,31 @@ class PolyClassifier(_PolyMethod, SkillClassifierBase):
     >>> y = ["pos", "neg", "spam", "ham"]
     >>> clf = PolyClassifier(n_skills=4, max_epochs=1, random_state=0)  # doctest: +SKIP
     >>> clf.fit(X, y).predict(X)  # doctest: +SKIP
+    """
+
+
+@fill_doc
+@estimator_parameters
+class PolySeq2Seq(_PolyMethod, SkillSeq2SeqBase):
+    """Multi-task text-to-text model with Polytropon skills (Poly, Poly-S / MHR).
+
+    The text-to-text form of :class:`PolyClassifier`: the same skills, routing and
+    parameters over an encoder-decoder (T5, BART) or decoder-only (GPT-2, Llama,
+    SmolLM2) backbone. ``y`` holds target strings; ``predict`` generates them and
+    ``score`` is ROUGE-L F1 by default.
+
+    Parameters
+    ----------
+    n_skills, n_splits :
+        As in :class:`PolyClassifier`.
+    {seq2seq_parameters}
+    {common_parameters}
+
+    Attributes
+    ----------
+    {seq2seq_attributes}
+
+    See Also
+    --------
+    PolyClassifier : the classification form, with the method's references.
     """

@@ -93,6 +93,15 @@ class SkillLinear(nn.Module):
         self.register_buffer("shared_enabled", torch.ones(T))
         self.reset_skills()
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The frozen base weight (models such as T5 read ``layer.weight`` directly)."""
+        return self.base_layer.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base_layer.bias
+
     @staticmethod
     def _make_router(config: SkillConfig) -> nn.Module | None:
         if config.routing == "poly":

@@ -1,0 +1,157 @@
+"""Multi-task text-to-text learning over a skilled generation backbone."""
+
+from __future__ import annotations
+
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._inputs import check_target_texts
+from .._validation import STRING, Interval, Options
+from ..backbones import DEFAULT_GENERATOR, Backbone, load_generator
+from ..metrics import SCORERS
+from ..skills import SkillConfig
+from ._base import SkillEstimatorBase, _autocast
+from ._networks import SkilledSeq2SeqNetwork
+from ._params import estimator_parameters, parameter
+
+IGNORE_INDEX = -100  # label id the loss skips (transformers' convention)
+
+
+@estimator_parameters
+class SkillSeq2SeqBase(SkillEstimatorBase):
+    """Text-to-text side of the family: ``y`` holds target strings, ``predict`` generates.
+
+    Encoder-decoder backbones (T5, BART, ``EncoderDecoderModel`` pairs) read the text and
+    generate the target. Decoder-only backbones (GPT-2, Llama, SmolLM2) read the text
+    followed by the target and its EOS token, with the loss on the target tokens only.
+    """
+
+    backbone: str = parameter(DEFAULT_GENERATOR, STRING)
+    max_target_length: int = parameter(64, Interval(Integral, 1, None))
+    max_new_tokens: int = parameter(32, Interval(Integral, 1, None))
+    num_beams: int = parameter(1, Interval(Integral, 1, None))
+    do_sample: bool = parameter(False, Options(False, True))
+    scoring: str = parameter("rougeL", Options(*SCORERS))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.target_tags.required = True
+        tags.non_deterministic = self.random_state is None or self.do_sample
+        return tags
+
+    # ---------------------------------------------------------------- fit hooks
+    def _load_backbone(self) -> Backbone:
+        return load_generator(self.backbone, self.device_)
+
+    def _check_targets(self, y: Any, n_samples: int) -> list[str]:
+        return check_target_texts(y, n_samples)
+
+    _check_adapt_targets = _check_targets
+
+    def _add_task_outputs(self, targets: list[str], task_index: np.ndarray, n_old_tasks: int) -> list[str]:
+        return targets
+
+    def _build_network(
+        self, backbone: Backbone, skill_config: SkillConfig, targets: list[str], task_index: np.ndarray
+    ) -> SkilledSeq2SeqNetwork:
+        descriptions = self._initial_task_descriptions(backbone)
+        context = self._inject(backbone, skill_config)
+        self.decoder_only_ = backbone.decoder_only
+        return SkilledSeq2SeqNetwork(backbone.model, context, descriptions)
+
+    def _eos_terminated(self, ids: list[int]) -> list[int]:
+        eos = self.tokenizer_.eos_token_id
+        return ids if eos is None or (ids and ids[-1] == eos) else ids + [eos]
+
+    def _encode(self, texts: list[str], task_index: np.ndarray, targets: list[str] | None) -> dict[str, Any]:
+        """Token ids of prompts and, when training, of prompt + target with the label ids."""
+        tokenizer = self.tokenizer_
+        prompts = tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        encoded: dict[str, Any] = {"input_ids": prompts, "tasks": task_index}
+        if targets is None:
+            return encoded
+        if not self.decoder_only_:
+            labels = tokenizer(text_target=targets, truncation=True, max_length=self.max_target_length)["input_ids"]
+            encoded["labels"] = [self._eos_terminated(ids) for ids in labels]
+            return encoded
+        # Decoder-only: the target continues the prompt after a space and ends with EOS; only
+        # its tokens are labels, so the loss never reads the prompt.
+        continuations = tokenizer(
+            [" " + target for target in targets], add_special_tokens=False, truncation=True,
+            max_length=self.max_target_length,
+        )["input_ids"]
+        continuations = [self._eos_terminated(ids) for ids in continuations]
+        encoded["input_ids"] = [prompt + target for prompt, target in zip(prompts, continuations)]
+        encoded["labels"] = [[IGNORE_INDEX] * len(prompt) + target for prompt, target in zip(prompts, continuations)]
+        return encoded
+
+    def _make_batch(self, indices: np.ndarray, encoded: dict[str, Any], *, left_pad: bool = False) -> dict[str, torch.Tensor]:
+        input_ids, attention_mask = self._pad([encoded["input_ids"][i] for i in indices], left=left_pad)
+        batch = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "tasks": torch.as_tensor(encoded["tasks"][indices], dtype=torch.long),
+        }
+        if "labels" in encoded:
+            labels, _ = self._pad([encoded["labels"][i] for i in indices], pad_value=IGNORE_INDEX)
+            batch["labels"] = labels
+        return batch
+
+    def _batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.network_(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["tasks"])
+
+    # ---------------------------------------------------------------- predict
+    def _generation_settings(self) -> dict[str, Any]:
+        tokenizer = self.tokenizer_
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "num_beams": self.num_beams,
+            "do_sample": self.do_sample,
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        }
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Generate the target text of each ``(text, task)`` pair.
+
+        Rows are batched by task and by length; decoder-only prompts are left-padded.
+
+        Returns
+        -------
+        ndarray of str, shape (n_samples,)
+        """
+        self._check_fitted()
+        texts, tasks = self._validated_inputs(X)
+        encoded = self._encode(texts, self._task_indices(tasks), None)
+        lengths = np.asarray([len(ids) for ids in encoded["input_ids"]])
+        order = np.lexsort((lengths, encoded["tasks"]))  # by task, then by length
+        predictions = np.empty(len(texts), dtype=object)
+        self.network_.eval()
+        with torch.no_grad(), _autocast(self.device_):
+            for start in range(0, len(order), self.batch_size):
+                indices = order[start : start + self.batch_size]
+                batch = self._make_batch(indices, encoded, left_pad=self.decoder_only_)
+                generated = self.network_.generate(
+                    batch["input_ids"], batch["attention_mask"], batch["tasks"], **self._generation_settings()
+                )
+                decoded = self.tokenizer_.batch_decode(generated, skip_special_tokens=True)
+                predictions[indices] = [text.strip() for text in decoded]
+        return predictions
+
+    def score(self, X: Any, y: Any, sample_weight: None = None) -> float:
+        """Mean ROUGE-L F1 (``scoring="rougeL"``) or exact match of the predictions.
+
+        Parameters
+        ----------
+        X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
+        y : sequence of str
+            Reference targets.
+        """
+        if sample_weight is not None:
+            raise ValueError("sample_weight is not supported by text-to-text scores.")
+        references = check_target_texts(y, len(self._validated_inputs(X)[0]))
+        return SCORERS[self.scoring](references, self.predict(X).tolist())
