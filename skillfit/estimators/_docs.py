@@ -114,3 +114,38 @@ def fill_doc(cls):
     for placeholder, text in PLACEHOLDERS.items():
         cls.__doc__ = cls.__doc__.replace(placeholder, text)
     return cls
+
+
+_SEQ2SEQ_TEMPLATE = """Multi-task text-to-text model with SUMMARY.
+
+    The text-to-text form of :class:`CLASSIFIER`: the same skills, routing and
+    parameters over an encoder-decoder (T5, BART) or decoder-only (GPT-2, Llama,
+    SmolLM2) backbone. ``y`` holds target strings; ``predict`` generates them and
+    ``score`` is ROUGE-L F1 by default.
+
+    Parameters
+    ----------
+    METHOD_PARAMETERS :
+        As in :class:`CLASSIFIER`.
+    {seq2seq_parameters}
+    {common_parameters}
+
+    Attributes
+    ----------
+    {seq2seq_attributes}
+
+    See Also
+    --------
+    CLASSIFIER : the classification form, with the method's references.
+    """
+
+
+def seq2seq_doc(summary: str, classifier: str, method_parameters: str):
+    """Class decorator: the docstring of a method's Seq2Seq form, pointing to its classifier."""
+
+    def decorate(cls):
+        text = _SEQ2SEQ_TEMPLATE.replace("SUMMARY", summary).replace("CLASSIFIER", classifier)
+        cls.__doc__ = text.replace("METHOD_PARAMETERS", method_parameters)
+        return fill_doc(cls)
+
+    return decorate

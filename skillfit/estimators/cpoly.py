@@ -6,7 +6,7 @@ from numbers import Integral
 
 from .._validation import Interval, Options
 from ..skills import SkillConfig
-from ._docs import fill_doc
+from ._docs import fill_doc, seq2seq_doc
 from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
 from .seq2seq import SkillSeq2SeqBase
@@ -90,28 +90,7 @@ class CPolyClassifier(_CPolyMethod, SkillClassifierBase):
     """
 
 
-@fill_doc
+@seq2seq_doc("C-Poly skills: shared, routed, and per task", "CPolyClassifier", "n_shared, n_exclusive, n_splits, combine")
 @estimator_parameters
 class CPolySeq2Seq(_CPolyMethod, SkillSeq2SeqBase):
-    """Multi-task text-to-text model with C-Poly skills: shared, routed, and per task.
-
-    The text-to-text form of :class:`CPolyClassifier`: the same skills, routing and
-    parameters over an encoder-decoder (T5, BART) or decoder-only (GPT-2, Llama,
-    SmolLM2) backbone. ``y`` holds target strings; ``predict`` generates them and
-    ``score`` is ROUGE-L F1 by default.
-
-    Parameters
-    ----------
-    n_shared, n_exclusive, n_splits, combine :
-        As in :class:`CPolyClassifier`.
-    {seq2seq_parameters}
-    {common_parameters}
-
-    Attributes
-    ----------
-    {seq2seq_attributes}
-
-    See Also
-    --------
-    CPolyClassifier : the classification form, with the method's references.
-    """
+    pass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .._validation import Options
 from ..skills import SkillConfig
-from ._docs import fill_doc
+from ._docs import fill_doc, seq2seq_doc
 from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
 from .seq2seq import SkillSeq2SeqBase
@@ -61,28 +61,7 @@ class LoRAClassifier(_LoRAMethod, SkillClassifierBase):
     """
 
 
-@fill_doc
+@seq2seq_doc("plain LoRA, shared by all tasks or private to each", "LoRAClassifier", "sharing")
 @estimator_parameters
 class LoRASeq2Seq(_LoRAMethod, SkillSeq2SeqBase):
-    """Multi-task text-to-text model with plain LoRA, shared by all tasks or private to each.
-
-    The text-to-text form of :class:`LoRAClassifier`: the same skills, routing and
-    parameters over an encoder-decoder (T5, BART) or decoder-only (GPT-2, Llama,
-    SmolLM2) backbone. ``y`` holds target strings; ``predict`` generates them and
-    ``score`` is ROUGE-L F1 by default.
-
-    Parameters
-    ----------
-    sharing :
-        As in :class:`LoRAClassifier`.
-    {seq2seq_parameters}
-    {common_parameters}
-
-    Attributes
-    ----------
-    {seq2seq_attributes}
-
-    See Also
-    --------
-    LoRAClassifier : the classification form, with the method's references.
-    """
+    pass

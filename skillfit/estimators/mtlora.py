@@ -7,7 +7,7 @@ from numbers import Integral
 from .._validation import Interval
 from ..backbones import Backbone
 from ..skills import SkillConfig, inject_skills, target_layer_names, top_block_layers
-from ._docs import fill_doc
+from ._docs import fill_doc, seq2seq_doc
 from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
 from .seq2seq import SkillSeq2SeqBase
@@ -80,28 +80,7 @@ class MTLoRAClassifier(_MTLoRAMethod, SkillClassifierBase):
     """
 
 
-@fill_doc
+@seq2seq_doc("MTLoRA: a shared LoRA plus task-specific LoRAs in the top blocks of encoder and decoder", "MTLoRAClassifier", "task_rank, n_task_layers")
 @estimator_parameters
 class MTLoRASeq2Seq(_MTLoRAMethod, SkillSeq2SeqBase):
-    """Multi-task text-to-text model with MTLoRA: a shared LoRA plus task-specific LoRAs in the top blocks of encoder and decoder.
-
-    The text-to-text form of :class:`MTLoRAClassifier`: the same skills, routing and
-    parameters over an encoder-decoder (T5, BART) or decoder-only (GPT-2, Llama,
-    SmolLM2) backbone. ``y`` holds target strings; ``predict`` generates them and
-    ``score`` is ROUGE-L F1 by default.
-
-    Parameters
-    ----------
-    task_rank, n_task_layers :
-        As in :class:`MTLoRAClassifier`.
-    {seq2seq_parameters}
-    {common_parameters}
-
-    Attributes
-    ----------
-    {seq2seq_attributes}
-
-    See Also
-    --------
-    MTLoRAClassifier : the classification form, with the method's references.
-    """
+    pass

@@ -11,7 +11,7 @@ import torch
 from .._validation import NONE, InstanceOf, Interval
 from ..backbones import Backbone
 from ..skills import SkillConfig, gate_experts, gate_weights, skill_layers, task_sparsity_loss
-from ._docs import fill_doc
+from ._docs import fill_doc, seq2seq_doc
 from ._networks import hidden_states, pool_hidden_states
 from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
@@ -144,28 +144,7 @@ class PEMTClassifier(_PEMTMethod, SkillClassifierBase):
     """
 
 
-@fill_doc
+@seq2seq_doc("PEMT: per-task experts mixed by gates over task descriptions", "PEMTClassifier", "task_descriptions, sparsity_weight, gate_temperature")
 @estimator_parameters
 class PEMTSeq2Seq(_PEMTMethod, SkillSeq2SeqBase):
-    """Multi-task text-to-text model with PEMT: per-task experts mixed by gates over task descriptions.
-
-    The text-to-text form of :class:`PEMTClassifier`: the same skills, routing and
-    parameters over an encoder-decoder (T5, BART) or decoder-only (GPT-2, Llama,
-    SmolLM2) backbone. ``y`` holds target strings; ``predict`` generates them and
-    ``score`` is ROUGE-L F1 by default.
-
-    Parameters
-    ----------
-    task_descriptions, sparsity_weight, gate_temperature :
-        As in :class:`PEMTClassifier`.
-    {seq2seq_parameters}
-    {common_parameters}
-
-    Attributes
-    ----------
-    {seq2seq_attributes}
-
-    See Also
-    --------
-    PEMTClassifier : the classification form, with the method's references.
-    """
+    pass

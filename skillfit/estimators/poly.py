@@ -6,7 +6,7 @@ from numbers import Integral
 
 from .._validation import Interval
 from ..skills import SkillConfig
-from ._docs import fill_doc
+from ._docs import fill_doc, seq2seq_doc
 from ._params import estimator_parameters, parameter
 from .classifier import SkillClassifierBase
 from .seq2seq import SkillSeq2SeqBase
@@ -68,28 +68,7 @@ class PolyClassifier(_PolyMethod, SkillClassifierBase):
     """
 
 
-@fill_doc
+@seq2seq_doc("Polytropon skills (Poly, Poly-S / MHR)", "PolyClassifier", "n_skills, n_splits")
 @estimator_parameters
 class PolySeq2Seq(_PolyMethod, SkillSeq2SeqBase):
-    """Multi-task text-to-text model with Polytropon skills (Poly, Poly-S / MHR).
-
-    The text-to-text form of :class:`PolyClassifier`: the same skills, routing and
-    parameters over an encoder-decoder (T5, BART) or decoder-only (GPT-2, Llama,
-    SmolLM2) backbone. ``y`` holds target strings; ``predict`` generates them and
-    ``score`` is ROUGE-L F1 by default.
-
-    Parameters
-    ----------
-    n_skills, n_splits :
-        As in :class:`PolyClassifier`.
-    {seq2seq_parameters}
-    {common_parameters}
-
-    Attributes
-    ----------
-    {seq2seq_attributes}
-
-    See Also
-    --------
-    PolyClassifier : the classification form, with the method's references.
-    """
+    pass
