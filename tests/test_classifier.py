@@ -165,6 +165,7 @@ def test_same_random_state_repeats_and_leaves_global_rng_alone(tiny_kwargs, mult
     second = PolyClassifier(n_skills=3, dropout=0.1, **tiny_kwargs).fit(X, y).predict_proba(X)
     np.testing.assert_array_equal(first, second)
     assert torch.equal(torch.get_rng_state(), torch_state)
+    assert not torch.are_deterministic_algorithms_enabled(), "fit must restore the caller's deterministic mode"
     after = np.random.get_state()
     assert after[0] == numpy_state[0] and np.array_equal(after[1], numpy_state[1]) and after[2:] == numpy_state[2:]
     other = PolyClassifier(n_skills=3, dropout=0.1, **{**tiny_kwargs, "random_state": 1}).fit(X, y).predict_proba(X)
