@@ -395,12 +395,12 @@ class SkillEstimatorBase(BaseEstimator):
             n_old = len(self.tasks_)
             self.tasks_ = np.concatenate([self.tasks_, np.asarray(new_tasks, dtype=self.tasks_.dtype)])
             task_index = self._task_indices(tasks)
-            targets = self._add_task_outputs(raw_targets, task_index, n_old)
+            targets, new_output_parameters = self._add_task_outputs(raw_targets, task_index, n_old)
             for _, layer in skill_layers(self.network_):
                 layer.add_tasks(len(new_tasks), average=mode == "average")
             self._add_task_inputs(new_tasks)
             self.network_.to(self.device_)
-            restore = self._freeze_for_adapt(mode, n_old)
+            restore = self._freeze_for_adapt(mode, n_old, new_output_parameters)
             if not any(param.requires_grad for param in self.network_.parameters()):
                 restore()
                 raise ValueError(
@@ -421,14 +421,19 @@ class SkillEstimatorBase(BaseEstimator):
     def _check_adapt_targets(self, y: Any, n_samples: int) -> Any:
         raise NotImplementedError
 
-    def _add_task_outputs(self, raw_targets: Any, task_index: np.ndarray, n_old_tasks: int) -> Any:
-        """Grow what the output side keeps per task and label; return encoded targets."""
+    def _add_task_outputs(
+        self, raw_targets: Any, task_index: np.ndarray, n_old_tasks: int
+    ) -> tuple[Any, list[torch.nn.Parameter]]:
+        """Grow what the output side keeps per task and label.
+
+        Returns the encoded targets and the output parameters created for new labels.
+        """
         raise NotImplementedError
 
     def _add_task_inputs(self, new_tasks: list) -> None:
         """Grow what the input side keeps per task (PEMT's descriptions)."""
 
-    def _freeze_for_adapt(self, mode: str, n_old_tasks: int):
+    def _freeze_for_adapt(self, mode: str, n_old_tasks: int, new_output_parameters: list[torch.nn.Parameter]):
         """Make only what ``mode`` trains require grad; return a function that undoes it.
 
         Per-task tensors stay trainable with the old tasks' rows masked out of the
@@ -443,7 +448,7 @@ class SkillEstimatorBase(BaseEstimator):
             for param in per_task:
                 param.requires_grad_(True)
                 hooks.append(param.register_hook(lambda grad, n=n_old_tasks: torch.cat([torch.zeros_like(grad[:n]), grad[n:]])))
-            for param in self._new_output_parameters():
+            for param in new_output_parameters:
                 param.requires_grad_(True)
 
         def restore() -> None:
@@ -453,10 +458,6 @@ class SkillEstimatorBase(BaseEstimator):
                 param.requires_grad_(flag)
 
         return restore
-
-    def _new_output_parameters(self) -> list[torch.nn.Parameter]:
-        """Output parameters created by ``adapt`` for new labels."""
-        return []
 
     def task_similarity(self) -> "pd.DataFrame":
         """Cosine similarity of the tasks' routing over all layers and heads.

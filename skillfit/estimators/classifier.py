@@ -78,7 +78,9 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
     def _check_adapt_targets(self, y: Any, n_samples: int) -> np.ndarray:
         return check_labels(y, n_samples)
 
-    def _add_task_outputs(self, labels: np.ndarray, task_index: np.ndarray, n_old_tasks: int) -> np.ndarray:
+    def _add_task_outputs(
+        self, labels: np.ndarray, task_index: np.ndarray, n_old_tasks: int
+    ) -> tuple[np.ndarray, list[torch.nn.Parameter]]:
         """Extend ``classes_`` with new labels (a new head block) and the label mask with new tasks."""
         head = self.network_.head
         old_classes = self.classes_
@@ -89,8 +91,10 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         block_order = block_labels.tolist() + new_labels
         position = {label: i for i, label in enumerate(block_order)}
         label_order = torch.as_tensor([position[label] for label in self.classes_.tolist()])
-        self._new_head_blocks = [head.add_block(len(new_labels), label_order)] if new_labels else []
-        if not new_labels:
+        if new_labels:
+            new_parameters = list(head.add_block(len(new_labels), label_order).parameters())
+        else:
+            new_parameters = []
             head.label_order = label_order.to(head.label_order.device)
 
         column_of = {label: j for j, label in enumerate(self.classes_.tolist())}
@@ -101,10 +105,7 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         label_index = np.asarray([column_of[label] for label in labels.tolist()])
         mask[torch.as_tensor(task_index), torch.as_tensor(label_index)] = True
         self.network_.label_mask = mask.to(self.network_.label_mask.device)
-        return label_index
-
-    def _new_output_parameters(self) -> list[torch.nn.Parameter]:
-        return [param for block in getattr(self, "_new_head_blocks", []) for param in block.parameters()]
+        return label_index, new_parameters
 
     # ---------------------------------------------------------------- predict
     def predict_proba(self, X: Any) -> np.ndarray:

@@ -52,8 +52,10 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
 
     _check_adapt_targets = _check_targets
 
-    def _add_task_outputs(self, targets: list[str], task_index: np.ndarray, n_old_tasks: int) -> list[str]:
-        return targets
+    def _add_task_outputs(
+        self, targets: list[str], task_index: np.ndarray, n_old_tasks: int
+    ) -> tuple[list[str], list[torch.nn.Parameter]]:
+        return targets, []  # generation has no per-label parameters
 
     def _build_network(
         self, backbone: Backbone, skill_config: SkillConfig, targets: list[str], task_index: np.ndarray
