@@ -29,8 +29,8 @@ class PolyRouter(nn.Module):
     """Polytropon routing: one learned logit per task, head and skill.
 
     Training samples a relaxed Bernoulli per logit, evaluation uses its mean; either is
-    normalised to sum to one over the skills of each head (DESIGN.md §1, Ponti et al.
-    2022, eq. 4; Caccia et al. 2023 for heads).
+    normalised to sum to one over the skills of each head (DESIGN.md §1; Ponti et al.
+    2022 for the router, Caccia et al. 2023 for heads).
 
     Parameters
     ----------
