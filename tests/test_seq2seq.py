@@ -199,3 +199,15 @@ def test_encoder_decoder_pair_backbone(tmp_path):
     X, y = keyword_tasks(16, seed=0)
     est = PolySeq2Seq(n_skills=2, backbone=str(tmp_path), **FAST).fit(X, y)
     assert not est.decoder_only_ and est.predict(X[:2]).shape == (2,)
+
+
+def test_sampling_repeats_with_random_state_and_leaves_global_rng_alone():
+    X, y = keyword_tasks(16, seed=0)
+    est = PolySeq2Seq(n_skills=2, backbone=tiny_backbone("gpt2"), **FAST).fit(X, y)
+    est.set_params(do_sample=True, max_new_tokens=4)
+    state = torch.get_rng_state()
+    first, second = est.predict(X[:6]), est.predict(X[:6])
+    np.testing.assert_array_equal(first, second)
+    assert torch.equal(torch.get_rng_state(), state)
+    others = [est.set_params(random_state=seed).predict(X[:6]).tolist() for seed in (1, 2, 3)]
+    assert any(other != first.tolist() for other in others), "different seeds should sample differently"

@@ -13,7 +13,7 @@ from .._validation import STRING, Interval, Options
 from ..backbones import DEFAULT_GENERATOR, Backbone, load_generator
 from ..metrics import SCORERS
 from ..skills import SkillConfig
-from ._base import SkillEstimatorBase, _autocast
+from ._base import SkillEstimatorBase, _autocast, _reproducible_torch, _resolve_seed
 from ._networks import SkilledSeq2SeqNetwork
 from ._params import estimator_parameters, parameter
 
@@ -121,6 +121,8 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         """Generate the target text of each ``(text, task)`` pair.
 
         Rows are batched by task and by length; decoder-only prompts are left-padded.
+        With ``do_sample=True`` the sampling is seeded by ``random_state`` in a private
+        RNG scope, so it repeats and leaves the global RNG untouched.
 
         Returns
         -------
@@ -133,7 +135,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         order = np.lexsort((lengths, encoded["tasks"]))  # by task, then by length
         predictions = np.empty(len(texts), dtype=object)
         self.network_.eval()
-        with torch.no_grad(), _autocast(self.device_):
+        with torch.no_grad(), _autocast(self.device_), _reproducible_torch(_resolve_seed(self.random_state)):
             for start in range(0, len(order), self.batch_size):
                 indices = order[start : start + self.batch_size]
                 batch = self._make_batch(indices, encoded, left_pad=self.decoder_only_)
