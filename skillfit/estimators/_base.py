@@ -515,8 +515,9 @@ class SkillEstimatorBase(BaseEstimator):
     def _check_fitted(self) -> None:
         check_is_fitted(self, "network_")
 
-    def _iter_eval_batches(self, input_ids: list[list[int]]) -> Iterator[np.ndarray]:
-        """Index batches for prediction, sorted by length so batches pad little."""
-        order = np.argsort([len(ids) for ids in input_ids], kind="stable")
+    def _iter_eval_batches(self, encoded: dict[str, Any]) -> Iterator[np.ndarray]:
+        """Index batches for prediction, ordered by task, then by length: few tasks and little padding per batch."""
+        lengths = np.asarray([len(ids) for ids in encoded["input_ids"]])
+        order = np.lexsort((lengths, encoded["tasks"]))
         for start in range(0, len(order), self.batch_size):
             yield order[start : start + self.batch_size]

@@ -70,10 +70,6 @@ class BlockHead(nn.Module):
         self.blocks = nn.ModuleList([nn.Linear(hidden_size, n_labels)])
         self.register_buffer("label_order", torch.arange(n_labels))
 
-    @property
-    def n_labels(self) -> int:
-        return len(self.label_order)
-
     def add_block(self, n_new: int, label_order: torch.Tensor) -> nn.Linear:
         """Append ``n_new`` label rows; ``label_order`` is the new sorted-to-block mapping."""
         block = nn.Linear(self.blocks[0].in_features, n_new).to(self.label_order.device)

@@ -122,13 +122,12 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         """
         self._check_fitted()
         texts, tasks = self._validated_inputs(X)
-        encoded = {"input_ids": self.tokenizer_(texts, truncation=True, max_length=self.max_length)["input_ids"]}
-        encoded["tasks"] = self._task_indices(tasks)
+        encoded = self._encode(texts, self._task_indices(tasks), None)
         probabilities = np.zeros((len(texts), len(self.classes_)), dtype=np.float64)
         self.network_.eval()
         label_mask = self.network_.label_mask.cpu().numpy()
         with torch.no_grad(), _autocast(self.device_):
-            for indices in self._iter_eval_batches(encoded["input_ids"]):
+            for indices in self._iter_eval_batches(encoded):
                 batch = self._make_batch(indices, encoded)
                 logits = self.network_(batch["input_ids"], batch["attention_mask"], batch["tasks"]).double().cpu().numpy()
                 batch_tasks = encoded["tasks"][indices]

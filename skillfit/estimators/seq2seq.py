@@ -131,13 +131,10 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         self._check_fitted()
         texts, tasks = self._validated_inputs(X)
         encoded = self._encode(texts, self._task_indices(tasks), None)
-        lengths = np.asarray([len(ids) for ids in encoded["input_ids"]])
-        order = np.lexsort((lengths, encoded["tasks"]))  # by task, then by length
         predictions = np.empty(len(texts), dtype=object)
         self.network_.eval()
         with torch.no_grad(), _autocast(self.device_), _reproducible_torch(_resolve_seed(self.random_state)):
-            for start in range(0, len(order), self.batch_size):
-                indices = order[start : start + self.batch_size]
+            for indices in self._iter_eval_batches(encoded):
                 batch = self._make_batch(indices, encoded, left_pad=self.decoder_only_)
                 generated = self.network_.generate(
                     batch["input_ids"], batch["attention_mask"], batch["tasks"], **self._generation_settings()

@@ -113,7 +113,6 @@ class ExclusiveMixer(nn.Module):
     def __init__(self, n_tasks: int, n_splits: int, n_exclusive: int) -> None:
         super().__init__()
         self.n_splits = n_splits
-        self.n_exclusive = n_exclusive
         if n_exclusive > 1:
             self.exclusive_logits = nn.Parameter(torch.zeros(n_tasks, n_splits, n_exclusive))
         else:
