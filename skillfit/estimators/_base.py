@@ -269,8 +269,7 @@ class SkillEstimatorBase(BaseEstimator):
         router_params, other_params = [], []
         for name, param in self.network_.named_parameters():
             if param.requires_grad:
-                is_router = name.endswith("routing_logits") or name.endswith("exclusive_logits")
-                (router_params if is_router else other_params).append(param)
+                (router_params if self._is_router_parameter(name) else other_params).append(param)
         groups = [{"params": other_params, "lr": self.learning_rate, "weight_decay": weight_decay}]
         if router_params:
             groups.append({"params": router_params, "lr": self.router_learning_rate, "weight_decay": 0.0})
@@ -284,6 +283,10 @@ class SkillEstimatorBase(BaseEstimator):
             return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
 
         return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_then_decay)
+
+    def _is_router_parameter(self, name: str) -> bool:
+        """Whether a trainable parameter takes ``router_learning_rate`` (routing logits)."""
+        return name.endswith(("routing_logits", "exclusive_logits"))
 
     def _fit_loop(
         self,
