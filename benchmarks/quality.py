@@ -100,9 +100,26 @@ NEURAL_METHODS: dict[str, tuple[Callable[..., object], tuple[float, ...]]] = {
     "MTLoRA": (lambda **kw: MTLoRAClassifier(**kw), LR_GRID),
     "PEMT": (lambda **kw: PEMTClassifier(task_descriptions=TASK_DESCRIPTIONS, **kw), LR_GRID),
 }
+# Variants for investigating C-Poly and PEMT (not run by default: pass them to --methods).
+# They keep the learning rate the method chose in the standard run and change one thing each.
+CPOLY_VARIANT_LR = (2e-3,)
+VARIANT_METHODS: dict[str, tuple[Callable[..., object], tuple[float, ...]]] = {
+    "C-Poly 4+1": (lambda **kw: CPolyClassifier(n_shared=4, n_exclusive=1, **kw), CPOLY_VARIANT_LR),
+    "C-Poly router lr 0.2": (
+        lambda **kw: CPolyClassifier(n_shared=2, n_exclusive=1, router_learning_rate=0.2, **kw), CPOLY_VARIANT_LR),
+    "C-Poly 2 splits x 4 skills": (
+        lambda **kw: CPolyClassifier(n_shared=4, n_exclusive=1, n_splits=2, **kw), CPOLY_VARIANT_LR),
+    "C-Poly output combine": (
+        lambda **kw: CPolyClassifier(n_shared=2, n_exclusive=1, combine="output", **kw), CPOLY_VARIANT_LR),
+    # PEMT trains two stages of max_epochs each; this variant gives each stage half (at least one).
+    "PEMT half epochs per stage": (
+        lambda **kw: PEMTClassifier(task_descriptions=TASK_DESCRIPTIONS, **{**kw, "max_epochs": max(1, kw["max_epochs"] // 2)}),
+        (2e-3,)),
+}
 C_GRID = (0.3, 3.0, 30.0)
 CLASSICAL_METHODS = ("TF-IDF + LR", "frozen MiniLM + LR")
 ALL_METHODS = CLASSICAL_METHODS + tuple(NEURAL_METHODS)
+NEURAL_METHODS.update(VARIANT_METHODS)
 # The sample-efficiency sweep: the claim (C-Poly / Poly vs private LoRA) and the references.
 FRACTION_METHODS = ("C-Poly", "Poly", "LoRA private") + CLASSICAL_METHODS
 
@@ -247,6 +264,15 @@ class Runner:
         self._save(record)
         return record
 
+    def has_selection(self, method: str) -> bool:
+        """Whether every candidate setting of ``method`` already has a recorded selection run."""
+        if method in CLASSICAL_METHODS:
+            settings = [f"C={C:g}" for C in C_GRID]
+        else:
+            settings = [f"{lr:g}" for lr in NEURAL_METHODS[method][1]]
+        return all(self.find(method=method, fraction=1.0, seed=0 if method in CLASSICAL_METHODS else self.profile.seeds[0],
+                             setting=setting) for setting in settings)
+
     def select_setting(self, method: str) -> str:
         """The setting with the best validation accuracy at the full fit set, seed 0."""
         if method in CLASSICAL_METHODS:
@@ -293,7 +319,7 @@ def summarise(records: list[dict], chosen: dict[str, str], methods: list[str], s
     return pd.DataFrame(rows)
 
 
-def markdown_tables(summary: pd.DataFrame, profile_name: str, profile: Profile, splits, elapsed: float) -> str:
+def markdown_tables(summary: pd.DataFrame, profile_name: str, profile: Profile, splits, fit_seconds: float) -> str:
     full = summary[summary["fraction"] == 1.0]
     tasks = [c for c in full.columns if c in set(splits["test"]["task"])]
     lines = [
@@ -304,20 +330,27 @@ def markdown_tables(summary: pd.DataFrame, profile_name: str, profile: Profile, 
         f"test {len(splits['test'])} texts; {profile.max_epochs} epochs, batch {profile.batch_size}, "
         f"max_length {profile.max_length}; seeds {list(profile.seeds)}. Mean test accuracy over the "
         "six tasks, mean ± std over seeds. Settings chosen on validation at seed 0.",
-        "",
-        "| method | mean acc | ± std | trainable params | train time (s, median) | chosen | " + " | ".join(tasks) + " |",
-        "|---|---:|---:|---:|---:|---|" + "---:|" * len(tasks),
     ]
-    for _, row in full.sort_values("mean", ascending=False).iterrows():
-        lines.append(
-            f"| {row['method']} | {row['mean']:.3f} | {row['std']:.3f} | {row['params']:,} | {row['train_time_s']:.0f} | "
-            f"{row['setting']} | " + " | ".join(f"{row[task]:.3f}" for task in tasks) + " |"
-        )
+    is_variant = full["method"].isin(list(VARIANT_METHODS))
+    for title, rows in (("", full[~is_variant]), ("### Variants (one change each, learning rate kept)", full[is_variant])):
+        if rows.empty:
+            continue
+        lines += ["", title, ""] if title else [""]
+        lines += [
+            "| method | mean acc | ± std | trainable params | train time (s, median) | chosen | " + " | ".join(tasks) + " |",
+            "|---|---:|---:|---:|---:|---|" + "---:|" * len(tasks),
+        ]
+        for _, row in rows.sort_values("mean", ascending=False).iterrows():
+            lines.append(
+                f"| {row['method']} | {row['mean']:.3f} | {row['std']:.3f} | {row['params']:,} | {row['train_time_s']:.0f} | "
+                f"{row['setting']} | " + " | ".join(f"{row[task]:.3f}" for task in tasks) + " |"
+            )
     fractions = sorted(summary["fraction"].unique())
     if len(fractions) > 1:
         lines += ["", "### Sample efficiency: mean test accuracy (± std over seeds) by fraction of the fit set", ""]
         lines += ["| method | " + " | ".join(f"{f:.0%}" for f in fractions) + " |", "|---|" + "---:|" * len(fractions)]
-        for method in summary["method"].unique():
+        swept = summary.groupby("method", sort=False)["fraction"].nunique()
+        for method in swept[swept > 1].index:
             cells = []
             for fraction in fractions:
                 match = summary[(summary["method"] == method) & (summary["fraction"] == fraction)]
@@ -329,7 +362,7 @@ def markdown_tables(summary: pd.DataFrame, profile_name: str, profile: Profile, 
         "",
         f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'}; torch {torch.__version__}, "
-        f"skillfit {skillfit.__version__}. Wall time of this invocation: {elapsed / 60:.1f} min.",
+        f"skillfit {skillfit.__version__}. Sum of the recorded fit times: {fit_seconds / 60:.0f} min.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -362,8 +395,9 @@ def plot_sample_efficiency(summary: pd.DataFrame, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small profile, under 15 minutes on 2 CPU cores")
-    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS, default=list(ALL_METHODS), metavar="METHOD",
-                        help=f"methods to run (default: all of {', '.join(ALL_METHODS)})")
+    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS + tuple(VARIANT_METHODS), default=list(ALL_METHODS),
+                        metavar="METHOD", help=f"methods to run (default: all of {', '.join(ALL_METHODS)}; "
+                        f"C-Poly variants: {', '.join(VARIANT_METHODS)})")
     parser.add_argument("--seeds", nargs="+", type=int, help="override the profile's seeds")
     parser.add_argument("--no-fractions", action="store_true", help="skip the sample-efficiency sweep")
     parser.add_argument("--output", type=Path, help="results folder (default: benchmarks/results/<profile>)")
@@ -377,7 +411,6 @@ def main(argv: list[str] | None = None) -> None:
         profile = dataclasses.replace(profile, fractions=(1.0,))
     output = args.output or HERE / "results" / profile_name
     output.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     splits = load_splits(profile)
     runner = Runner(profile, splits, output / "results.jsonl")
     print(f"profile {profile_name}: fit {len(splits['fit'])}, validation {len(splits['validation'])}, "
@@ -393,9 +426,15 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{method}] fraction {fraction}", flush=True)
             runner.run_final(method, chosen[method], fraction)
 
-    summary = summarise(runner.records, chosen, args.methods, profile.seeds)
+    # The report covers this invocation's methods and every other one already recorded.
+    reported = [m for m in ALL_METHODS + tuple(VARIANT_METHODS) if m in chosen or runner.has_selection(m)]
+    for method in reported:
+        if method not in chosen:
+            chosen[method] = runner.select_setting(method)
+    summary = summarise(runner.records, chosen, reported, profile.seeds)
     summary.to_csv(output / "summary.csv", index=False)
-    report = markdown_tables(summary, profile_name, profile, splits, time.perf_counter() - start)
+    recorded = sum(record["train_time_s"] for record in runner.records)
+    report = markdown_tables(summary, profile_name, profile, splits, recorded)
     if len(profile.fractions) > 1:
         plot_sample_efficiency(summary, output / "sample_efficiency.png")
         report += "\n![sample efficiency](sample_efficiency.png)\n"
