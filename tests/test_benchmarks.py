@@ -1,0 +1,87 @@
+"""The benchmark harness: data splits, fractions and the peft peers (so the benchmarks cannot silently break)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+peft = pytest.importorskip("peft")
+quality = pytest.importorskip("quality")
+from peers import PeftClassifier, per_task_logistic_regression  # noqa: E402
+
+from skillfit import PolyClassifier  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_splits():
+    return quality.load_splits(quality.PROFILES["quick"])
+
+
+def test_splits_are_disjoint_stratified_and_sized(quick_splits):
+    fit, validation, test = quick_splits["fit"], quick_splits["validation"], quick_splits["test"]
+    per_task = quality.PROFILES["quick"].train_per_task
+    assert len(fit) + len(validation) == 6 * per_task
+    assert not set(zip(fit["text"], fit["task"])) & set(zip(validation["text"], validation["task"]))
+    train_texts = set(quality.load_demo_tasks(split="train").frame["text"])
+    assert set(fit["text"]) <= train_texts and set(validation["text"]) <= train_texts
+    assert not set(test["text"]) & set(fit["text"])
+    # Every task keeps every one of its labels in the fit set.
+    labels = quality.load_demo_tasks(split="train").frame.groupby("task")["label"].nunique()
+    assert (fit.groupby("task")["label"].nunique() == labels).all()
+    assert (test.groupby("task").size() == quality.PROFILES["quick"].test_per_task).all()
+
+
+def test_fractions_are_nested_per_task_prefixes(quick_splits):
+    fit = quick_splits["fit"]
+    small, large = quality.fraction_of(fit, 0.2), quality.fraction_of(fit, 0.5)
+    sizes = small.groupby("task").size()
+    assert (sizes == np.ceil(0.2 * fit.groupby("task").size())).all()
+    assert set(small.index) <= set(large.index)
+    pd.testing.assert_frame_equal(quality.fraction_of(fit, 1.0).sort_index(), fit.sort_index())
+
+
+def test_per_task_accuracy_and_logistic_regression():
+    frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "task": ["x", "x", "y", "y"], "label": ["1", "0", "1", "1"]})
+    assert quality.per_task_accuracy(frame, ["1", "1", "1", "0"]) == {"x": 0.5, "y": 0.5}
+
+    class Majority:
+        def fit(self, X, y):
+            values, counts = np.unique(y, return_counts=True)
+            self.label = values[np.argmax(counts)]
+            return self
+
+        def predict(self, X):
+            return np.full(len(X), self.label, dtype=object)
+
+    predictions = per_task_logistic_regression(
+        Majority, ["a", "b", "b", "c", "d"], np.array(["p", "p", "q", "r", "r"]), np.array(["x", "x", "x", "y", "y"]),
+        ["e", "f"], np.array(["y", "x"]),
+    )
+    assert predictions.tolist() == ["r", "p"]
+
+
+def test_peft_poly_peer_matches_our_poly_in_size_and_trains(bert_path, multitask):
+    X, y = multitask
+    settings = dict(backbone=bert_path, max_epochs=1, batch_size=16, rank=4, max_length=32, random_state=0)
+    peer = PeftClassifier(peft_method="poly", n_skills=3, **settings).fit(X, y)
+    ours = PolyClassifier(n_skills=3, **settings).fit(X, y)
+    assert peer.n_trainable_params_ == ours.n_trainable_params_
+    assert np.isfinite(peer.loss_curve_).all()
+    # peft's router logits train at the router learning rate, as ours do.
+    optimizer, _ = peer._make_optimizer(10)
+    router_group = [group for group in optimizer.param_groups if group["initial_lr"] == peer.router_learning_rate]
+    assert router_group and all(p.ndim == 2 for p in router_group[0]["params"])
+    proba = peer.predict_proba(X[:8])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+
+
+def test_peft_lora_peer_matches_shared_lora_size(bert_path, multitask):
+    X, y = multitask
+    peer = PeftClassifier(peft_method="lora", backbone=bert_path, max_epochs=1, rank=4, max_length=32, random_state=0).fit(X, y)
+    ours = quality.LoRAClassifier(backbone=bert_path, max_epochs=1, rank=4, max_length=32, random_state=0).fit(X, y)
+    assert peer.n_trainable_params_ == ours.n_trainable_params_
