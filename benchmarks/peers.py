@@ -4,8 +4,8 @@
   skillfit's own loop, optimizer, schedule, batching and masked union-label head. Only
   the adapter layers differ from a skillfit estimator, so a gap in quality or speed is
   the adapter's.
-* :func:`per_task_logistic_regression` fits one logistic regression per task on
-  fixed features: TF-IDF of the text, or frozen mean-pooled backbone embeddings
+* :func:`fit_per_task` / :func:`predict_per_task` fit one logistic regression per
+  task on fixed features: TF-IDF of the text, or frozen mean-pooled backbone embeddings
   (:func:`frozen_embeddings`).
 
 Benchmark code, not part of the library: it needs ``peft`` (``pip install peft``).
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from skillfit.backbones import DEFAULT_BACKBONE, load_backbone
-from skillfit.estimators._networks import pool_hidden_states
+from skillfit.estimators._networks import pad_sequences, pool_hidden_states
 from skillfit.estimators._params import estimator_parameters, parameter
 from skillfit.estimators.classifier import SkillClassifierBase
 from skillfit._validation import Interval, Options
@@ -106,35 +106,27 @@ def frozen_embeddings(
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            longest = max(len(ids[i]) for i in rows)
-            input_ids = torch.full((len(rows), longest), tokenizer.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), longest), dtype=torch.long)
-            for j, i in enumerate(rows):
-                input_ids[j, : len(ids[i])] = torch.as_tensor(ids[i])
-                mask[j, : len(ids[i])] = 1
+            input_ids, mask = pad_sequences([ids[i] for i in rows], tokenizer.pad_token_id)
             hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
             out[rows] = pool_hidden_states(hidden, mask, "mean").numpy()
     return out
 
 
-def per_task_logistic_regression(
-    make_model: Callable[[], object],
-    features_train,
-    y_train: np.ndarray,
-    tasks_train: np.ndarray,
-    features_test,
-    tasks_test: np.ndarray,
-) -> np.ndarray:
-    """Fit ``make_model()`` on each task's rows; predict each test row with its task's model.
+def fit_per_task(make_model: Callable[[], object], features, y: np.ndarray, tasks: np.ndarray) -> dict:
+    """One ``make_model()`` fitted on each task's rows: ``{task: model}``.
 
-    ``features_*`` are anything row-indexable by a boolean mask that ``make_model()``
+    ``features`` is anything row-indexable by a boolean mask that ``make_model()``
     accepts (a list of texts for a TF-IDF pipeline, an array of embeddings).
     """
-    predictions = np.empty(len(tasks_test), dtype=object)
-    for task in np.unique(tasks_test):
-        train_rows, test_rows = tasks_train == task, tasks_test == task
-        model = make_model().fit(_take(features_train, train_rows), y_train[train_rows])
-        predictions[test_rows] = model.predict(_take(features_test, test_rows))
+    return {task: make_model().fit(_take(features, tasks == task), y[tasks == task]) for task in np.unique(tasks)}
+
+
+def predict_per_task(models: dict, features, tasks: np.ndarray) -> np.ndarray:
+    """Predict each row with its task's model from :func:`fit_per_task`."""
+    predictions = np.empty(len(tasks), dtype=object)
+    for task in np.unique(tasks):
+        rows = tasks == task
+        predictions[rows] = models[task].predict(_take(features, rows))
     return predictions
 
 

@@ -40,7 +40,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peers import PeftClassifier, frozen_embeddings, per_task_logistic_regression  # noqa: E402
+from peers import PeftClassifier, fit_per_task, frozen_embeddings, predict_per_task  # noqa: E402
 
 import skillfit  # noqa: E402
 from skillfit import CPolyClassifier, LoRAClassifier, MTLoRAClassifier, PEMTClassifier, PolyClassifier  # noqa: E402
@@ -195,37 +195,49 @@ class Runner:
         n_batches = math.ceil(n_rows / self.profile.batch_size)
         return max(self.profile.max_epochs, math.ceil(self.profile.min_steps / n_batches))
 
-    def run_neural(self, method: str, learning_rate: float, fraction: float, seed: int) -> dict:
-        key = dict(method=method, fraction=fraction, seed=seed, setting=f"{learning_rate:g}")
+    def settings(self, method: str) -> list[str]:
+        """The candidate settings of ``method``, as recorded: ``"C=3"`` or a learning rate such as ``"0.005"``."""
+        if method in CLASSICAL_METHODS:
+            return [f"C={C:g}" for C in C_GRID]
+        return [f"{lr:g}" for lr in NEURAL_METHODS[method][1]]
+
+    def seeds_of(self, method: str) -> tuple[int, ...]:
+        """The logistic regressions are deterministic: one run (seed 0) stands for every seed."""
+        return (0,) if method in CLASSICAL_METHODS else self.profile.seeds
+
+    def run(self, method: str, setting: str, fraction: float, seed: int) -> dict:
+        """The record of one run, trained and scored unless already recorded."""
+        key = dict(method=method, fraction=fraction, seed=seed, setting=setting)
         done = self.find(**key)
         if done is not None:
             return done
         fit = fraction_of(self.splits["fit"], fraction)
-        factory, _ = NEURAL_METHODS[method]
-        estimator = factory(
-            learning_rate=learning_rate,
-            max_epochs=self.epochs_for(len(fit)),
-            batch_size=self.profile.batch_size,
-            max_length=self.profile.max_length,
-            random_state=seed,
-        )
         start = time.perf_counter()
-        estimator.fit(fit[["text", "task"]], fit["label"])
-        train_time = time.perf_counter() - start
-        record = dict(
-            key,
-            n_train=len(fit),
-            epochs=estimator.n_iter_,
-            n_trainable_params=int(estimator.n_trainable_params_),
-            train_time_s=train_time,
-        )
-        validation = self.splits["validation"]
-        record["validation"] = per_task_accuracy(validation, estimator.predict(validation[["text", "task"]]))
-        record["validation_mean"] = float(np.mean(list(record["validation"].values())))
+        if method in CLASSICAL_METHODS:
+            record = dict(key, n_train=len(fit), epochs=0, n_trainable_params=0)
+            predict = self._fit_classical(method, float(setting.removeprefix("C=")), fit)
+        else:
+            estimator = NEURAL_METHODS[method][0](
+                learning_rate=float(setting),
+                max_epochs=self.epochs_for(len(fit)),
+                batch_size=self.profile.batch_size,
+                max_length=self.profile.max_length,
+                random_state=seed,
+            )
+            estimator.fit(fit[["text", "task"]], fit["label"])
+            record = dict(
+                key,
+                n_train=len(fit),
+                epochs=estimator.n_iter_,
+                n_trainable_params=int(estimator.n_trainable_params_),
+                train_time_s=time.perf_counter() - start,
+            )
+            predict = lambda frame: estimator.predict(frame[["text", "task"]])  # noqa: E731
         # Every run is also scored on test, for the report only: selection reads validation.
-        test = self.splits["test"]
-        record["test"] = per_task_accuracy(test, estimator.predict(test[["text", "task"]]))
-        record["test_mean"] = float(np.mean(list(record["test"].values())))
+        for split in ("validation", "test"):
+            record[split] = per_task_accuracy(self.splits[split], predict(self.splits[split]))
+            record[f"{split}_mean"] = float(np.mean(list(record[split].values())))
+        record.setdefault("train_time_s", time.perf_counter() - start)  # classical: fit and scoring
         self._save(record)
         return record
 
@@ -238,58 +250,34 @@ class Runner:
             self._embeddings = dict(zip(texts, vectors))
         return np.stack([self._embeddings[text] for text in frame["text"]])
 
-    def run_classical(self, method: str, C: float, fraction: float) -> dict:
-        key = dict(method=method, fraction=fraction, seed=0, setting=f"C={C:g}")
-        done = self.find(**key)
-        if done is not None:
-            return done
-        fit = fraction_of(self.splits["fit"], fraction)
+    def _fit_classical(self, method: str, C: float, fit: pd.DataFrame) -> Callable[[pd.DataFrame], np.ndarray]:
+        """The predict function of per-task logistic regressions fitted on the method's features."""
 
         def make_model():
             if method == "TF-IDF + LR":
                 return make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), LogisticRegression(C=C, max_iter=5000))
             return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000))
 
-        start = time.perf_counter()
-        record = dict(key, n_train=len(fit), epochs=0, n_trainable_params=0)
-        for split in ("validation", "test"):
-            frame = self.splits[split]
-            predictions = per_task_logistic_regression(
-                make_model, self._features(method, fit), fit["label"].to_numpy(), fit["task"].to_numpy(),
-                self._features(method, frame), frame["task"].to_numpy(),
-            )
-            record[split] = per_task_accuracy(frame, predictions)
-            record[f"{split}_mean"] = float(np.mean(list(record[split].values())))
-        record["train_time_s"] = time.perf_counter() - start
-        self._save(record)
-        return record
+        models = fit_per_task(make_model, self._features(method, fit), fit["label"].to_numpy(), fit["task"].to_numpy())
+        return lambda frame: predict_per_task(models, self._features(method, frame), frame["task"].to_numpy())
 
     def has_selection(self, method: str) -> bool:
         """Whether every candidate setting of ``method`` already has a recorded selection run."""
-        if method in CLASSICAL_METHODS:
-            settings = [f"C={C:g}" for C in C_GRID]
-        else:
-            settings = [f"{lr:g}" for lr in NEURAL_METHODS[method][1]]
-        return all(self.find(method=method, fraction=1.0, seed=0 if method in CLASSICAL_METHODS else self.profile.seeds[0],
-                             setting=setting) for setting in settings)
+        seed = self.seeds_of(method)[0]
+        return all(self.find(method=method, fraction=1.0, seed=seed, setting=setting) for setting in self.settings(method))
 
     def select_setting(self, method: str) -> str:
-        """The setting with the best validation accuracy at the full fit set, seed 0."""
-        if method in CLASSICAL_METHODS:
-            candidates = [self.run_classical(method, C, 1.0) for C in C_GRID]
-        else:
-            candidates = [self.run_neural(method, lr, 1.0, self.profile.seeds[0]) for lr in NEURAL_METHODS[method][1]]
+        """The setting with the best validation accuracy at the full fit set, first seed."""
+        seed = self.seeds_of(method)[0]
+        candidates = [self.run(method, setting, 1.0, seed) for setting in self.settings(method)]
         best = max(candidates, key=lambda record: record["validation_mean"])  # first wins ties
         scores = ", ".join(f"{c['setting']}: {c['validation_mean']:.3f}" for c in candidates)
         print(f"  -> {method}: chose {best['setting']} on validation ({scores})", flush=True)
         return best["setting"]
 
     def run_final(self, method: str, setting: str, fraction: float) -> None:
-        if method in CLASSICAL_METHODS:
-            self.run_classical(method, float(setting.removeprefix("C=")), fraction)
-            return
-        for seed in self.profile.seeds:
-            self.run_neural(method, float(setting), fraction, seed)
+        for seed in self.seeds_of(method):
+            self.run(method, setting, fraction, seed)
 
 
 # ------------------------------------------------------------------------ report

@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 peft = pytest.importorskip("peft")
 quality = pytest.importorskip("quality")
-from peers import PeftClassifier, per_task_logistic_regression  # noqa: E402
+from peers import PeftClassifier, fit_per_task, predict_per_task  # noqa: E402
 
 from skillfit import PolyClassifier  # noqa: E402
 
@@ -45,7 +45,7 @@ def test_fractions_are_nested_per_task_prefixes(quick_splits):
     pd.testing.assert_frame_equal(quality.fraction_of(fit, 1.0).sort_index(), fit.sort_index())
 
 
-def test_per_task_accuracy_and_logistic_regression():
+def test_per_task_accuracy_and_per_task_models():
     frame = pd.DataFrame({"text": ["a", "b", "c", "d"], "task": ["x", "x", "y", "y"], "label": ["1", "0", "1", "1"]})
     assert quality.per_task_accuracy(frame, ["1", "1", "1", "0"]) == {"x": 0.5, "y": 0.5}
 
@@ -58,10 +58,8 @@ def test_per_task_accuracy_and_logistic_regression():
         def predict(self, X):
             return np.full(len(X), self.label, dtype=object)
 
-    predictions = per_task_logistic_regression(
-        Majority, ["a", "b", "b", "c", "d"], np.array(["p", "p", "q", "r", "r"]), np.array(["x", "x", "x", "y", "y"]),
-        ["e", "f"], np.array(["y", "x"]),
-    )
+    models = fit_per_task(Majority, ["a", "b", "b", "c", "d"], np.array(["p", "p", "q", "r", "r"]), np.array(["x", "x", "x", "y", "y"]))
+    predictions = predict_per_task(models, ["e", "f"], np.array(["y", "x"]))
     assert predictions.tolist() == ["r", "p"]
 
 

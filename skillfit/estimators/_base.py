@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 from .._inputs import check_texts_and_tasks
 from ._params import estimator_parameters, parameter, parameter_constraints
+from ._networks import pad_sequences
 from .._validation import (
     NONE,
     RANDOM_STATE,
@@ -252,13 +253,7 @@ class SkillEstimatorBase(BaseEstimator):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pad id lists into ``(ids, attention_mask)`` on the fitted device (right, or left for generation)."""
         pad_value = self.tokenizer_.pad_token_id if pad_value is None else pad_value
-        longest = max(len(sequence) for sequence in sequences)
-        ids = torch.full((len(sequences), longest), pad_value, dtype=torch.long)
-        attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-        for row, sequence in enumerate(sequences):
-            span = slice(longest - len(sequence), longest) if left else slice(0, len(sequence))
-            ids[row, span] = torch.as_tensor(sequence, dtype=torch.long)
-            attention_mask[row, span] = 1
+        ids, attention_mask = pad_sequences(sequences, pad_value, left=left)
         return ids.to(self.device_, non_blocking=True), attention_mask.to(self.device_, non_blocking=True)
 
     def _make_optimizer(

@@ -13,6 +13,20 @@ from ..skills import TaskContext
 POOLINGS = ("mean", "last", "first")
 
 
+def pad_sequences(
+    sequences: list[list[int]], pad_value: int, *, left: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad id lists into ``(ids, attention_mask)`` CPU tensors, on the right or (for generation) the left."""
+    longest = max(len(sequence) for sequence in sequences)
+    ids = torch.full((len(sequences), longest), pad_value, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        span = slice(longest - len(sequence), longest) if left else slice(0, len(sequence))
+        ids[row, span] = torch.as_tensor(sequence, dtype=torch.long)
+        attention_mask[row, span] = 1
+    return ids, attention_mask
+
+
 def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Reduce ``(batch, seq, dim)`` hidden states to ``(batch, dim)``.
 
