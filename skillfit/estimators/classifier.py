@@ -70,9 +70,51 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
             batch["labels"] = torch.as_tensor(encoded["targets"][indices], dtype=torch.long).to(self.device_)
         return batch
 
-    def _batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _task_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = self.network_(batch["input_ids"], batch["attention_mask"], batch["tasks"])
         return F.cross_entropy(logits, batch["labels"])
+
+    # ------------------------------------------------------------ validation hooks
+    def _check_validation_targets(self, y_val: Any, n_samples: int) -> np.ndarray:
+        labels = check_labels(y_val, n_samples)
+        column = {label: j for j, label in enumerate(self.classes_.tolist())}
+        unknown = sorted({label for label in labels.tolist() if label not in column}, key=str)
+        if unknown:
+            raise ValueError(f"y_val has label(s) {unknown[:10]} that y does not have; validate only on trained labels.")
+        return np.asarray([column[label] for label in labels.tolist()], dtype=np.int64)
+
+    def _stratification_keys(self, task_index: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        return task_index * len(self.classes_) + targets
+
+    def _predict_encoded(self, encoded: dict[str, Any]) -> np.ndarray:
+        return np.argmax(self._predict_proba_encoded(encoded), axis=1)
+
+    def _prediction_score(self, targets: np.ndarray, predictions: np.ndarray) -> float:
+        return float(np.mean(np.asarray(targets) == np.asarray(predictions)))
+
+    # ------------------------------------------------------------- persistence hooks
+    def _network_structure(self) -> dict[str, Any]:
+        network = self.network_
+        descriptions = network.task_descriptions
+        return {
+            "pooling": network.pooling,
+            "head_blocks": [block.out_features for block in network.head.blocks],
+            "label_mask_shape": list(network.label_mask.shape),
+            "descriptions_shape": None if descriptions is None else list(descriptions.shape),
+        }
+
+    def _network_from_structure(self, backbone: Backbone, context, structure: dict[str, Any]) -> SkilledClassifierNetwork:
+        shape, blocks = structure["descriptions_shape"], structure["head_blocks"]
+        n_tasks, n_classes = structure["label_mask_shape"]
+        network = SkilledClassifierNetwork(
+            backbone.model, context, backbone.config.hidden_size,
+            torch.zeros((n_tasks, blocks[0]), dtype=torch.bool), structure["pooling"],
+            None if shape is None else torch.zeros(shape),
+        )
+        for n_labels in blocks[1:]:  # label blocks added by adapt()
+            network.head.add_block(n_labels, torch.arange(sum(blocks)))
+        network.label_mask = torch.zeros((n_tasks, n_classes), dtype=torch.bool)
+        return network
 
     # ---------------------------------------------------------------- adapt hooks
     def _check_adapt_targets(self, y: Any, n_samples: int) -> np.ndarray:
@@ -122,8 +164,10 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         """
         self._check_fitted()
         texts, tasks = self._validated_inputs(X)
-        encoded = self._encode(texts, self._task_indices(tasks), None)
-        probabilities = np.zeros((len(texts), len(self.classes_)), dtype=np.float64)
+        return self._predict_proba_encoded(self._encode(texts, self._task_indices(tasks), None))
+
+    def _predict_proba_encoded(self, encoded: dict[str, Any]) -> np.ndarray:
+        probabilities = np.zeros((len(encoded["input_ids"]), len(self.classes_)), dtype=np.float64)
         self.network_.eval()
         label_mask = self.network_.label_mask.cpu().numpy()
         with torch.no_grad(), _autocast(self.device_):

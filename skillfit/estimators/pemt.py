@@ -58,16 +58,14 @@ class _PEMTMethod:
         network.task_descriptions = torch.nn.Parameter(grown, requires_grad=network.task_descriptions.requires_grad)
         network.context.task_descriptions = network.task_descriptions
 
-    def _train(self, encoded: dict[str, Any], rng: np.random.Generator) -> None:
-        stage_one = self._fit_loop(encoded, rng, self.max_epochs, stage="stage 1")
+    def _train(self, encoded: dict[str, Any], rng: np.random.Generator, validation: dict | None) -> None:
+        self._fit_loop(encoded, rng, self.max_epochs, stage="stage 1", validation=validation)
         network = self.network_
         gate_experts(network.backbone, network.task_descriptions.shape[1], self.gate_temperature)
         network.task_descriptions.requires_grad_(False)
         network.to(self.device_)
-        stage_two = self._fit_loop(encoded, rng, self.max_epochs, stage="stage 2")
-        self.loss_curve_ = stage_one + stage_two
-        self.n_iter_ = len(self.loss_curve_)
         self.n_trainable_params_ = sum(p.numel() for p in network.parameters() if p.requires_grad)
+        self._fit_loop(encoded, rng, self.max_epochs, stage="stage 2", validation=validation)
 
     def _batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         loss = super()._batch_loss(batch)

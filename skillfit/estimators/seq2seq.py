@@ -10,7 +10,7 @@ import torch
 
 from .._inputs import check_target_texts
 from .._validation import STRING, Interval, Options
-from ..backbones import DEFAULT_GENERATOR, Backbone, load_generator
+from ..backbones import DEFAULT_GENERATOR, Backbone
 from ..metrics import SCORERS
 from ..skills import SkillConfig
 from ._base import SkillEstimatorBase, _autocast, _reproducible_torch, _resolve_seed
@@ -43,10 +43,9 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         tags.non_deterministic = self.random_state is None or self.do_sample
         return tags
 
-    # ---------------------------------------------------------------- fit hooks
-    def _load_backbone(self) -> Backbone:
-        return load_generator(self.backbone, self.device_)
+    _backbone_kind = "generator"
 
+    # ---------------------------------------------------------------- fit hooks
     def _check_targets(self, y: Any, n_samples: int) -> list[str]:
         return check_target_texts(y, n_samples)
 
@@ -103,8 +102,39 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
             batch["labels"] = labels
         return batch
 
-    def _batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _task_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.network_(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["tasks"])
+
+    # ------------------------------------------------------------ validation hooks
+    _check_validation_targets = _check_targets
+
+    def _loss_units(self, batch: dict[str, torch.Tensor]) -> int:
+        return int((batch["labels"] != IGNORE_INDEX).sum())
+
+    def _predict_encoded(self, encoded: dict[str, Any]) -> np.ndarray:
+        predictions = np.empty(len(encoded["input_ids"]), dtype=object)
+        self.network_.eval()
+        with torch.no_grad(), _autocast(self.device_), _reproducible_torch(_resolve_seed(self.random_state)):
+            for indices in self._iter_eval_batches(encoded):
+                batch = self._make_batch(indices, encoded, left_pad=self.decoder_only_)
+                generated = self.network_.generate(
+                    batch["input_ids"], batch["attention_mask"], batch["tasks"], **self._generation_settings()
+                )
+                decoded = self.tokenizer_.batch_decode(generated, skip_special_tokens=True)
+                predictions[indices] = [text.strip() for text in decoded]
+        return predictions
+
+    def _prediction_score(self, targets: list[str], predictions: np.ndarray) -> float:
+        return SCORERS[self.scoring](list(targets), list(predictions))
+
+    # ------------------------------------------------------------- persistence hooks
+    def _network_structure(self) -> dict[str, Any]:
+        descriptions = self.network_.task_descriptions
+        return {"descriptions_shape": None if descriptions is None else list(descriptions.shape)}
+
+    def _network_from_structure(self, backbone: Backbone, context, structure: dict[str, Any]) -> SkilledSeq2SeqNetwork:
+        shape = structure["descriptions_shape"]
+        return SkilledSeq2SeqNetwork(backbone.model, context, None if shape is None else torch.zeros(shape))
 
     # ---------------------------------------------------------------- predict
     def _generation_settings(self) -> dict[str, Any]:
@@ -130,18 +160,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         """
         self._check_fitted()
         texts, tasks = self._validated_inputs(X)
-        encoded = self._encode(texts, self._task_indices(tasks), None)
-        predictions = np.empty(len(texts), dtype=object)
-        self.network_.eval()
-        with torch.no_grad(), _autocast(self.device_), _reproducible_torch(_resolve_seed(self.random_state)):
-            for indices in self._iter_eval_batches(encoded):
-                batch = self._make_batch(indices, encoded, left_pad=self.decoder_only_)
-                generated = self.network_.generate(
-                    batch["input_ids"], batch["attention_mask"], batch["tasks"], **self._generation_settings()
-                )
-                decoded = self.tokenizer_.batch_decode(generated, skip_special_tokens=True)
-                predictions[indices] = [text.strip() for text in decoded]
-        return predictions
+        return self._predict_encoded(self._encode(texts, self._task_indices(tasks), None))
 
     def score(self, X: Any, y: Any, sample_weight: None = None) -> float:
         """Mean ROUGE-L F1 (``scoring="rougeL"``) or exact match of the predictions.
@@ -155,4 +174,4 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported by text-to-text scores.")
         references = check_target_texts(y, len(self._validated_inputs(X)[0]))
-        return SCORERS[self.scoring](references, self.predict(X).tolist())
+        return self._prediction_score(references, self.predict(X))
