@@ -214,7 +214,7 @@ def load_backbone(
     model = _own_module_tree(entry.model).to(device)
     if entry.config.is_encoder_decoder:
         model = model.get_encoder()
-    return entry.backbone(model, decoder_only=is_decoder_only(entry.config))
+    return entry.backbone(model, decoder_only=is_decoder_only(entry.config), encoder_only=entry.config.is_encoder_decoder)
 
 
 def load_generator(
@@ -279,17 +279,18 @@ class _CacheEntry:
     config: PretrainedConfig
     source: str
     revision: str | None
-    sha256: str | None = None
+    hashes: dict[bool, str] = field(default_factory=dict)
 
-    def weights_sha256(self) -> str:
-        if self.sha256 is None:
-            self.sha256 = frozen_weights_sha256(self.model)
-        return self.sha256
+    def weights_sha256(self, encoder_only: bool) -> str:
+        """Hash of the whole model, or of its encoder (what a classifier keeps of an encoder-decoder)."""
+        if encoder_only not in self.hashes:
+            self.hashes[encoder_only] = frozen_weights_sha256(self.model.get_encoder() if encoder_only else self.model)
+        return self.hashes[encoder_only]
 
-    def backbone(self, model: nn.Module, *, decoder_only: bool) -> Backbone:
+    def backbone(self, model: nn.Module, *, decoder_only: bool, encoder_only: bool = False) -> Backbone:
         return Backbone(
             model=model, tokenizer=copy.deepcopy(self.tokenizer), config=self.config, decoder_only=decoder_only,
-            source=self.source, revision=self.revision, _sha256=self.weights_sha256,
+            source=self.source, revision=self.revision, _sha256=lambda: self.weights_sha256(encoder_only),
         )
 
 

@@ -61,3 +61,57 @@ def plot_routing(estimator: Any, *, ax: Any = None, layer: str | None = None, cm
     ax.set_title(f"{type(estimator).__name__} routing" + (f": {layer}" if layer else ""))
     ax.figure.colorbar(image, ax=ax)
     return ax
+
+
+def plot_history(estimator: Any, *, ax: Any = None) -> Any:
+    """Draw the per-epoch training loss and validation score of a fitted estimator.
+
+    With ``validation_scoring="loss"`` the validation loss shares the loss axis;
+    other validation scores get a second y axis. The epoch whose weights were kept
+    by early stopping is starred; dashed lines separate training stages (PEMT) and
+    ``adapt`` calls.
+
+    Parameters
+    ----------
+    estimator : fitted skillfit estimator
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure by default.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    from sklearn.utils.validation import check_is_fitted
+
+    check_is_fitted(estimator, "network_")
+    history = getattr(estimator, "history_", None)
+    if not history:
+        raise ValueError(f"{type(estimator).__name__} has no training history to plot; fit it first.")
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 3.6))
+    epochs = np.arange(1, len(history) + 1)
+    lines = ax.plot(epochs, [record["loss"] for record in history], marker="o", label="training loss")
+    validated = [(x, record["validation_score"]) for x, record in zip(epochs, history) if "validation_score" in record]
+    if validated:
+        x, scores = map(np.asarray, zip(*validated))
+        as_loss = getattr(estimator, "validation_scoring", "loss") == "loss"
+        target = ax if as_loss else ax.twinx()
+        values = -scores if as_loss else scores
+        lines += target.plot(x, values, marker="s", color="C1", label="validation loss" if as_loss else "validation score")
+        best = getattr(estimator, "best_validation_score_", None)
+        if best is not None and getattr(estimator, "early_stopping", False):
+            kept = int(np.flatnonzero(scores == best)[-1])
+            lines += target.plot(x[kept], values[kept], marker="*", markersize=14, color="C3", linestyle="none", label="kept epoch")
+        if not as_loss:
+            target.set_ylabel("validation score")
+    stages = [record.get("stage", "") for record in history]
+    for i in range(1, len(stages)):
+        if stages[i] != stages[i - 1]:
+            ax.axvline(i + 0.5, color="grey", linestyle="--", linewidth=1)
+            ax.annotate(stages[i], (i + 0.6, 1.0), xycoords=("data", "axes fraction"), va="top", fontsize=8, color="grey")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(f"{type(estimator).__name__} training")
+    ax.legend(lines, [line.get_label() for line in lines], loc="best")
+    return ax

@@ -1,0 +1,339 @@
+"""Training UX: validation and early stopping, history and progress, interrupts, memory."""
+
+import gc
+import json
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import transformers
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from _tiny import tiny_backbone
+from conftest import make_multitask
+from skillfit import CPolyClassifier, LoRAClassifier, PEMTClassifier, PolyClassifier, PolySeq2Seq
+from skillfit.estimators._base import SkillEstimatorBase
+from skillfit.estimators._validation_split import stratified_split
+from test_seq2seq import FAST, keyword_tasks
+
+
+def noisy_labels(X, seed=0):
+    """Labels that are coin flips: a model can only memorise them, so validation loss rises as it does."""
+    rng = np.random.default_rng(seed)
+    return np.asarray([f"{task}:{'yes' if rng.random() < 0.5 else 'no'}" for _, task in X], dtype=object)
+
+
+def validation_loss(clf, X, y):
+    """Mean negative log-likelihood of y, from predict_proba: the 'loss' validation score, negated."""
+    probabilities = clf.predict_proba(X)
+    columns = np.searchsorted(clf.classes_, y)
+    return -np.mean(np.log(probabilities[np.arange(len(y)), columns]))
+
+
+# --------------------------------------------------------------------- splitting
+def test_stratified_split_keeps_every_strata_proportion():
+    keys = np.repeat([0, 1, 2, 3], [50, 30, 15, 5])
+    train, validation = stratified_split(keys, 0.2, np.random.default_rng(0))
+    assert len(validation) == 20 and len(train) == 80 and not set(train) & set(validation)
+    assert [int((keys[validation] == k).sum()) for k in range(4)] == [10, 6, 3, 1]
+    again, _ = stratified_split(keys, 0.2, np.random.default_rng(0))
+    np.testing.assert_array_equal(again, train)
+    other, _ = stratified_split(keys, 0.2, np.random.default_rng(1))
+    assert not np.array_equal(other, train)
+
+
+def test_stratified_split_never_empties_a_stratum_and_says_when_nothing_is_held_out():
+    keys = np.asarray([0, 1, 2, 3, 3, 3])  # three strata of one row each: they give none
+    train, validation = stratified_split(keys, 0.5, np.random.default_rng(0))
+    assert set(keys[train]) == {0, 1, 2, 3} and list(keys[validation]) == [3, 3]
+    with pytest.raises(ValueError, match="holds out no validation row.*pass X_val and y_val"):
+        stratified_split(np.asarray([0, 1, 2]), 0.1, np.random.default_rng(0))
+
+
+def test_the_early_stopping_split_is_stratified_by_task_and_label(tiny_kwargs, multitask, monkeypatch):
+    X, y = multitask
+    seen = {}
+    original = SkillEstimatorBase._fit_loop
+
+    def spy(self, encoded, rng, n_epochs, **kwargs):
+        seen["train"], seen["validation"] = encoded, kwargs["validation"]
+        return original(self, encoded, rng, n_epochs, **kwargs)
+
+    monkeypatch.setattr(SkillEstimatorBase, "_fit_loop", spy)
+    clf = LoRAClassifier(**tiny_kwargs, early_stopping=True, validation_fraction=0.25).fit(X, y)
+    validation = seen["validation"]
+    assert len(validation["targets"]) == 60 and len(seen["train"]["input_ids"]) == 180
+    pairs = validation["tasks"] * len(clf.classes_) + validation["targets"]
+    assert sorted(np.unique(pairs, return_counts=True)[1]) == [10] * 6  # 240 rows: 6 task x label cells of 40
+
+
+# ------------------------------------------------------------------ early stopping
+def test_early_stopping_stops_and_restores_the_best_epoch():
+    X, _ = make_multitask(60)
+    y = noisy_labels(X)
+    X_val, _ = make_multitask(30, seed=1)
+    y_val = noisy_labels(X_val, seed=1)
+    clf = PolyClassifier(
+        backbone=tiny_backbone("bert"), max_epochs=20, batch_size=16, random_state=0, rank=8, learning_rate=1e-2,
+        target_modules="all-linear", warmup_fraction=0.0, early_stopping=True, n_iter_no_change=3,
+    ).fit(X, y, X_val=X_val, y_val=y_val)
+    scores = clf.validation_scores_
+    best_epoch = int(np.argmax(scores)) + 1
+    assert clf.n_iter_ == len(scores) == best_epoch + 3 < 20  # stopped 3 epochs after the best
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0]  # it kept memorising ...
+    assert scores[-1] < scores[best_epoch - 1]  # ... while validation got worse
+    assert clf.best_validation_score_ == scores.max()
+    # The weights kept are the best epoch's, not the last one's.
+    np.testing.assert_allclose(-validation_loss(clf, X_val, y_val), clf.best_validation_score_, atol=1e-5)
+
+
+def test_validation_data_without_early_stopping_is_only_recorded(tiny_kwargs, multitask):
+    X, y = multitask
+    clf = CPolyClassifier(**tiny_kwargs, validation_scoring="score").fit(X[:200], y[:200], X_val=X[200:], y_val=y[200:])
+    assert clf.n_iter_ == tiny_kwargs["max_epochs"] == len(clf.validation_scores_)
+    assert clf.validation_scores_[-1] == pytest.approx(clf.score(X[200:], y[200:]))
+    per_task = clf.validation_task_scores_
+    assert set(per_task) == set(clf.tasks_.tolist()) and all(0 <= s <= 1 for s in per_task.values())
+
+
+def test_seq2seq_early_stopping_on_token_loss():
+    X, y = keyword_tasks(48, seed=0)
+    est = PolySeq2Seq(n_skills=2, backbone=tiny_backbone("t5"), **{**FAST, "max_epochs": 3}, early_stopping=True,
+                      validation_fraction=0.25).fit(X, y)
+    assert len(est.validation_scores_) == est.n_iter_ and all(s < 0 for s in est.validation_scores_)
+    assert set(est.validation_task_scores_) == {"name", "next"}
+
+
+@pytest.mark.parametrize("fit_kwargs, message", [
+    (dict(X_val=[("a text", "alpha")]), "Pass both X_val and y_val"),
+    (dict(X_val=[("a text", "omega")], y_val=["alpha:yes"]), r"X_val has task id\(s\) \['omega'\] that X does not have"),
+    (dict(X_val=[("a text", "alpha")], y_val=["alpha:maybe"]), r"y_val has label\(s\) \['alpha:maybe'\] that y does not have"),
+])
+def test_validation_data_errors(fit_kwargs, message, tiny_kwargs, multitask):
+    X, y = multitask
+    with pytest.raises(ValueError, match=message):
+        LoRAClassifier(**tiny_kwargs).fit(X, y, **fit_kwargs)
+
+
+def test_early_stopping_parameters_are_validated(tiny_kwargs, multitask):
+    X, y = multitask
+    for bad in (dict(validation_fraction=1.0), dict(n_iter_no_change=0), dict(tol=-1.0), dict(validation_scoring="f1")):
+        with pytest.raises(ValueError, match=list(bad)[0]):
+            LoRAClassifier(**tiny_kwargs, **bad).fit(X, y)
+
+
+# ------------------------------------------------------------------------ history
+def test_history_holds_plain_floats_per_epoch_and_stage(tiny_kwargs, multitask):
+    X, y = multitask
+    clf = PEMTClassifier(**tiny_kwargs, early_stopping=True).fit(X, y)
+    history = clf.history_
+    assert [record["stage"] for record in history] == ["stage 1"] * 2 + ["stage 2"] * 2
+    for record in history:
+        assert set(record) == {"epoch", "stage", "loss", "validation_score", "time"}
+        assert all(type(record[key]) is float for key in ("loss", "validation_score", "time"))
+    json.dumps(history)
+    assert clf.loss_curve_ == [record["loss"] for record in history]
+    n_before = len(history)
+    clf.adapt([(text, "delta") for text, _ in X[:20]], ["delta:a", "delta:b"] * 10, max_epochs=1)
+    assert len(clf.history_) == n_before + 1 and clf.history_[-1]["stage"] == "adapt:routing"
+    assert clf.n_iter_ == n_before  # n_iter_ counts fit's epochs
+
+
+def test_verbose_prints_epochs_and_shows_bars(tiny_kwargs, multitask, capsys):
+    X, y = multitask
+    LoRAClassifier(**{**tiny_kwargs, "verbose": 1}, early_stopping=True).fit(X, y)
+    out = capsys.readouterr().out
+    assert "[LoRAClassifier] epoch 1/2  loss" in out and "validation -0." in out
+    LoRAClassifier(**{**tiny_kwargs, "verbose": 2}).fit(X, y)
+    err = capsys.readouterr().err
+    assert "epoch 2/2" in err and "loss=" in err and "100%" in err
+
+
+def test_plot_history(tiny_kwargs, multitask):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from skillfit.plotting import plot_history
+
+    X, y = multitask
+    clf = PolyClassifier(**{**tiny_kwargs, "max_epochs": 3}, early_stopping=True).fit(X, y)
+    ax = plot_history(clf)
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels == ["training loss", "validation loss", "kept epoch"]
+    np.testing.assert_allclose(ax.get_lines()[1].get_ydata(), -clf.validation_scores_)
+    scored = PolyClassifier(**tiny_kwargs, validation_scoring="score").fit(X[:200], y[:200], X_val=X[200:], y_val=y[200:])
+    ax = plot_history(scored)
+    assert ax.get_lines()[0].get_label() == "training loss" and ax.figure.axes[-1].get_ylabel() == "validation score"
+    with pytest.raises(NotFittedError):
+        plot_history(PolyClassifier())
+
+
+# --------------------------------------------------------------------- interrupts
+def interrupt_at_step(monkeypatch, step, corrupt=True):
+    """Raise KeyboardInterrupt in training step ``step`` (1-based), after half-updating a parameter."""
+    calls = {"n": 0}
+    original = SkillEstimatorBase._train_step
+
+    def step_then_maybe_interrupt(self, batch, optimizer, scheduler):
+        calls["n"] += 1
+        if calls["n"] == step:
+            if corrupt:  # as if Ctrl-C landed inside optimizer.step()
+                with torch.no_grad():
+                    optimizer.param_groups[0]["params"][0].add_(1.0)
+            raise KeyboardInterrupt
+        return original(self, batch, optimizer, scheduler)
+
+    monkeypatch.setattr(SkillEstimatorBase, "_train_step", step_then_maybe_interrupt)
+
+
+def trained_parameters(clf):
+    return {name: p.detach().clone() for name, p in clf.network_.named_parameters() if p.requires_grad}
+
+
+def test_interrupt_in_the_first_epoch_leaves_a_new_estimator_unfitted(tiny_kwargs, multitask, monkeypatch):
+    X, y = multitask
+    clf = CPolyClassifier(**tiny_kwargs)
+    interrupt_at_step(monkeypatch, 3)
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(X, y)
+    with pytest.raises(NotFittedError):
+        clf.predict(X[:2])
+    assert set(vars(clf)) == set(CPolyClassifier(**tiny_kwargs).get_params())
+
+
+def test_interrupt_in_the_first_epoch_of_a_refit_keeps_the_previous_model(tiny_kwargs, multitask, monkeypatch):
+    X, y = multitask
+    clf = CPolyClassifier(**tiny_kwargs).fit(X, y)
+    before = clf.predict_proba(X)
+    network = clf.network_
+    interrupt_at_step(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        clf.set_params(random_state=1).fit(X[:100], y[:100])
+    assert clf.network_ is network
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
+def test_interrupt_later_keeps_the_last_complete_epoch(tiny_kwargs, multitask, monkeypatch):
+    X, y = multitask
+    kwargs = {**tiny_kwargs, "max_epochs": 4}
+    snapshots = []
+    original = SkillEstimatorBase._run_epoch
+
+    def recording(self, *args):
+        loss = original(self, *args)
+        snapshots.append(trained_parameters(self))
+        return loss
+
+    monkeypatch.setattr(SkillEstimatorBase, "_run_epoch", recording)
+    reference = CPolyClassifier(**kwargs).fit(X, y)
+    monkeypatch.setattr(SkillEstimatorBase, "_run_epoch", original)
+    steps_per_epoch = -(-len(X) // kwargs["batch_size"])
+    interrupt_at_step(monkeypatch, 2 * steps_per_epoch + 5)  # inside epoch 3
+    with pytest.warns(UserWarning, match="interrupted after 2 epoch.*keeps the weights of epoch 2"):
+        clf = CPolyClassifier(**kwargs).fit(X, y)
+    assert clf.n_iter_ == 2 and clf.loss_curve_ == reference.loss_curve_[:2]
+    for name, value in trained_parameters(clf).items():
+        torch.testing.assert_close(value, snapshots[1][name], rtol=0, atol=0)
+    assert clf.predict(X[:4]).shape == (4,)
+
+
+def test_interrupt_with_validation_keeps_the_best_epoch_so_far(tiny_kwargs, multitask, monkeypatch):
+    X, y = multitask
+    kwargs = {**tiny_kwargs, "max_epochs": 4, "early_stopping": True, "n_iter_no_change": 4}
+    steps_per_epoch = -(-int(len(X) * 0.9) // kwargs["batch_size"])
+    interrupt_at_step(monkeypatch, 3 * steps_per_epoch + 2)
+    with pytest.warns(UserWarning, match="interrupted after 3 epoch"):
+        clf = PolyClassifier(**kwargs).fit(X, y)
+    assert clf.best_validation_score_ == clf.validation_scores_.max()
+
+
+def test_interrupted_adapt_keeps_the_fitted_tasks(tiny_kwargs, multitask, monkeypatch):
+    X, y = multitask
+    clf = CPolyClassifier(**tiny_kwargs).fit(X, y)
+    before = clf.predict_proba(X)
+    interrupt_at_step(monkeypatch, 2)
+    with pytest.warns(UserWarning, match="adapt was interrupted.*fitted tasks are unchanged"):
+        clf.adapt([(text, "delta") for text, _ in X[:40]], ["delta:a", "delta:b"] * 20, max_epochs=2)
+    assert "delta" in clf.tasks_.tolist()
+    old_columns = [clf.classes_.tolist().index(label) for label in np.unique(y)]
+    np.testing.assert_array_equal(clf.predict_proba(X)[:, old_columns], before)
+
+
+# ------------------------------------------------------------------------ memory
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+@pytest.fixture(scope="module")
+def medium_bert(tmp_path_factory):
+    """A 13 MB BERT (4 layers of width 256): a leaked copy per fit would show in RSS."""
+    path = tmp_path_factory.mktemp("medium-bert")
+    source = tiny_backbone("bert")
+    config = transformers.BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
+                                     vocab_size=60, max_position_embeddings=64)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        transformers.AutoModel.from_config(config).save_pretrained(path)
+    transformers.AutoTokenizer.from_pretrained(source).save_pretrained(path)
+    return str(path)
+
+
+def test_fit_frees_optimizer_state_and_gradients(tiny_kwargs, multitask):
+    X, y = multitask
+    clf = PolyClassifier(**tiny_kwargs).fit(X, y)
+    assert all(p.grad is None for p in clf.network_.parameters())
+    gc.collect()
+    assert not [o for o in gc.get_objects() if isinstance(o, torch.optim.Optimizer)]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc")
+def test_five_fits_of_clones_keep_process_memory_flat(medium_bert, multitask):
+    X, y = multitask
+    template = PolyClassifier(backbone=medium_bert, max_epochs=1, batch_size=32, random_state=0, max_length=32)
+    clone(template).fit(X, y)  # warm-up: libraries, allocator pools, the backbone cache
+    gc.collect()
+    start = rss_mib()
+    sizes = []
+    for seed in range(5):  # as GridSearchCV does: clone, fit, score, drop
+        estimator = clone(template).set_params(random_state=seed).fit(X, y)
+        estimator.score(X[:50], y[:50])
+        del estimator
+        gc.collect()
+        sizes.append(rss_mib())
+    backbone_mib = 13.0
+    # A leaked backbone, optimizer or network per fit would add >= 13 MB each, 65 MB in all.
+    assert sizes[-1] - start < backbone_mib, f"RSS grew from {start:.0f} to {sizes} MiB"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_memory_returns_to_baseline_after_fits(tiny_kwargs, multitask):
+    X, y = multitask
+    template = PolyClassifier(**{**tiny_kwargs, "device": "cuda"})
+    clone(template).fit(X, y)
+    gc.collect()
+    baseline = torch.cuda.memory_allocated()
+    for _ in range(5):
+        estimator = clone(template).fit(X, y)
+        del estimator
+        gc.collect()
+    assert torch.cuda.memory_allocated() == baseline
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_a_cuda_fitted_estimator_unpickles_and_predicts_on_cpu(tiny_kwargs, multitask, monkeypatch):
+    import pickle
+
+    X, y = multitask
+    clf = PolyClassifier(**{**tiny_kwargs, "device": "cuda"}).fit(X, y)
+    expected = clf.predict_proba(X)
+    payload = pickle.dumps(clf)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        restored = pickle.loads(payload)
+    assert restored.device_.type == "cpu"
+    np.testing.assert_allclose(restored.predict_proba(X), expected, atol=2e-2)  # bf16 autocast on the GPU
