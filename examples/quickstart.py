@@ -10,7 +10,9 @@ Run:  python examples/quickstart.py [--per-task 400] [--epochs 3]
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -59,6 +61,15 @@ def main() -> None:
     print(f"\nmean accuracy over tasks: {report['accuracy'].mean():.3f} (majority baseline {report['majority'].mean():.3f})")
     print("\nrouting weights (tasks x shared skills, averaged over layers):")
     print(pd.DataFrame(clf.routing_weights_, index=clf.tasks_).round(3).to_string())
+
+    # Share it: a folder of JSON + safetensors + a model card; the backbone goes by reference.
+    with tempfile.TemporaryDirectory() as folder:
+        clf.save_pretrained(folder)
+        size = sum(path.stat().st_size for path in Path(folder).iterdir())
+        reloaded = CPolyClassifier.from_pretrained(folder)
+        same = np.array_equal(reloaded.predict(X_test), predictions)
+    print(f"\nsaved with save_pretrained ({size / 1e6:.1f} MB) and reloaded: "
+          f"{'identical' if same else 'DIFFERENT'} predictions on {len(X_test)} test texts")
 
 
 if __name__ == "__main__":

@@ -158,6 +158,18 @@ def test_folder_errors(tiny_kwargs, multitask, tmp_path):
         LoRAClassifier().save_pretrained(tmp_path)
 
 
+def test_a_folder_saved_for_cuda_loads_on_a_cpu_only_machine(tiny_kwargs, multitask, tmp_path, monkeypatch):
+    X, y = multitask
+    clf = LoRAClassifier(**tiny_kwargs).fit(X, y)
+    clf.device = "cuda"  # as saved by a user who trained with device="cuda"
+    clf.save_pretrained(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="device='cuda', but CUDA is not available here; it will predict on the CPU"):
+        loaded = LoRAClassifier.from_pretrained(tmp_path)
+    assert loaded.device_.type == "cpu"
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+
+
 def test_the_folder_loads_without_unpickling(tiny_kwargs, multitask, tmp_path, monkeypatch):
     X, y = multitask
     clf = PolyClassifier(**tiny_kwargs, task_column="task").fit(X, y)

@@ -25,6 +25,7 @@ def test_quickstart_runs_offline_and_learns():
     accuracy, majority = map(float, match.groups())
     assert accuracy > 0.8 and accuracy > majority + 0.25, result.stdout
     assert len(re.findall(r"^\[CPolyClassifier\] epoch", result.stdout, re.M)) == 3
+    assert "and reloaded: identical predictions on 1302 test texts" in result.stdout
 
 
 REPEAT_SCRIPT = """

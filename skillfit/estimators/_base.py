@@ -9,7 +9,6 @@ they build (:meth:`_skill_config`).
 from __future__ import annotations
 
 import copy
-import gc
 import logging
 import os
 import sys
@@ -275,6 +274,18 @@ class SkillEstimatorBase(BaseEstimator):
         if (X_val is None) != (y_val is None):
             raise ValueError("Pass both X_val and y_val, or neither.")
         previous_state = dict(self.__dict__)
+        try:
+            self._fit_new_model(texts, tasks, y, X_val, y_val)
+        except BaseException:
+            # Never half-updated: an error, or Ctrl-C before the first epoch ends, leaves the
+            # estimator as it was before fit (unfitted, or the previous model).
+            self.__dict__.clear()
+            self.__dict__.update(previous_state)
+            raise
+        return self
+
+    def _fit_new_model(self, texts: list[str], tasks: np.ndarray, y: Any, X_val: Any, y_val: Any) -> None:
+        """Everything ``fit`` does after checking its inputs: set up, train, summarise."""
         targets = self._check_targets(y, len(texts))
         seed = _resolve_seed(self.random_state)
         rng = np.random.default_rng(seed)
@@ -295,42 +306,36 @@ class SkillEstimatorBase(BaseEstimator):
                 val_targets = self._subset_targets(targets, val_rows)
                 texts, task_index = [texts[i] for i in train_rows], task_index[train_rows]
                 targets = self._subset_targets(targets, train_rows)
-        try:
-            with _quiet_libraries(self.verbose), _reproducible_torch(seed):
-                self.device_ = resolve_device(self.device)
-                backbone = self._load_backbone()
-                self._backbone_reference = {
-                    "name": self.backbone, "revision": backbone.revision, "sha256": backbone.weights_sha256(),
+        with _quiet_libraries(self.verbose), _reproducible_torch(seed):
+            self.device_ = resolve_device(self.device)
+            backbone = self._load_backbone()
+            self._backbone_reference = {
+                "name": self.backbone, "revision": backbone.revision, "sha256": backbone.weights_sha256(),
+            }
+            self.tokenizer_ = backbone.tokenizer
+            skill_config = self._skill_config(len(self.tasks_))
+            self.network_ = self._build_network(backbone, skill_config, structure_targets, structure_tasks).to(self.device_)
+            self.n_trainable_params_ = sum(p.numel() for p in self.network_.parameters() if p.requires_grad)
+            encoded = self._encode(texts, task_index, targets)
+            if self.early_stopping or X_val is not None:
+                validation = {
+                    "encoded": self._encode(val_texts, val_index, val_targets),
+                    "texts": val_texts, "tasks": val_index, "targets": val_targets,
                 }
-                self.tokenizer_ = backbone.tokenizer
-                skill_config = self._skill_config(len(self.tasks_))
-                self.network_ = self._build_network(backbone, skill_config, structure_targets, structure_tasks).to(self.device_)
-                self.n_trainable_params_ = sum(p.numel() for p in self.network_.parameters() if p.requires_grad)
-                encoded = self._encode(texts, task_index, targets)
-                if self.early_stopping or X_val is not None:
-                    validation = {
-                        "encoded": self._encode(val_texts, val_index, val_targets),
-                        "texts": val_texts, "tasks": val_index, "targets": val_targets,
-                    }
-                self.history_ = []
-                self._best_validation = None
-                try:
-                    self._train(encoded, rng, validation)
-                except TrainingInterrupted as interrupt:
-                    if not self.history_:
-                        self.__dict__.clear()
-                        self.__dict__.update(previous_state)
-                        raise KeyboardInterrupt from interrupt
-                    warnings.warn(
-                        f"{type(self).__name__}.fit was interrupted after {len(self.history_)} epoch(s); it keeps "
-                        f"the weights of {interrupt.kept}. Call fit again to train fully.",
-                        UserWarning,
-                        stacklevel=2,
-                    )
-            self._finish_fit()
-        finally:
-            gc.collect()  # optimizer state, batches and autograd leftovers go now, not at some later fit
-        return self
+            self.history_ = []
+            self._best_validation = None
+            try:
+                self._train(encoded, rng, validation)
+            except TrainingInterrupted as interrupt:
+                if not self.history_:
+                    raise KeyboardInterrupt from interrupt
+                warnings.warn(
+                    f"{type(self).__name__}.fit was interrupted after {len(self.history_)} epoch(s); it keeps "
+                    f"the weights of {interrupt.kept}. Call fit again to train fully.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        self._finish_fit()
 
     def _train(self, encoded: dict[str, Any], rng: np.random.Generator, validation: dict | None) -> None:
         """Run the training of ``fit``; methods with stages (PEMT) override it."""
@@ -539,7 +544,9 @@ class SkillEstimatorBase(BaseEstimator):
             self._keep_validation(best, best["task_scores"] if best is not None else None)
             raise TrainingInterrupted(kept.description, losses) from error
         finally:
+            # Free gradients and Adam's moments now rather than at the next garbage collection.
             optimizer.zero_grad(set_to_none=True)
+            optimizer.state.clear()
         if best is not None and self.early_stopping:
             best["snapshot"].restore()
             self._keep_validation(best, best["task_scores"])
@@ -668,7 +675,6 @@ class SkillEstimatorBase(BaseEstimator):
                 )
             finally:
                 restore()
-                gc.collect()
         self._set_routing_attributes()
         return self
 

@@ -44,7 +44,22 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
         Column names used when ``X`` is a DataFrame.
     handle_unknown_task : {"error", "average"}, default="error"
         At predict time, a task id not seen in ``fit`` raises a ValueError, or uses
-        the average routing of the learned tasks (no exclusive skills)."""
+        the average routing of the learned tasks (no exclusive skills).
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of ``X`` (stratified by task and label), or
+        use ``fit``'s ``X_val, y_val``; stop after ``n_iter_no_change`` epochs
+        without an improvement of more than ``tol`` and restore the best epoch.
+    validation_fraction : float, default=0.1
+        Share of ``X`` held out for early stopping when no ``X_val`` is given.
+    n_iter_no_change : int, default=3
+        Epochs without improvement before early stopping.
+    tol : float, default=1e-4
+        Smallest validation improvement that counts.
+    validation_scoring : {"loss", "score"}, default="loss"
+        The validation score: the negative mean loss, or what ``score`` reports.
+    embed_backbone : bool, default=False
+        Pickle the frozen backbone with the estimator; by default pickles hold it by
+        reference (name, revision, SHA-256) and reload it."""
 
 CLASSIFIER_PARAMETERS = """\
 pooling : {"auto", "mean", "last", "first"}, default="auto"
@@ -78,8 +93,7 @@ tasks_ : ndarray of shape (n_tasks,)
         Epochs run.
     n_trainable_params_ : int
         Parameters trained.
-    device_ : torch.device
-        Device the model lives on."""
+    {training_attributes}"""
 
 FITTED_ATTRIBUTES = """\
 classes_ : ndarray of shape (n_classes,)
@@ -96,9 +110,24 @@ classes_ : ndarray of shape (n_classes,)
         Epochs run.
     n_trainable_params_ : int
         Parameters trained: skills, routers and the head.
+    {training_attributes}"""
+
+
+TRAINING_ATTRIBUTES = """\
+history_ : list of dict
+        One record per epoch: ``epoch``, ``loss``, ``time`` and, with validation
+        data, ``validation_score`` (``stage`` for PEMT's stages and ``adapt``).
+    validation_scores_ : ndarray of shape (n_validated_epochs,)
+        Validation score after each epoch (empty without validation data).
+    best_validation_score_ : float or None
+        The best of them; its weights are kept when ``early_stopping``.
+    validation_task_scores_ : dict or None
+        Validation score of each task for the weights kept.
     device_ : torch.device
         Device the model lives on."""
 
+FITTED_ATTRIBUTES = FITTED_ATTRIBUTES.replace("{training_attributes}", TRAINING_ATTRIBUTES)
+SEQ2SEQ_ATTRIBUTES = SEQ2SEQ_ATTRIBUTES.replace("{training_attributes}", TRAINING_ATTRIBUTES)
 
 PLACEHOLDERS = {
     "{common_parameters}": COMMON_PARAMETERS,

@@ -325,7 +325,16 @@ def load_folder(cls: type, path: str | os.PathLike, device: str | None, backbone
     estimator._validate_params()
     for key, value in from_json(config["fitted"]).items():
         setattr(estimator, key, value)
-    estimator.device_ = resolve_device(estimator.device)
+    if device is None and str(estimator.device).startswith("cuda") and not torch.cuda.is_available():
+        warnings.warn(
+            f"{str(folder)!r} was saved with device={estimator.device!r}, but CUDA is not available here; "
+            "it will predict on the CPU (pass device= to choose).",
+            UserWarning,
+            stacklevel=3,
+        )
+        estimator.device_ = torch.device("cpu")
+    else:
+        estimator.device_ = resolve_device(estimator.device)
     reference = config["backbone"]
     estimator._backbone_reference = {key: reference.get(key) for key in ("name", "revision", "sha256")}
     where = f"the folder {str(folder)!r}"
