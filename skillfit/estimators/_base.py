@@ -14,6 +14,7 @@ import os
 import sys
 import time
 import warnings
+import contextlib
 from contextlib import contextmanager
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Iterator
@@ -53,6 +54,8 @@ from ..skills import UNKNOWN_TASK, SkillConfig, inject_skills, routing_weights, 
 # Global gradient-norm clip; fixed, as in most LoRA recipes.
 MAX_GRAD_NORM = 1.0
 ADAPT_MODES = ("routing", "average", "all")
+# Width, in tokens, of the length buckets of group_by_length.
+LENGTH_BUCKET = 8
 
 
 @contextmanager
@@ -190,6 +193,10 @@ class SkillEstimatorBase(BaseEstimator):
     tol: float = parameter(1e-4, Interval(Real, 0, None))
     validation_scoring: str = parameter("loss", Options("loss", "score"))
     embed_backbone: bool = parameter(False, Options(False, True))
+    group_by_length: bool = parameter(True, Options(False, True))
+    merged_inference: bool = parameter(True, Options(False, True))
+    gradient_checkpointing: bool = parameter(False, Options(False, True))
+    torch_compile: bool = parameter(False, Options(False, True))
 
     # Which loader reads the backbone: "model" (hidden states) or "generator" (an LM head too).
     _backbone_kind = "model"
@@ -316,6 +323,7 @@ class SkillEstimatorBase(BaseEstimator):
             skill_config = self._skill_config(len(self.tasks_))
             self.network_ = self._build_network(backbone, skill_config, structure_targets, structure_tasks).to(self.device_)
             self.n_trainable_params_ = sum(p.numel() for p in self.network_.parameters() if p.requires_grad)
+            self._configure_backbone(self.network_.backbone)
             encoded = self._encode(texts, task_index, targets)
             if self.early_stopping or X_val is not None:
                 validation = {
@@ -325,7 +333,8 @@ class SkillEstimatorBase(BaseEstimator):
             self.history_ = []
             self._best_validation = None
             try:
-                self._train(encoded, rng, validation)
+                with self._compiled_for_training():
+                    self._train(encoded, rng, validation)
             except TrainingInterrupted as interrupt:
                 if not self.history_:
                     raise KeyboardInterrupt from interrupt
@@ -336,6 +345,35 @@ class SkillEstimatorBase(BaseEstimator):
                     stacklevel=2,
                 )
         self._finish_fit()
+
+    def _configure_backbone(self, model: torch.nn.Module) -> None:
+        """Turn on gradient checkpointing in the backbone when asked (it acts in training mode only)."""
+        if not self.gradient_checkpointing:
+            return
+        if not getattr(model, "supports_gradient_checkpointing", False):
+            raise ValueError(
+                f"gradient_checkpointing=True, but {type(model).__name__} does not support gradient "
+                "checkpointing; set gradient_checkpointing=False."
+            )
+        # Non-reentrant checkpointing needs no input that requires grad (the backbone is frozen).
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    @contextmanager
+    def _compiled_for_training(self) -> Iterator[None]:
+        """With ``torch_compile``, the backbone runs through ``torch.compile`` while training.
+
+        Prediction stays eager (merged weights make it as cheap as the bare backbone),
+        and nothing compiled is kept on the estimator, so pickling is unaffected.
+        """
+        if not self.torch_compile:
+            yield
+            return
+        backbone = self.network_.backbone
+        backbone.compile(dynamic=True)
+        try:
+            yield
+        finally:
+            backbone._compiled_call_impl = None
 
     def _train(self, encoded: dict[str, Any], rng: np.random.Generator, validation: dict | None) -> None:
         """Run the training of ``fit``; methods with stages (PEMT) override it."""
@@ -402,20 +440,17 @@ class SkillEstimatorBase(BaseEstimator):
                     self._subset_targets(validation["targets"], rows), self._subset_targets(predictions, rows)
                 )
             return self._prediction_score(validation["targets"], predictions), per_task
-        total_loss = total_units = 0.0
-        with torch.no_grad(), _autocast(self.device_):
-            for task in np.unique(tasks):
-                rows = np.flatnonzero(tasks == task)
-                lengths = np.asarray([len(encoded["input_ids"][i]) for i in rows])
-                rows = rows[np.argsort(lengths, kind="stable")]
-                task_loss = task_units = 0.0
-                for start in range(0, len(rows), self.batch_size):
-                    batch = self._make_batch(rows[start : start + self.batch_size], encoded)
-                    units = self._loss_units(batch)
-                    task_loss += float(self._task_loss(batch)) * units
-                    task_units += units
-                per_task[task_ids[task]] = -task_loss / task_units
-                total_loss, total_units = total_loss + task_loss, total_units + task_units
+        sums: dict[int, list[float]] = {}
+        with torch.no_grad(), _autocast(self.device_), self._inference():
+            for rows in self._iter_eval_batches(encoded):  # one task per batch
+                batch = self._make_batch(rows, encoded)
+                units = self._loss_units(batch)
+                task_sums = sums.setdefault(int(tasks[rows[0]]), [0.0, 0.0])
+                task_sums[0] += float(self._task_loss(batch)) * units
+                task_sums[1] += units
+        for task, (loss, units) in sums.items():
+            per_task[task_ids[task]] = -loss / units
+        total_loss, total_units = map(sum, zip(*sums.values()))
         return -total_loss / total_units, per_task
 
     def _loss_units(self, batch: dict[str, torch.Tensor]) -> int:
@@ -509,8 +544,7 @@ class SkillEstimatorBase(BaseEstimator):
         try:
             for epoch in range(n_epochs):
                 start = time.perf_counter()
-                order = rng.permutation(n_samples)
-                batches = [order[i : i + self.batch_size] for i in range(0, n_samples, self.batch_size)]
+                batches = self._training_batches(encoded, rng)
                 epoch_loss = self._run_epoch(batches, encoded, optimizer, scheduler, f"epoch {epoch + 1}/{n_epochs}")
                 record: dict[str, Any] = {"epoch": epoch + 1, "loss": epoch_loss}
                 if stage:
@@ -554,6 +588,34 @@ class SkillEstimatorBase(BaseEstimator):
             self._keep_validation(best, last_task_scores)
         return losses
 
+    def _training_batches(self, encoded: dict[str, Any], rng: np.random.Generator) -> list[np.ndarray]:
+        """One epoch's batches of row indices, each sorted by task.
+
+        With ``group_by_length``, rows are shuffled, cut into pools of 50 batches,
+        sorted by length (in buckets of 8 tokens, random within a bucket) within each
+        pool and cut into batches whose order is then shuffled: batches hold texts of
+        similar length (little padding) and stay random. Sorting a batch's rows by task lets each skill layer apply one
+        low-rank product per task to a contiguous slice.
+        """
+        n_samples, size = len(encoded["input_ids"]), self.batch_size
+        order = rng.permutation(n_samples)
+        if self.group_by_length:
+            # Coarse buckets of LENGTH_BUCKET tokens, random within a bucket: sorting by exact
+            # length would put texts that differ by one token apart, and where length
+            # follows the label (a keyword added, a longer spam message) batches would
+            # hold one label each.
+            buckets = np.asarray([len(ids) for ids in encoded["input_ids"]]) // LENGTH_BUCKET
+            pool = size * 50
+            order = np.concatenate([
+                chunk[np.lexsort((rng.random(len(chunk)), buckets[chunk]))]
+                for chunk in (order[i : i + pool] for i in range(0, n_samples, pool))
+            ])
+        batches = [order[i : i + size] for i in range(0, n_samples, size)]
+        if self.group_by_length:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        tasks = encoded["tasks"]
+        return [batch[np.argsort(tasks[batch], kind="stable")] for batch in batches]
+
     def _keep_validation(self, best: dict[str, Any] | None, kept_task_scores: dict | None) -> None:
         if best is not None:
             self._best_validation = {"score": best["score"], "kept_task_scores": kept_task_scores}
@@ -584,9 +646,11 @@ class SkillEstimatorBase(BaseEstimator):
 
     def _train_step(self, batch, optimizer, scheduler) -> float:
         optimizer.zero_grad(set_to_none=True)
-        with _autocast(self.device_):
-            loss = self._batch_loss(batch)
-        loss.backward()
+        # The task ids stay set through backward: with gradient checkpointing, skill layers run again there.
+        with self.network_.context.tasks(batch["tasks"]):
+            with _autocast(self.device_):
+                loss = self._batch_loss(batch)
+            loss.backward()
         trainable = [p for group in optimizer.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
         optimizer.step()
@@ -869,8 +933,20 @@ class SkillEstimatorBase(BaseEstimator):
         check_is_fitted(self, "network_")
 
     def _iter_eval_batches(self, encoded: dict[str, Any]) -> Iterator[np.ndarray]:
-        """Index batches for prediction, ordered by task, then by length: few tasks and little padding per batch."""
+        """Index batches for prediction: one task per batch, rows sorted by length (little padding).
+
+        A batch of one task lets each skill layer fold that task's update into its
+        weight (``merged_inference``).
+        """
+        tasks = np.asarray(encoded["tasks"])
         lengths = np.asarray([len(ids) for ids in encoded["input_ids"]])
-        order = np.lexsort((lengths, encoded["tasks"]))
-        for start in range(0, len(order), self.batch_size):
-            yield order[start : start + self.batch_size]
+        for task in np.unique(tasks):
+            rows = np.flatnonzero(tasks == task)
+            rows = rows[np.argsort(lengths[rows], kind="stable")]
+            for start in range(0, len(rows), self.batch_size):
+                yield rows[start : start + self.batch_size]
+
+    def _inference(self):
+        """The scope of a prediction pass: merged task weights when ``merged_inference``."""
+        context = self.network_.context
+        return context.merging() if self.merged_inference else contextlib.nullcontext()

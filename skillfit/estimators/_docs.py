@@ -59,7 +59,20 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
         The validation score: the negative mean loss, or what ``score`` reports.
     embed_backbone : bool, default=False
         Pickle the frozen backbone with the estimator; by default pickles hold it by
-        reference (name, revision, SHA-256) and reload it."""
+        reference (name, revision, SHA-256) and reload it.
+    group_by_length : bool, default=True
+        Training batches hold texts of similar length (shuffled pools of 50 batches,
+        sorted by length), so little compute goes to padding.
+    merged_inference : bool, default=True
+        At prediction, fold each task's update into the adapted layers' weights
+        (one dense matmul per layer, as the bare backbone); the base weights are
+        never written. Costs one extra copy of each adapted weight while predicting.
+    gradient_checkpointing : bool, default=False
+        Recompute the backbone's activations in the backward pass instead of
+        storing them: less memory for large backbones, about a third more compute.
+    torch_compile : bool, default=False
+        Train the backbone through ``torch.compile``, with the skill layers left eager
+        (experimental: compiling takes minutes, so it can only pay off on long GPU runs)."""
 
 CLASSIFIER_PARAMETERS = """\
 pooling : {"auto", "mean", "last", "first"}, default="auto"

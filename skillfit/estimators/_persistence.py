@@ -188,6 +188,7 @@ def restore_network(estimator: "SkillEstimatorBase", payload: dict[str, Any], wh
         backbone = estimator._load_backbone(revision=reference.get("revision"))
         check_backbone_hash(backbone, reference.get("sha256"), estimator.backbone, where)
     network = rebuild_network(estimator, backbone, payload["blueprint"], payload["state"], where)
+    estimator._configure_backbone(network.backbone)
     estimator.network_ = network.to(estimator.device_)
     estimator.tokenizer_ = backbone.tokenizer
 

@@ -170,7 +170,7 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         probabilities = np.zeros((len(encoded["input_ids"]), len(self.classes_)), dtype=np.float64)
         self.network_.eval()
         label_mask = self.network_.label_mask.cpu().numpy()
-        with torch.no_grad(), _autocast(self.device_):
+        with torch.no_grad(), _autocast(self.device_), self._inference():
             for indices in self._iter_eval_batches(encoded):
                 batch = self._make_batch(indices, encoded)
                 logits = self.network_(batch["input_ids"], batch["attention_mask"], batch["tasks"]).double().cpu().numpy()

@@ -114,7 +114,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
     def _predict_encoded(self, encoded: dict[str, Any]) -> np.ndarray:
         predictions = np.empty(len(encoded["input_ids"]), dtype=object)
         self.network_.eval()
-        with torch.no_grad(), _autocast(self.device_), _reproducible_torch(_resolve_seed(self.random_state)):
+        with torch.no_grad(), _autocast(self.device_), self._inference(), _reproducible_torch(_resolve_seed(self.random_state)):
             for indices in self._iter_eval_batches(encoded):
                 batch = self._make_batch(indices, encoded, left_pad=self.decoder_only_)
                 generated = self.network_.generate(

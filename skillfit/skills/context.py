@@ -24,14 +24,19 @@ class TaskContext:
     task_descriptions : Tensor or None
         Task-description vectors ``(n_tasks, dim)`` read by gate routers (PEMT); owned
         and registered by the model that sets it.
+    merged_weights : dict or None
+        Inside :meth:`merging`: each layer's base weight with a task's update folded
+        in, computed once per (layer, task) and dropped when the scope ends.
     """
 
     def __init__(self) -> None:
         self.bypassed = False
         self.has_unknown = False
         self.task_descriptions: torch.Tensor | None = None
+        self.merged_weights: dict | None = None
         self._batch_tasks: torch.Tensor | None = None
         self._example_group: torch.Tensor | None = None
+        self._task_counts: list[int] | None = None
         # (device, batch size) -> (batch tasks, example group) already on that device.
         self._on_device: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -49,14 +54,50 @@ class TaskContext:
         task_ids = torch.as_tensor(task_ids, dtype=torch.long).cpu()
         if task_ids.ndim != 1:
             raise ValueError(f"task_ids must be one-dimensional, got shape {tuple(task_ids.shape)}.")
-        previous = (self._batch_tasks, self._example_group, self._on_device, self.has_unknown)
-        self._batch_tasks, self._example_group = torch.unique(task_ids, return_inverse=True)
+        previous = (self._batch_tasks, self._example_group, self._task_counts, self._on_device, self.has_unknown)
+        self._batch_tasks, self._example_group, counts = torch.unique(task_ids, return_inverse=True, return_counts=True)
+        # Rows sorted by task make contiguous segments: each task's rows are then one slice.
+        contiguous = bool((self._example_group[1:] >= self._example_group[:-1]).all())
+        self._task_counts = counts.tolist() if contiguous else None
         self._on_device = {}
         self.has_unknown = bool(len(self._batch_tasks)) and int(self._batch_tasks[0]) < 0
         try:
             yield
         finally:
-            self._batch_tasks, self._example_group, self._on_device, self.has_unknown = previous
+            self._batch_tasks, self._example_group, self._task_counts, self._on_device, self.has_unknown = previous
+
+    @contextmanager
+    def merging(self) -> Iterator[None]:
+        """Let skill layers fold a single-task batch's update into their weight (inference only).
+
+        Inside, a layer whose batch holds one task and that runs without gradients
+        computes ``W + s (A_t B_t)`` once per task and uses it as one dense weight: the
+        forward pass costs what the bare backbone costs. The base weights are never
+        written; the merged copies are dropped when the scope ends.
+        """
+        previous, self.merged_weights = self.merged_weights, {}
+        try:
+            yield
+        finally:
+            self.merged_weights = previous
+
+    def host_tasks(self) -> list[int]:
+        """The distinct task indices of the batch, read from the host copy (no device sync)."""
+        return self._batch_tasks.tolist()
+
+    def segments(self, batch_size: int) -> list[tuple[int, int]] | None:
+        """Row ranges ``[(start, end), ...]`` of each distinct task, if the rows are sorted by task.
+
+        None when the rows are not grouped by task. Computed on the host: no device sync.
+        """
+        if self._task_counts is None or self._example_group is None:
+            return None
+        repeat = batch_size // max(1, len(self._example_group))
+        bounds, start = [], 0
+        for count in self._task_counts:
+            bounds.append((start, start + count * repeat))
+            start += count * repeat
+        return bounds
 
     @contextmanager
     def bypass(self) -> Iterator[None]:

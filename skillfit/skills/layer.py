@@ -181,21 +181,64 @@ class SkillLinear(nn.Module):
             terms.append((*self._as_matrices(*exclusive), config.exclusive_scale))
         return terms
 
-    def delta_weight(self, tasks: torch.Tensor) -> torch.Tensor:
+    def delta_weight(self, tasks: torch.Tensor, has_unknown: bool = False) -> torch.Tensor:
         """Each task's full update ``s * A_t B_t`` in ``x @ W`` orientation, shape (U, d_in, d_out)."""
-        return sum(scale * (A @ B) for A, B, scale in self.task_products(tasks))
+        return sum(scale * (A @ B) for A, B, scale in self.task_products(tasks, has_unknown))
 
+    # Under torch.compile the frozen backbone around this layer is compiled; the task routing
+    # (host-side task groups) stays eager, so a new batch composition never recompiles.
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        context = self.context
+        if context.bypassed:
+            return self.base_layer(x, *args, **kwargs)
+        batch_tasks, example_group = context.groups(x.shape[0], x.device)
+        if context.merged_weights is not None and len(batch_tasks) == 1 and not torch.is_grad_enabled():
+            return self._merged_forward(x, batch_tasks)
         result = self.base_layer(x, *args, **kwargs)
-        if self.context.bypassed:
-            return result
-        batch_tasks, example_group = self.context.groups(x.shape[0], x.device)
         rows = self.dropout(x).reshape(x.shape[0], -1, self.in_features)
+        segments = context.segments(x.shape[0])
         delta = None
-        for A, B, scale in self.task_products(batch_tasks, self.context.has_unknown):
-            update = scale * torch.bmm(torch.bmm(rows.to(A.dtype), A[example_group]), B[example_group])
+        # Skills are mixed once per task of the batch (task_products), never per example.
+        for A, B, scale in self.task_products(batch_tasks, context.has_unknown):
+            rows_in = rows.to(A.dtype)
+            if segments is not None:
+                # Rows sorted by task: one low-rank product per task, on a slice (no copies).
+                parts = [(rows_in[start:end] @ A[u]) @ B[u] for u, (start, end) in enumerate(segments)]
+                update = scale * (parts[0] if len(parts) == 1 else torch.cat(parts))
+            else:
+                update = scale * torch.bmm(torch.bmm(rows_in, A[example_group]), B[example_group])
             delta = update if delta is None else delta + update
         return result + delta.reshape(result.shape).to(result.dtype)
+
+    def merged_weight(self, task: torch.Tensor, has_unknown: bool = False) -> torch.Tensor:
+        """The base weight with one task's update folded in, in the base layer's own layout.
+
+        Parameters
+        ----------
+        task : LongTensor of shape (1,)
+            The task index (-1: an unknown task, with ``has_unknown``).
+        """
+        update = self.delta_weight(task, has_unknown)[0]  # (d_in, d_out)
+        weight = self.base_layer.weight
+        if isinstance(self.base_layer, nn.Linear):
+            update = update.T
+        return weight + update.to(weight.dtype)
+
+    def _merged_forward(self, x: torch.Tensor, batch_tasks: torch.Tensor) -> torch.Tensor:
+        cache = self.context.merged_weights
+        key = (id(self), self.context.host_tasks()[0])
+        weight = cache.get(key)
+        if weight is None:
+            weight = cache[key] = self.merged_weight(batch_tasks, self.context.has_unknown)
+        bias = self.base_layer.bias
+        if isinstance(self.base_layer, nn.Linear):
+            return nn.functional.linear(x, weight, bias)
+        # transformers' Conv1D: weight is (in, out).
+        out = x.reshape(-1, self.in_features) @ weight
+        if bias is not None:
+            out = out + bias
+        return out.reshape(*x.shape[:-1], self.out_features)
 
     # --------------------------------------------------------------- new tasks
     def per_task_parameters(self) -> list[nn.Parameter]:

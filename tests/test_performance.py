@@ -1,0 +1,223 @@
+"""Performance paths: per-task mixing, merged inference, length-aware batches, checkpointing, threads.
+
+Timings live in benchmarks/speed.py; these tests check that the fast paths compute the
+same numbers as the plain ones.
+"""
+
+import os
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel
+
+from _tiny import tiny_backbone
+from skillfit import CPolyClassifier, LoRAClassifier, MTLoRAClassifier, PEMTClassifier, PolyClassifier, PolySeq2Seq
+from skillfit.skills import PolyRouter, SkillConfig, inject_skills, skill_layers
+from test_seq2seq import FAST, keyword_tasks
+
+METHODS = {
+    "lora-private": lambda kw: LoRAClassifier(sharing="private", **kw),
+    "poly-s": lambda kw: PolyClassifier(n_skills=3, n_splits=2, **kw),
+    "cpoly": lambda kw: CPolyClassifier(**kw),
+    "cpoly-output": lambda kw: CPolyClassifier(combine="output", **kw),
+    "mtlora": lambda kw: MTLoRAClassifier(**kw),
+    "pemt": lambda kw: PEMTClassifier(**kw),
+}
+
+
+def frozen_weights(network):
+    return {name: param for name, param in network.named_parameters() if not param.requires_grad}
+
+
+@pytest.mark.parametrize("make", METHODS.values(), ids=METHODS.keys())
+def test_merged_inference_equals_the_unmerged_path_and_leaves_base_weights_bit_identical(make, tiny_kwargs, multitask):
+    X, y = multitask
+    clf = make({**tiny_kwargs, "learning_rate": 2e-2}).fit(X, y)
+    before = {name: (param.detach().clone(), param.data_ptr()) for name, param in frozen_weights(clf.network_).items()}
+    merged = clf.predict_proba(X)
+    after = frozen_weights(clf.network_)
+    for name, (value, pointer) in before.items():
+        assert after[name].data_ptr() == pointer and torch.equal(after[name], value), name
+    unmerged = clf.set_params(merged_inference=False).predict_proba(X)
+    np.testing.assert_allclose(merged, unmerged, atol=1e-5, rtol=0)
+    assert clf.network_.context.merged_weights is None  # merged copies are dropped after predict
+
+
+def test_merged_inference_for_an_unknown_task_uses_the_average_routing(tiny_kwargs, multitask):
+    X, y = multitask
+    clf = CPolyClassifier(**tiny_kwargs, handle_unknown_task="average").fit(X, y)
+    rows = [(text, "omega") for text, _ in X[:20]]
+    merged = clf.predict_proba(rows)
+    np.testing.assert_allclose(merged, clf.set_params(merged_inference=False).predict_proba(rows), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["t5", "gpt2"])
+def test_merged_generation_equals_unmerged(kind):
+    X, y = keyword_tasks(32, seed=0)
+    est = PolySeq2Seq(n_skills=2, backbone=tiny_backbone(kind), **{**FAST, "learning_rate": 2e-2, "num_beams": 2}).fit(X, y)
+    merged = est.predict(X[:12])
+    np.testing.assert_array_equal(merged, est.set_params(merged_inference=False).predict(X[:12]))
+
+
+def skilled_bert(n_tasks=3):
+    model = AutoModel.from_pretrained(tiny_backbone("bert"))
+    context = inject_skills(model, SkillConfig(n_tasks=n_tasks, n_shared=3, n_exclusive=1, rank=4, combine="output"), ["query", "value"])
+    model.eval()  # deterministic routing (no relaxed-Bernoulli noise)
+    with torch.no_grad():
+        for _, layer in skill_layers(model):
+            for param in (layer.shared_B, layer.exclusive_B):
+                param.normal_(std=0.1)
+    return model, context
+
+
+def test_task_sorted_rows_take_per_task_slices_with_the_same_outputs_and_gradients():
+    model, context = skilled_bert()
+    input_ids = torch.randint(5, 40, (8, 7), generator=torch.Generator().manual_seed(0))
+    tasks = torch.tensor([2, 0, 1, 0, 2, 2, 1, 0])
+    order = torch.argsort(tasks, stable=True)
+    outputs, grads = [], []
+    for rows in (torch.arange(8), order):  # unsorted rows: per-example gather; sorted: slices
+        model.zero_grad()
+        with context.tasks(tasks[rows]):
+            assert (context.segments(8) is None) == (rows is not order)
+            hidden = model(input_ids=input_ids[rows]).last_hidden_state
+        hidden.pow(2).mean().backward()
+        outputs.append(hidden[torch.argsort(rows)].detach())
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-6, rtol=0)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_skills_are_mixed_once_per_task_of_the_batch_not_per_example(monkeypatch):
+    model, context = skilled_bert()
+    seen = []
+    original = PolyRouter.forward
+
+    def recording(self, tasks, *args, **kwargs):
+        seen.append(len(tasks))
+        return original(self, tasks, *args, **kwargs)
+
+    monkeypatch.setattr(PolyRouter, "forward", recording)
+    with torch.no_grad(), context.tasks(torch.tensor([1, 1, 0, 0, 0, 1, 1, 1])):
+        model(input_ids=torch.randint(5, 40, (8, 5)))
+    assert seen and set(seen) == {2}
+
+
+def test_segments_follow_beam_repeats():
+    _, context = skilled_bert()
+    with context.tasks(torch.tensor([0, 0, 2])):
+        assert context.segments(3) == [(0, 2), (2, 3)]
+        assert context.segments(6) == [(0, 4), (4, 6)]  # two beams per example
+    with context.tasks(torch.tensor([2, 0])):
+        assert context.segments(2) is None
+
+
+def padding(batches, encoded):
+    lengths = np.asarray([len(ids) for ids in encoded["input_ids"]])
+    return sum(lengths[batch].max() * len(batch) - lengths[batch].sum() for batch in batches)
+
+
+def test_length_aware_training_batches_cover_every_row_once_sorted_by_task_with_less_padding(tiny_kwargs):
+    rng = np.random.default_rng(0)
+    texts = [" ".join(["w1"] * int(n)) for n in rng.integers(1, 30, size=500)]
+    tasks = rng.integers(0, 4, size=500)
+    clf = LoRAClassifier(**{**tiny_kwargs, "batch_size": 16})
+    encoded = {"input_ids": [[1] * len(text.split()) for text in texts], "tasks": tasks}
+    grouped = clf._training_batches(encoded, np.random.default_rng(1))
+    shuffled = clf.set_params(group_by_length=False)._training_batches(encoded, np.random.default_rng(1))
+    for batches in (grouped, shuffled):
+        np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(500))
+        assert all((np.diff(tasks[batch]) >= 0).all() for batch in batches)
+    assert padding(grouped, encoded) < 0.4 * padding(shuffled, encoded)
+    again = clf.set_params(group_by_length=True)._training_batches(encoded, np.random.default_rng(1))
+    assert all(np.array_equal(a, b) for a, b in zip(again, grouped))
+    other = clf._training_batches(encoded, np.random.default_rng(2))
+    assert not all(np.array_equal(a, b) for a, b in zip(other, grouped))
+
+
+def test_prediction_batches_hold_one_task_each_sorted_by_length(tiny_kwargs):
+    clf = LoRAClassifier(**{**tiny_kwargs, "batch_size": 4})
+    encoded = {"input_ids": [[1] * n for n in (5, 1, 3, 2, 4, 6, 2)], "tasks": np.asarray([1, 0, 1, 0, 1, 1, 1])}
+    batches = [batch.tolist() for batch in clf._iter_eval_batches(encoded)]
+    assert batches == [[1, 3], [6, 2, 4, 0], [5]]
+
+
+def test_gradient_checkpointing_recomputes_skill_layers_and_gives_the_same_model(tiny_kwargs, multitask, monkeypatch):
+    X, y = multitask
+    plain = CPolyClassifier(**tiny_kwargs).fit(X, y)
+    calls = {"n": 0}
+    from skillfit.skills import SkillLinear
+
+    original = SkillLinear.forward
+
+    def counting(self, x, *args, **kwargs):
+        calls["n"] += torch.is_grad_enabled()
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(SkillLinear, "forward", counting)
+    checkpointed = CPolyClassifier(**tiny_kwargs, gradient_checkpointing=True).fit(X, y)
+    n_layers = len(list(skill_layers(checkpointed.network_.backbone)))
+    steps = tiny_kwargs["max_epochs"] * -(-len(X) // tiny_kwargs["batch_size"])
+    assert calls["n"] == 2 * n_layers * steps  # every layer runs again in backward
+    assert checkpointed.loss_curve_ == plain.loss_curve_
+    np.testing.assert_array_equal(checkpointed.predict_proba(X), plain.predict_proba(X))
+
+
+def test_gradient_checkpointing_on_a_model_without_support_says_so(tiny_kwargs, multitask, monkeypatch):
+    import transformers
+
+    monkeypatch.setattr(transformers.BertModel, "supports_gradient_checkpointing", False)
+    X, y = multitask
+    with pytest.raises(ValueError, match="does not support gradient checkpointing; set gradient_checkpointing=False"):
+        LoRAClassifier(**tiny_kwargs, gradient_checkpointing=True).fit(X, y)
+
+
+def _threads_in_a_worker(backbone):
+    from conftest import make_multitask
+
+    X, y = make_multitask(20)
+    before = torch.get_num_threads()
+    LoRAClassifier(backbone=backbone, max_epochs=1, random_state=0, max_length=16).fit(X, y)
+    return before, torch.get_num_threads()
+
+
+def test_joblib_workers_get_a_share_of_the_cores_and_fit_keeps_it(bert_path):
+    main_threads = torch.get_num_threads()
+    results = joblib.Parallel(n_jobs=2)(joblib.delayed(_threads_in_a_worker)(bert_path) for _ in range(2))
+    share = max(1, (os.cpu_count() or 1) // 2)
+    assert all(before == after == share for before, after in results)
+    assert torch.get_num_threads() == main_threads
+
+
+def test_torch_compile_compiles_the_backbone_for_training_only(tiny_kwargs, multitask, monkeypatch):
+    # A real compile takes minutes on CPU (measured: 91 s for this tiny fit); here we check the wiring.
+    X, y = multitask
+    compiled = []
+
+    def fake_compile(self, **kwargs):
+        compiled.append((type(self).__name__, kwargs))
+        self._compiled_call_impl = self._call_impl
+
+    monkeypatch.setattr(torch.nn.Module, "compile", fake_compile)
+    clf = LoRAClassifier(**tiny_kwargs, torch_compile=True).fit(X, y)
+    assert compiled == [("BertModel", {"dynamic": True})]
+    assert clf.network_.backbone._compiled_call_impl is None  # prediction and pickles stay eager
+    clf.predict(X[:4])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_skill_forward_never_syncs_with_the_device():
+    model, context = skilled_bert()
+    model.cuda()
+    input_ids = torch.randint(5, 40, (8, 7), device="cuda")
+    for tasks in (torch.tensor([0, 0, 1, 1, 1, 2, 2, 2]), torch.tensor([2, 0, 1, 0, 2, 2, 1, 0])):
+        with context.tasks(tasks):
+            model(input_ids=input_ids)  # warm-up: host-to-device copies of the task groups
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                model(input_ids=input_ids).last_hidden_state.sum()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
