@@ -124,7 +124,7 @@ def test_length_aware_training_batches_cover_every_row_once_sorted_by_task_with_
     rng = np.random.default_rng(0)
     texts = [" ".join(["w1"] * int(n)) for n in rng.integers(1, 30, size=500)]
     tasks = rng.integers(0, 4, size=500)
-    clf = LoRAClassifier(**{**tiny_kwargs, "batch_size": 16})
+    clf = LoRAClassifier(**{**tiny_kwargs, "batch_size": 16}, group_by_length=True)
     encoded = {"input_ids": [[1] * len(text.split()) for text in texts], "tasks": tasks}
     grouped = clf._training_batches(encoded, np.random.default_rng(1))
     shuffled = clf.set_params(group_by_length=False)._training_batches(encoded, np.random.default_rng(1))

@@ -56,6 +56,8 @@ MAX_GRAD_NORM = 1.0
 ADAPT_MODES = ("routing", "average", "all")
 # Width, in tokens, of the length buckets of group_by_length.
 LENGTH_BUCKET = 8
+# Batches per pool that group_by_length sorts by length: more, less padding; fewer, more mixed batches.
+LENGTH_POOL_BATCHES = 50
 
 
 @contextmanager
@@ -193,7 +195,7 @@ class SkillEstimatorBase(BaseEstimator):
     tol: float = parameter(1e-4, Interval(Real, 0, None))
     validation_scoring: str = parameter("loss", Options("loss", "score"))
     embed_backbone: bool = parameter(False, Options(False, True))
-    group_by_length: bool = parameter(True, Options(False, True))
+    group_by_length: bool = parameter(False, Options(False, True))
     merged_inference: bool = parameter(True, Options(False, True))
     gradient_checkpointing: bool = parameter(False, Options(False, True))
     torch_compile: bool = parameter(False, Options(False, True))
@@ -605,7 +607,7 @@ class SkillEstimatorBase(BaseEstimator):
             # follows the label (a keyword added, a longer spam message) batches would
             # hold one label each.
             buckets = np.asarray([len(ids) for ids in encoded["input_ids"]]) // LENGTH_BUCKET
-            pool = size * 50
+            pool = size * LENGTH_POOL_BATCHES
             order = np.concatenate([
                 chunk[np.lexsort((rng.random(len(chunk)), buckets[chunk]))]
                 for chunk in (order[i : i + pool] for i in range(0, n_samples, pool))
