@@ -9,6 +9,11 @@ For the tasks ``t`` of a batch (DESIGN.md §1)::
 
 With ``combine="output"`` the shared and exclusive parts are two products:
 ``y = W0 x + s (x A_sh B_sh + x A_ex B_ex)``.
+
+``A_t, B_t`` are mixed once per distinct task of the batch. Rows sorted by task (as
+``fit`` sorts them) get one product per task on a slice; other orders gather each
+row's pair. Inside ``TaskContext.merging()`` a single-task batch without gradients
+runs one dense ``W0 + s A_t B_t``, computed once per task and never written back.
 """
 
 from __future__ import annotations
