@@ -211,10 +211,8 @@ def load_backbone(
     Backbone
     """
     entry = _cached_load("model", name, revision, dtype)
-    model = _own_module_tree(entry.model).to(device)
-    if entry.config.is_encoder_decoder:
-        model = model.get_encoder()
-    return entry.backbone(model, decoder_only=is_decoder_only(entry.config), encoder_only=entry.config.is_encoder_decoder)
+    model, decoder_only = used_part("model", _own_module_tree(entry.model).to(device), entry.config)
+    return entry.backbone(model, decoder_only=decoder_only, encoder_only=entry.config.is_encoder_decoder)
 
 
 def load_generator(
@@ -230,8 +228,27 @@ def load_generator(
         If the model cannot generate text (an encoder-only model such as BERT).
     """
     entry = _cached_load("generator", name, revision, dtype)
-    model = _own_module_tree(entry.model).to(device)
-    return entry.backbone(model, decoder_only=not entry.config.is_encoder_decoder)
+    model, decoder_only = used_part("generator", _own_module_tree(entry.model).to(device), entry.config)
+    return entry.backbone(model, decoder_only=decoder_only)
+
+
+def used_part(kind: str, model: nn.Module, config: PretrainedConfig) -> tuple[nn.Module, bool]:
+    """What a ``kind`` estimator uses of a loaded model, and whether that part is decoder-only.
+
+    ``"model"`` (classifiers) keeps an encoder-decoder's encoder; ``"generator"``
+    keeps the whole generation model.
+    """
+    if kind == "model":
+        return (model.get_encoder() if config.is_encoder_decoder else model), is_decoder_only(config)
+    return model, not config.is_encoder_decoder
+
+
+def frozen_with_pad_token(model: nn.Module, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Freeze ``model`` in eval mode and give ``tokenizer`` a padding token (EOS, else UNK) if it has none."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
+    model.requires_grad_(False)
+    model.eval()
 
 
 def _model_class(kind: str, name: str, config: PretrainedConfig) -> type:
@@ -262,10 +279,7 @@ def _load_model_and_tokenizer(
         model = model_class.from_pretrained(path, **extra)
     except (OSError, ValueError) as error:
         raise _not_found(name, error) from error
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
-    model.requires_grad_(False)
-    model.eval()
+    frozen_with_pad_token(model, tokenizer)
     return model, tokenizer
 
 

@@ -14,8 +14,7 @@ import os
 import sys
 import time
 import warnings
-import contextlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -47,7 +46,7 @@ from ..backbones import (
     load_generator,
     resolve_device,
 )
-from ._persistence import adapter_state, load_folder, network_payload, restore_network, save_folder
+from ._persistence import load_folder, network_payload, restore_network, save_folder
 from ._validation_split import stratified_split
 from ..skills import UNKNOWN_TASK, SkillConfig, inject_skills, routing_weights, skill_layers
 
@@ -242,15 +241,20 @@ class SkillEstimatorBase(BaseEstimator):
         Unknown tasks raise a ValueError naming them, or map to ``UNKNOWN_TASK`` (-1,
         average routing, no exclusive skills) with ``handle_unknown_task="average"``.
         """
-        lookup = {task: i for i, task in enumerate(self.tasks_.tolist())}
-        unknown = sorted({task for task in tasks.tolist() if task not in lookup}, key=str)
+        index, unknown = self._lookup_tasks(tasks)
         if unknown and self.handle_unknown_task == "error":
             raise ValueError(
                 f"Unknown task id(s) {unknown[:10]} at predict time; {type(self).__name__} was fitted on "
                 f"tasks {self.tasks_.tolist()[:20]}. Predict only for fitted tasks, learn new ones with "
                 "adapt(), or set handle_unknown_task='average' to use the average routing."
             )
-        return np.asarray([lookup.get(task, UNKNOWN_TASK) for task in tasks.tolist()], dtype=np.int64)
+        return index
+
+    def _lookup_tasks(self, tasks: np.ndarray) -> tuple[np.ndarray, list]:
+        """Each task id's row in ``tasks_`` (``UNKNOWN_TASK`` if absent) and the sorted absent ids."""
+        lookup = {task: i for i, task in enumerate(self.tasks_.tolist())}
+        unknown = sorted({task for task in tasks.tolist() if task not in lookup}, key=str)
+        return np.asarray([lookup.get(task, UNKNOWN_TASK) for task in tasks.tolist()], dtype=np.int64), unknown
 
     # ------------------------------------------------------------------- fit
     def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> "SkillEstimatorBase":
@@ -329,8 +333,7 @@ class SkillEstimatorBase(BaseEstimator):
             encoded = self._encode(texts, task_index, targets)
             if self.early_stopping or X_val is not None:
                 validation = {
-                    "encoded": self._encode(val_texts, val_index, val_targets),
-                    "texts": val_texts, "tasks": val_index, "targets": val_targets,
+                    "encoded": self._encode(val_texts, val_index, val_targets), "tasks": val_index, "targets": val_targets,
                 }
             self.history_ = []
             self._best_validation = None
@@ -399,13 +402,12 @@ class SkillEstimatorBase(BaseEstimator):
 
     # -------------------------------------------------------------- validation data
     def _validation_task_indices(self, tasks: np.ndarray) -> np.ndarray:
-        lookup = {task: i for i, task in enumerate(self.tasks_.tolist())}
-        unknown = sorted({task for task in tasks.tolist() if task not in lookup}, key=str)
+        index, unknown = self._lookup_tasks(tasks)
         if unknown:
             raise ValueError(
                 f"X_val has task id(s) {unknown[:10]} that X does not have; validate only on the tasks you train."
             )
-        return np.asarray([lookup[task] for task in tasks.tolist()], dtype=np.int64)
+        return index
 
     def _check_validation_targets(self, y_val: Any, n_samples: int) -> Any:
         """``y_val`` encoded as ``fit`` encodes ``y``."""
@@ -593,11 +595,13 @@ class SkillEstimatorBase(BaseEstimator):
     def _training_batches(self, encoded: dict[str, Any], rng: np.random.Generator) -> list[np.ndarray]:
         """One epoch's batches of row indices, each sorted by task.
 
-        With ``group_by_length``, rows are shuffled, cut into pools of 50 batches,
+        With ``group_by_length``, rows are shuffled, cut into pools of
+        ``LENGTH_POOL_BATCHES`` batches,
         sorted by length (in buckets of 8 tokens, random within a bucket) within each
         pool and cut into batches whose order is then shuffled: batches hold texts of
-        similar length (little padding) and stay random. Sorting a batch's rows by task lets each skill layer apply one
-        low-rank product per task to a contiguous slice.
+        similar length (little padding) and stay random. Sorting a batch's rows by
+        task lets each skill layer apply one low-rank product per task to a
+        contiguous slice.
         """
         n_samples, size = len(encoded["input_ids"]), self.batch_size
         order = rng.permutation(n_samples)
@@ -897,20 +901,16 @@ class SkillEstimatorBase(BaseEstimator):
         network = state.get("network_")
         if network is None:
             return state
-        if self.embed_backbone or not self._skills_hold_all_training(network):
-            if any(p.device.type != "cpu" for p in network.parameters()):
-                state["network_"] = _cpu_copy(network)
-            return state
-        state = {key: value for key, value in state.items() if key not in ("network_", "tokenizer_")}
-        state["_network_payload"] = network_payload(self)
+        if not self.embed_backbone and hasattr(self, "_backbone_reference"):
+            payload = network_payload(self)
+            # By reference only when every trained tensor is a skill, head or mask (not, e.g., a peft layer).
+            if all(name in payload["state"] for name, param in network.named_parameters() if param.requires_grad):
+                state = {key: value for key, value in state.items() if key not in ("network_", "tokenizer_")}
+                state["_network_payload"] = payload
+                return state
+        if any(p.device.type != "cpu" for p in network.parameters()):
+            state["network_"] = _cpu_copy(network)
         return state
-
-    def _skills_hold_all_training(self, network: torch.nn.Module) -> bool:
-        """Whether the backbone can travel by reference: every trained tensor is a skill, head or mask."""
-        if not hasattr(self, "_backbone_reference"):
-            return False
-        kept = set(adapter_state(network))
-        return all(name in kept for name, param in network.named_parameters() if param.requires_grad)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
@@ -951,4 +951,4 @@ class SkillEstimatorBase(BaseEstimator):
     def _inference(self):
         """The scope of a prediction pass: merged task weights when ``merged_inference``."""
         context = self.network_.context
-        return context.merging() if self.merged_inference else contextlib.nullcontext()
+        return context.merging() if self.merged_inference else nullcontext()

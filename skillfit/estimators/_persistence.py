@@ -263,20 +263,14 @@ def _load_embedded_backbone(estimator: "SkillEstimatorBase", folder: Path) -> Ba
     from safetensors.torch import load_model
     from transformers import AutoConfig, AutoTokenizer
 
-    from ..backbones import _model_class, is_decoder_only
+    from ..backbones import _model_class, frozen_with_pad_token, used_part
 
     config = AutoConfig.from_pretrained(folder)
     kind = estimator._backbone_kind
-    model = _model_class(kind, str(folder), config).from_config(config)
-    if kind == "model" and config.is_encoder_decoder:
-        model = model.get_encoder()
+    model, decoder_only = used_part(kind, _model_class(kind, str(folder), config).from_config(config), config)
     load_model(model, str(folder / BACKBONE_WEIGHTS_FILE), strict=True)
-    model.requires_grad_(False)
-    model.eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
-    decoder_only = is_decoder_only(config) if kind == "model" else not config.is_encoder_decoder
+    frozen_with_pad_token(model, tokenizer)
     return Backbone(
         model=model.to(estimator.device_), tokenizer=tokenizer, config=config, decoder_only=decoder_only,
         source=str(folder), _sha256=lambda: frozen_weights_sha256(model),
