@@ -3,6 +3,7 @@
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import joblib
 import numpy as np
@@ -271,3 +272,24 @@ def test_backbone_cache_size_and_rewritten_folders(copied_bert):
         set_backbone_cache_size(2)
     with pytest.raises(ValueError, match="max_entries must be an int >= 0"):
         set_backbone_cache_size(-1)
+
+
+# ------------------------------------------------------- folders saved by earlier versions
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["cpoly_classifier", "pemt_seq2seq"])
+def test_folders_saved_before_the_estimator_split_load_and_predict_the_same(name):
+    """Folders written by commit 175c8e3 (tests/fixtures/make_fixtures.py) still load, bit for bit."""
+    from skillfit import CPolyClassifier, PEMTSeq2Seq
+
+    expected = json.loads((FIXTURES / f"{name}_expected.json").read_text())
+    X = [tuple(pair) for pair in expected["X"]]
+    if name == "cpoly_classifier":
+        clf = CPolyClassifier.from_pretrained(FIXTURES / name, device="cpu")
+        assert clf.classes_.tolist() == expected["classes"] and "delta" in clf.tasks_.tolist()
+        clf.set_params(handle_unknown_task="average")
+        np.testing.assert_array_equal(clf.predict_proba(X), np.asarray(expected["predict_proba"]))
+    else:
+        generator = PEMTSeq2Seq.from_pretrained(FIXTURES / name, device="cpu")
+        assert generator.predict(X).tolist() == expected["predict"]
