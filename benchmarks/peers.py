@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from skillfit.backbones import DEFAULT_BACKBONE, load_backbone
-from skillfit.estimators._networks import pad_sequences, pool_hidden_states
+from skillfit.estimators._batching import pad_sequences
+from skillfit.estimators._networks import pool_hidden_states
 from skillfit.estimators._params import estimator_parameters, parameter
 from skillfit.estimators.classifier import SkillClassifierBase
 from skillfit._validation import Interval, Options

@@ -1,7 +1,8 @@
 """skillfit: multi-task parameter-efficient fine-tuning of transformers, the scikit-learn way.
 
 Estimators take ``X`` as ``(text, task)`` pairs and learn all tasks at once with small
-low-rank "skills" in a frozen backbone; see ``docs/`` and ``DESIGN.md``.
+low-rank "skills" in a frozen backbone; see ``docs/``: ``docs/methods.md`` for the
+methods and their math, ``docs/architecture.md`` for the layers.
 """
 
 from .estimators import (
@@ -17,7 +18,7 @@ from .estimators import (
     PolySeq2Seq,
 )
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "CPolyClassifier",

@@ -1,9 +1,11 @@
 """Declarative parameter validation for the estimators.
 
-Each estimator class declares ``_parameter_constraints = {"rank": [Interval(Integral, 1,
-None)], ...}``; :func:`validate_parameters` checks them at the start of ``fit`` with one
-message format. Modelled on scikit-learn's own table, kept here because scikit-learn's
-helper is private API.
+Each estimator declares its parameters as dataclass fields with their constraints,
+``rank: int = parameter(8, Interval(Integral, 1, None))`` (``parameter`` and
+``parameter_constraints(estimator)`` live in ``skillfit/estimators/_params.py``);
+:func:`validate_parameters` checks them at the start of ``fit`` with one message format.
+Modelled on scikit-learn's constraint table, kept here because scikit-learn's helper is
+private API.
 """
 
 from __future__ import annotations
@@ -107,17 +109,23 @@ def validate_parameters(estimator: Any, constraints: dict[str, Iterable[Any]]) -
     The message reads: "The 'rank' parameter of CPolyClassifier must be an int in the
     range [1, inf). Got 0 instead."
     """
-    params = estimator.get_params(deep=False)
+    validate_arguments(type(estimator).__name__, estimator.get_params(deep=False), constraints)
+
+
+def validate_arguments(owner: str, values: dict[str, Any], constraints: dict[str, Iterable[Any]]) -> None:
+    """:func:`validate_parameters` for any named values, e.g. the arguments of a method.
+
+    ``owner`` names whose parameters they are: "The 'mode' parameter of
+    CPolyClassifier.adapt must be a str among {...}. Got 'x' instead."
+    """
     for name, options in constraints.items():
         options = list(options)
-        value = params[name]
+        value = values[name]
         if any(option.is_satisfied_by(value) for option in options):
             continue
         described = [str(option) for option in options]
         allowed = described[0] if len(described) == 1 else ", ".join(described[:-1]) + " or " + described[-1]
-        raise InvalidParameterError(
-            f"The {name!r} parameter of {type(estimator).__name__} must be {allowed}. Got {value!r} instead."
-        )
+        raise InvalidParameterError(f"The {name!r} parameter of {owner} must be {allowed}. Got {value!r} instead.")
 
 
 __all__ = [
@@ -131,5 +139,6 @@ __all__ = [
     "STRING",
     "Real",
     "StringList",
+    "validate_arguments",
     "validate_parameters",
 ]

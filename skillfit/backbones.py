@@ -232,6 +232,14 @@ def load_generator(
     return entry.backbone(model, decoder_only=decoder_only)
 
 
+def load_backbone_of_kind(
+    kind: str, name: str, device: torch.device | str = "cpu", *, revision: str | None = None
+) -> Backbone:
+    """:func:`load_backbone` for ``kind="model"`` (classifiers), :func:`load_generator` for ``"generator"``."""
+    loader = {"model": load_backbone, "generator": load_generator}[kind]
+    return loader(name, device, revision=revision)
+
+
 def used_part(kind: str, model: nn.Module, config: PretrainedConfig) -> tuple[nn.Module, bool]:
     """What a ``kind`` estimator uses of a loaded model, and whether that part is decoder-only.
 
@@ -409,3 +417,39 @@ def resolve_device(device: str) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available; use device='auto' or 'cpu'.")
     return resolved
+
+
+# ------------------------------------------------------------- a backbone inside a saved folder
+SAVED_WEIGHTS_FILE = "backbone.safetensors"
+
+
+def save_bare_backbone(model: nn.Module, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
+    """Write ``model`` with every skill layer swapped back to its base layer: config, tokenizer, safetensors weights."""
+    from safetensors.torch import save_model
+
+    from .skills.layer import SkillLinear
+
+    bare = _own_module_tree(model)
+    for name, module in list(bare.named_modules()):
+        if isinstance(module, SkillLinear):
+            parent_name, _, child = name.rpartition(".")
+            setattr(bare.get_submodule(parent_name) if parent_name else bare, child, module.base_layer)
+    folder.mkdir(exist_ok=True)
+    bare.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    save_model(bare, str(folder / SAVED_WEIGHTS_FILE))
+
+
+def load_bare_backbone(folder: Path, kind: str, device: torch.device | str = "cpu") -> Backbone:
+    """Load a backbone written by :func:`save_bare_backbone`, as a ``kind`` estimator uses it."""
+    from safetensors.torch import load_model
+
+    config = AutoConfig.from_pretrained(folder)
+    model, decoder_only = used_part(kind, _model_class(kind, str(folder), config).from_config(config), config)
+    load_model(model, str(folder / SAVED_WEIGHTS_FILE), strict=True)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    frozen_with_pad_token(model, tokenizer)
+    return Backbone(
+        model=model.to(device), tokenizer=tokenizer, config=config, decoder_only=decoder_only,
+        source=str(folder), _sha256=lambda: frozen_weights_sha256(model),
+    )

@@ -71,7 +71,7 @@ def test_peft_poly_peer_matches_our_poly_in_size_and_trains(bert_path, multitask
     assert peer.n_trainable_params_ == ours.n_trainable_params_
     assert np.isfinite(peer.loss_curve_).all()
     # peft's router logits train at the router learning rate, as ours do.
-    optimizer, _ = peer._make_optimizer(10)
+    optimizer, _ = peer._training_loop(np.random.default_rng(0)).make_optimizer(10)
     router_group = [group for group in optimizer.param_groups if group["initial_lr"] == peer.router_learning_rate]
     assert router_group and all(p.ndim == 2 for p in router_group[0]["params"])
     proba = peer.predict_proba(X[:8])

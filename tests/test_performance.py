@@ -14,6 +14,7 @@ from transformers import AutoModel
 
 from _tiny import tiny_backbone
 from skillfit import CPolyClassifier, LoRAClassifier, MTLoRAClassifier, PEMTClassifier, PolyClassifier, PolySeq2Seq
+from skillfit.estimators._batching import token_lengths, training_batches
 from skillfit.skills import PolyRouter, SkillConfig, inject_skills, skill_layers
 from test_seq2seq import FAST, keyword_tasks
 
@@ -96,9 +97,9 @@ def test_skills_are_mixed_once_per_task_of_the_batch_not_per_example(monkeypatch
     seen = []
     original = PolyRouter.forward
 
-    def recording(self, tasks, *args, **kwargs):
+    def recording(self, tasks, context):
         seen.append(len(tasks))
-        return original(self, tasks, *args, **kwargs)
+        return original(self, tasks, context)
 
     monkeypatch.setattr(PolyRouter, "forward", recording)
     with torch.no_grad(), context.tasks(torch.tensor([1, 1, 0, 0, 0, 1, 1, 1])):
@@ -120,21 +121,27 @@ def padding(batches, encoded):
     return sum(lengths[batch].max() * len(batch) - lengths[batch].sum() for batch in batches)
 
 
+def training_batches_of(clf, encoded, rng):
+    """The batches of one training epoch of ``clf`` over ``encoded`` rows."""
+    lengths = token_lengths(encoded) if clf.group_by_length else None
+    return training_batches(encoded["tasks"], clf.batch_size, rng, lengths=lengths)
+
+
 def test_length_aware_training_batches_cover_every_row_once_sorted_by_task_with_less_padding(tiny_kwargs):
     rng = np.random.default_rng(0)
     texts = [" ".join(["w1"] * int(n)) for n in rng.integers(1, 30, size=500)]
     tasks = rng.integers(0, 4, size=500)
     clf = LoRAClassifier(**{**tiny_kwargs, "batch_size": 16}, group_by_length=True)
     encoded = {"input_ids": [[1] * len(text.split()) for text in texts], "tasks": tasks}
-    grouped = clf._training_batches(encoded, np.random.default_rng(1))
-    shuffled = clf.set_params(group_by_length=False)._training_batches(encoded, np.random.default_rng(1))
+    grouped = training_batches_of(clf, encoded, np.random.default_rng(1))
+    shuffled = training_batches_of(clf.set_params(group_by_length=False), encoded, np.random.default_rng(1))
     for batches in (grouped, shuffled):
         np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(500))
         assert all((np.diff(tasks[batch]) >= 0).all() for batch in batches)
     assert padding(grouped, encoded) < 0.4 * padding(shuffled, encoded)
-    again = clf.set_params(group_by_length=True)._training_batches(encoded, np.random.default_rng(1))
+    again = training_batches_of(clf.set_params(group_by_length=True), encoded, np.random.default_rng(1))
     assert all(np.array_equal(a, b) for a, b in zip(again, grouped))
-    other = clf._training_batches(encoded, np.random.default_rng(2))
+    other = training_batches_of(clf, encoded, np.random.default_rng(2))
     assert not all(np.array_equal(a, b) for a, b in zip(other, grouped))
 
 

@@ -280,7 +280,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 @pytest.mark.parametrize("name", ["cpoly_classifier", "pemt_seq2seq"])
 def test_folders_saved_before_the_estimator_split_load_and_predict_the_same(name):
-    """Folders written by commit 175c8e3 (tests/fixtures/make_fixtures.py) still load, bit for bit."""
+    """Folders written by commit 175c8e3 (tests/fixtures/make_fixtures.py) still load and predict bit for bit."""
     from skillfit import CPolyClassifier, PEMTSeq2Seq
 
     expected = json.loads((FIXTURES / f"{name}_expected.json").read_text())

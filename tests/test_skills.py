@@ -72,9 +72,10 @@ def test_router_training_samples_and_eval_is_sigmoid():
     router.eval()
     expected = torch.sigmoid(router.routing_logits[tasks])
     expected = expected / expected.sum(-1, keepdim=True)
-    torch.testing.assert_close(router(tasks), expected)
+    context = TaskContext()
+    torch.testing.assert_close(router(tasks, context), expected)
     router.train()
-    sampled = router(tasks)
+    sampled = router(tasks, context)
     torch.testing.assert_close(sampled.sum(-1), torch.ones(2, 3))
     assert not torch.allclose(sampled, expected), "training must sample a relaxed Bernoulli"
     assert sampled.requires_grad
@@ -254,3 +255,22 @@ def test_forward_without_task_ids_is_a_clear_error(bert_path):
 def test_skill_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SkillConfig(**kwargs)
+
+
+def test_per_task_fills_only_the_rows_of_the_unknown_task():
+    context, table = TaskContext(), torch.arange(6.0).view(3, 2)
+    calls = []
+
+    def mean_row():
+        calls.append(1)
+        return table.mean(dim=0)
+
+    known = torch.tensor([0, 2])
+    torch.testing.assert_close(context.per_task(known, lambda t: table[t], mean_row), table[known])
+    assert not calls, "the unknown value is only computed for a batch that holds task -1"
+    tasks = torch.tensor([-1, 2])
+    with context.tasks(tasks):
+        torch.testing.assert_close(context.per_task(tasks, lambda t: table[t], mean_row), torch.stack([table.mean(0), table[2]]))
+        allowed, rows = context.per_task(tasks, lambda t: (table[t] > 4, table[t]), True)
+    assert allowed.dtype == torch.bool and allowed.tolist() == [[True, True], [False, True]]
+    torch.testing.assert_close(rows, torch.tensor([[1.0, 1.0], table[2].tolist()]))

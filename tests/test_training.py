@@ -15,7 +15,7 @@ from sklearn.exceptions import NotFittedError
 from _tiny import tiny_backbone
 from conftest import make_multitask
 from skillfit import CPolyClassifier, LoRAClassifier, PEMTClassifier, PolyClassifier, PolySeq2Seq
-from skillfit.estimators._base import SkillEstimatorBase
+from skillfit.estimators._training import TrainingLoop
 from skillfit.estimators._validation_split import stratified_split
 from test_seq2seq import FAST, keyword_tasks
 
@@ -56,13 +56,13 @@ def test_stratified_split_never_empties_a_stratum_and_says_when_nothing_is_held_
 def test_the_early_stopping_split_is_stratified_by_task_and_label(tiny_kwargs, multitask, monkeypatch):
     X, y = multitask
     seen = {}
-    original = SkillEstimatorBase._fit_loop
+    original = TrainingLoop.fit_loop
 
-    def spy(self, encoded, rng, n_epochs, **kwargs):
+    def spy(self, encoded, n_epochs, **kwargs):
         seen["train"], seen["validation"] = encoded, kwargs["validation"]
-        return original(self, encoded, rng, n_epochs, **kwargs)
+        return original(self, encoded, n_epochs, **kwargs)
 
-    monkeypatch.setattr(SkillEstimatorBase, "_fit_loop", spy)
+    monkeypatch.setattr(TrainingLoop, "fit_loop", spy)
     clf = LoRAClassifier(**tiny_kwargs, early_stopping=True, validation_fraction=0.25).fit(X, y)
     validation = seen["validation"]
     assert len(validation["targets"]) == 60 and len(seen["train"]["input_ids"]) == 180
@@ -174,7 +174,7 @@ def test_plot_history(tiny_kwargs, multitask):
 def interrupt_at_step(monkeypatch, step, corrupt=True):
     """Raise KeyboardInterrupt in training step ``step`` (1-based), after half-updating a parameter."""
     calls = {"n": 0}
-    original = SkillEstimatorBase._train_step
+    original = TrainingLoop.train_step
 
     def step_then_maybe_interrupt(self, batch, optimizer, scheduler):
         calls["n"] += 1
@@ -185,11 +185,11 @@ def interrupt_at_step(monkeypatch, step, corrupt=True):
             raise KeyboardInterrupt
         return original(self, batch, optimizer, scheduler)
 
-    monkeypatch.setattr(SkillEstimatorBase, "_train_step", step_then_maybe_interrupt)
+    monkeypatch.setattr(TrainingLoop, "train_step", step_then_maybe_interrupt)
 
 
-def trained_parameters(clf):
-    return {name: p.detach().clone() for name, p in clf.network_.named_parameters() if p.requires_grad}
+def trained_parameters(network):
+    return {name: p.detach().clone() for name, p in network.named_parameters() if p.requires_grad}
 
 
 def test_interrupt_in_the_first_epoch_leaves_a_new_estimator_unfitted(tiny_kwargs, multitask, monkeypatch):
@@ -219,22 +219,22 @@ def test_interrupt_later_keeps_the_last_complete_epoch(tiny_kwargs, multitask, m
     X, y = multitask
     kwargs = {**tiny_kwargs, "max_epochs": 4}
     snapshots = []
-    original = SkillEstimatorBase._run_epoch
+    original = TrainingLoop.run_epoch
 
     def recording(self, *args):
         loss = original(self, *args)
-        snapshots.append(trained_parameters(self))
+        snapshots.append(trained_parameters(self.network))
         return loss
 
-    monkeypatch.setattr(SkillEstimatorBase, "_run_epoch", recording)
+    monkeypatch.setattr(TrainingLoop, "run_epoch", recording)
     reference = CPolyClassifier(**kwargs).fit(X, y)
-    monkeypatch.setattr(SkillEstimatorBase, "_run_epoch", original)
+    monkeypatch.setattr(TrainingLoop, "run_epoch", original)
     steps_per_epoch = -(-len(X) // kwargs["batch_size"])
     interrupt_at_step(monkeypatch, 2 * steps_per_epoch + 5)  # inside epoch 3
     with pytest.warns(UserWarning, match="interrupted after 2 epoch.*keeps the weights of epoch 2"):
         clf = CPolyClassifier(**kwargs).fit(X, y)
     assert clf.n_iter_ == 2 and clf.loss_curve_ == reference.loss_curve_[:2]
-    for name, value in trained_parameters(clf).items():
+    for name, value in trained_parameters(clf.network_).items():
         torch.testing.assert_close(value, snapshots[1][name], rtol=0, atol=0)
     assert clf.predict(X[:4]).shape == (4,)
 

@@ -89,7 +89,7 @@ def test_pemt_gate_starts_uniform_and_experts_are_the_stage_one_loras(bert_path)
     context.task_descriptions = torch.randn(3, 32)
     gate_experts(model, description_dim=32)
     for name, layer in skill_layers(model):
-        gate = layer.router(torch.tensor([0, 1, 2]), context.task_descriptions)
+        gate = layer.router(torch.tensor([0, 1, 2]), context)
         torch.testing.assert_close(gate, torch.full((3, 1, 3), 1 / 3))
         assert torch.equal(layer.shared_A[0], stage_one[name][0][:, 0, 0])
         assert not layer.shared_A.requires_grad and not layer.shared_B.requires_grad
@@ -239,10 +239,10 @@ def test_skills_learned_on_six_tasks_make_a_seventh_learnable_from_32_examples(b
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda clf, X, y: clf.adapt(X, y, mode="partial"), ValueError, "mode must be one of"),
+        (lambda clf, X, y: clf.adapt(X, y, mode="partial"), ValueError, "'mode' parameter of PolyClassifier.adapt must be a str among"),
         (lambda clf, X, y: clf.adapt([("w1 apple", "alpha")], ["alpha:yes"]), ValueError, r"rows of fitted task\(s\) \['alpha'\]"),
         (lambda clf, X, y: clf.adapt([("w1 apple", 5)], ["x"]), TypeError, "same type"),
-        (lambda clf, X, y: clf.adapt(X, y, max_epochs=0), ValueError, "max_epochs must be an int >= 1"),
+        (lambda clf, X, y: clf.adapt(X, y, max_epochs=0), ValueError, r"'max_epochs' parameter of PolyClassifier.adapt must be an int in the range \[1, inf\) or None"),
     ],
 )
 def test_adapt_errors(call, error, message, tiny_kwargs, multitask):
@@ -288,7 +288,8 @@ def test_unknown_task_uses_the_average_routing_and_no_exclusive_skills(tiny_kwar
     clf = CPolyClassifier(n_shared=2, n_exclusive=1, handle_unknown_task="average", **tiny_kwargs).fit(X, y)
     layer = dict(skill_layers(clf.network_))["backbone.encoder.layer.0.attention.self.query"]
     layer.eval()
-    (A, B, _), = layer.task_products(torch.tensor([-1, 0]), has_unknown=True)
+    with layer.context.tasks(torch.tensor([-1, 0])):
+        (A, B, _), = layer.task_products(torch.tensor([-1, 0]))
     average = layer.router.eval_weights().mean(dim=0)  # (H, K)
     expected_A = torch.einsum("hk,hkdr->hdr", average, layer.shared_A).reshape(32, -1)
     torch.testing.assert_close(A[0], expected_A)

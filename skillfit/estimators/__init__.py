@@ -6,15 +6,6 @@ from .mtlora import MTLoRAClassifier, MTLoRASeq2Seq
 from .pemt import PEMTClassifier, PEMTSeq2Seq
 from .poly import PolyClassifier, PolySeq2Seq
 
-# Name -> class, for loading saved folders.
-ESTIMATORS = {
-    cls.__name__: cls
-    for cls in (
-        CPolyClassifier, CPolySeq2Seq, LoRAClassifier, LoRASeq2Seq, MTLoRAClassifier, MTLoRASeq2Seq,
-        PEMTClassifier, PEMTSeq2Seq, PolyClassifier, PolySeq2Seq,
-    )
-}
-
 __all__ = [
     "CPolyClassifier",
     "CPolySeq2Seq",

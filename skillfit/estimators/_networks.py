@@ -5,26 +5,17 @@ Pure torch, no scikit-learn: the estimators build these and run them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import nn
 
 from ..skills import TaskContext
 
+if TYPE_CHECKING:
+    from ..backbones import Backbone
+
 POOLINGS = ("mean", "last", "first")
-
-
-def pad_sequences(
-    sequences: list[list[int]], pad_value: int, *, left: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pad id lists into ``(ids, attention_mask)`` CPU tensors, on the right or (for generation) the left."""
-    longest = max(len(sequence) for sequence in sequences)
-    ids = torch.full((len(sequences), longest), pad_value, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        span = slice(longest - len(sequence), longest) if left else slice(0, len(sequence))
-        ids[row, span] = torch.as_tensor(sequence, dtype=torch.long)
-        attention_mask[row, span] = 1
-    return ids, attention_mask
 
 
 def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -56,17 +47,16 @@ def hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
 
 def prepend_task_prompts(
     model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, tasks: torch.Tensor,
-    descriptions: torch.Tensor, has_unknown: bool,
+    descriptions: torch.Tensor, context: TaskContext,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Input embeddings with each row's task-description vector as a first, soft-prompt token.
 
-    Unknown tasks (-1) get the mean description. Returns ``(inputs_embeds, attention_mask)``.
+    Unknown tasks (-1) get the mean description. Call inside ``context.tasks(tasks)``.
+    Returns ``(inputs_embeds, attention_mask)``.
     """
     embeddings = model.get_input_embeddings()(input_ids)
     device_tasks = tasks.to(embeddings.device)
-    prompts = descriptions[device_tasks.clamp_min(0)]
-    if has_unknown:
-        prompts = torch.where((device_tasks < 0).view(-1, 1), descriptions.mean(dim=0), prompts)
+    prompts = context.per_task(device_tasks, lambda known: descriptions[known], lambda: descriptions.mean(dim=0))
     embeddings = torch.cat([prompts.unsqueeze(1).to(embeddings.dtype), embeddings], dim=1)
     return embeddings, torch.cat([attention_mask.new_ones(len(attention_mask), 1), attention_mask], dim=1)
 
@@ -100,8 +90,8 @@ class SkilledClassifierNetwork(nn.Module):
     """A backbone with skills, pooling and one head over the union of labels.
 
     Each task only scores the labels it was trained with: the other logits are set to
-    ``-inf``, so their probabilities are exactly zero (DESIGN.md §2). Task -1 (unseen
-    in training) may score every label.
+    ``-inf``, so their probabilities are exactly zero (``docs/index.md``, "Inputs").
+    Task -1 (unseen in training) may score every label.
 
     Parameters
     ----------
@@ -137,11 +127,35 @@ class SkilledClassifierNetwork(nn.Module):
         self.register_buffer("label_mask", label_mask.clone())
         _registered_descriptions(self, context, task_descriptions)
 
+    def structure(self) -> dict[str, Any]:
+        """What :meth:`from_structure` needs besides a backbone: pooling and the shapes of head, mask, descriptions."""
+        descriptions = self.task_descriptions
+        return {
+            "pooling": self.pooling,
+            "head_blocks": [block.out_features for block in self.head.blocks],
+            "label_mask_shape": list(self.label_mask.shape),
+            "descriptions_shape": None if descriptions is None else list(descriptions.shape),
+        }
+
+    @classmethod
+    def from_structure(cls, backbone: Backbone, context: TaskContext, structure: dict[str, Any]) -> "SkilledClassifierNetwork":
+        """An untrained network of the saved shapes around ``backbone.model`` (weights loaded afterwards)."""
+        shape, blocks = structure["descriptions_shape"], structure["head_blocks"]
+        n_tasks, n_classes = structure["label_mask_shape"]
+        network = cls(
+            backbone.model, context, backbone.config.hidden_size, torch.zeros((n_tasks, blocks[0]), dtype=torch.bool),
+            structure["pooling"], None if shape is None else torch.zeros(shape),
+        )
+        for n_labels in blocks[1:]:  # label blocks added by adapt()
+            network.head.add_block(n_labels, torch.arange(sum(blocks)))
+        network.label_mask = torch.zeros((n_tasks, n_classes), dtype=torch.bool)
+        return network
+
     def _hidden_states(self, input_ids, attention_mask, tasks):
         if self.task_descriptions is None:
             return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         embeddings, prompt_mask = prepend_task_prompts(
-            self.backbone, input_ids, attention_mask, tasks, self.task_descriptions, self.context.has_unknown
+            self.backbone, input_ids, attention_mask, tasks, self.task_descriptions, self.context
         )
         hidden = self.backbone(inputs_embeds=embeddings, attention_mask=prompt_mask).last_hidden_state
         return hidden[:, 1:]  # the text's own tokens are pooled, not the prompt
@@ -150,13 +164,11 @@ class SkilledClassifierNetwork(nn.Module):
         """Masked logits of shape ``(batch, n_classes)``; ``tasks`` is a CPU LongTensor (-1: unknown)."""
         with self.context.tasks(tasks):
             hidden = self._hidden_states(input_ids, attention_mask, tasks)
-            has_unknown = self.context.has_unknown
-        pooled = pool_hidden_states(hidden, attention_mask, self.pooling)
-        logits = self.head(pooled).float()
-        device_tasks = tasks.to(logits.device, non_blocking=True)
-        allowed = self.label_mask[device_tasks.clamp_min(0) if has_unknown else device_tasks]
-        if has_unknown:
-            allowed = allowed | (device_tasks < 0).view(-1, 1)
+            pooled = pool_hidden_states(hidden, attention_mask, self.pooling)
+            logits = self.head(pooled).float()
+            device_tasks = tasks.to(logits.device, non_blocking=True)
+            # An unknown task may score every label.
+            allowed = self.context.per_task(device_tasks, lambda known: self.label_mask[known], True)
         return logits.masked_fill(~allowed, float("-inf"))
 
 
@@ -189,11 +201,22 @@ class SkilledSeq2SeqNetwork(nn.Module):
         self.decoder_only = not backbone.config.is_encoder_decoder
         _registered_descriptions(self, context, task_descriptions)
 
+    def structure(self) -> dict[str, Any]:
+        """What :meth:`from_structure` needs besides a backbone: the shape of the task descriptions."""
+        descriptions = self.task_descriptions
+        return {"descriptions_shape": None if descriptions is None else list(descriptions.shape)}
+
+    @classmethod
+    def from_structure(cls, backbone: Backbone, context: TaskContext, structure: dict[str, Any]) -> "SkilledSeq2SeqNetwork":
+        """An untrained network of the saved shapes around ``backbone.model`` (weights loaded afterwards)."""
+        shape = structure["descriptions_shape"]
+        return cls(backbone.model, context, None if shape is None else torch.zeros(shape))
+
     def _inputs(self, input_ids, attention_mask, tasks) -> dict[str, torch.Tensor]:
         if self.task_descriptions is None:
             return {"input_ids": input_ids, "attention_mask": attention_mask}
         embeddings, mask = prepend_task_prompts(
-            self.backbone, input_ids, attention_mask, tasks, self.task_descriptions, self.context.has_unknown
+            self.backbone, input_ids, attention_mask, tasks, self.task_descriptions, self.context
         )
         return {"inputs_embeds": embeddings, "attention_mask": mask}
 

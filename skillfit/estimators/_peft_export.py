@@ -17,34 +17,63 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from transformers.pytorch_utils import Conv1D
 
-from ..skills import PolyRouter, skill_layers
-
-if TYPE_CHECKING:
-    from ._base import SkillEstimatorBase
+from ..skills import skill_layers
+from ._persistence import to_json
 
 FORMATS = ("lora", "poly")
 HEAD_WEIGHTS_FILE = "skillfit_head.safetensors"
 HEAD_CONFIG_FILE = "skillfit_head.json"
 
 
-def _module_prefix(estimator: "SkillEstimatorBase") -> str:
+@dataclass(frozen=True)
+class ExportSource:
+    """What an export reads of a fitted estimator.
+
+    Attributes
+    ----------
+    network : nn.Module
+        The skilled network (``network_``).
+    tasks : ndarray
+        ``tasks_``; row ``i`` of every per-task tensor is ``tasks[i]``.
+    classes : ndarray or None
+        ``classes_`` of a classifier, None for text-to-text.
+    backbone_name, backbone_revision : str, str or None
+        The base model peft loads the adapter onto.
+    backbone_kind : {"model", "generator"}
+        Hidden states (classifiers) or a generation model.
+    decoder_only : bool
+        Whether a generation model is a causal LM.
+    estimator_name : str
+        The estimator's class name, for error messages.
+    """
+
+    network: torch.nn.Module
+    tasks: np.ndarray
+    classes: np.ndarray | None
+    backbone_name: str
+    backbone_revision: str | None
+    backbone_kind: str
+    decoder_only: bool
+    estimator_name: str
+
+
+def _module_prefix(source: ExportSource) -> str:
     """Path of the skilled module inside the model peft wraps: a classifier's encoder sits in ``encoder.``."""
-    network = estimator.network_
-    config = network.backbone.config
-    if estimator._backbone_kind == "model" and config.is_encoder_decoder:
+    if source.backbone_kind == "model" and source.network.backbone.config.is_encoder_decoder:
         return "encoder."
     return ""
 
 
-def _task_row(estimator: "SkillEstimatorBase", task: Any) -> int:
-    tasks = estimator.tasks_.tolist()
+def _task_row(source: ExportSource, task: Any) -> int:
+    tasks = source.tasks.tolist()
     if task is None:
         if len(tasks) == 1:
             return 0
@@ -54,40 +83,39 @@ def _task_row(estimator: "SkillEstimatorBase", task: Any) -> int:
     return tasks.index(task)
 
 
-def _check_exportable(estimator: "SkillEstimatorBase") -> None:
-    if getattr(estimator.network_, "task_descriptions", None) is not None:
+def _check_exportable(source: ExportSource) -> None:
+    if getattr(source.network, "task_descriptions", None) is not None:
         raise ValueError(
-            f"{type(estimator).__name__} prepends a learned task-description token to every input (PEMT), "
+            f"{source.estimator_name} prepends a learned task-description token to every input (PEMT), "
             "which a peft LoRA adapter cannot hold. Export a LoRA, Poly, C-Poly or MTLoRA estimator, or "
             "share this one with save_pretrained."
         )
 
 
-def _peft_config(estimator: "SkillEstimatorBase", peft_type: str, layers: dict[str, Any]) -> dict[str, Any]:
-    decoder_only = getattr(estimator, "decoder_only_", False)
-    if estimator._backbone_kind == "model":
+def _peft_config(source: ExportSource, peft_type: str, layers: dict[str, Any]) -> dict[str, Any]:
+    if source.backbone_kind == "model":
         task_type = None
     else:
-        task_type = "CAUSAL_LM" if decoder_only else "SEQ_2_SEQ_LM"
+        task_type = "CAUSAL_LM" if source.decoder_only else "SEQ_2_SEQ_LM"
     return {
         "peft_type": peft_type,
         "task_type": task_type,
-        "base_model_name_or_path": estimator.backbone,
-        "revision": estimator._backbone_reference.get("revision"),
+        "base_model_name_or_path": source.backbone_name,
+        "revision": source.backbone_revision,
         "target_modules": sorted(layers),
         "inference_mode": True,
         "modules_to_save": None,
     }
 
 
-def export_lora(estimator: "SkillEstimatorBase", folder: Path, task: Any) -> None:
+def export_lora(source: ExportSource, folder: Path, task: Any) -> None:
     """One LoRA adapter holding task ``task``'s routed shared and exclusive skills."""
     from safetensors.torch import save_file
 
-    row = _task_row(estimator, task)
-    prefix = _module_prefix(estimator)
+    row = _task_row(source, task)
+    prefix = _module_prefix(source)
     tensors, ranks, dropouts = {}, {}, set()
-    network = estimator.network_
+    network = source.network
     network.eval()
     with torch.no_grad():
         for name, layer in skill_layers(network.backbone):
@@ -102,7 +130,7 @@ def export_lora(estimator: "SkillEstimatorBase", folder: Path, task: Any) -> Non
     rank = Counter(ranks.values()).most_common(1)[0][0]
     pattern = {name: r for name, r in ranks.items() if r != rank}
     config = {
-        **_peft_config(estimator, "LORA", ranks),
+        **_peft_config(source, "LORA", ranks),
         "r": rank,
         "lora_alpha": rank,
         "rank_pattern": pattern,
@@ -117,27 +145,27 @@ def export_lora(estimator: "SkillEstimatorBase", folder: Path, task: Any) -> Non
     }
     save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    _export_head(estimator, folder, row)
+    _export_head(source, folder, row)
 
 
-def export_poly(estimator: "SkillEstimatorBase", folder: Path) -> None:
+def export_poly(source: ExportSource, folder: Path) -> None:
     """peft's POLY format: every task's routing over the shared skills."""
     from safetensors.torch import save_file
 
-    layers = list(skill_layers(estimator.network_.backbone))
+    layers = list(skill_layers(source.network.backbone))
     configs = {layer.config for _, layer in layers}
     poly = all(
-        isinstance(layer.router, PolyRouter) and layer.exclusive_A is None and bool(layer.shared_enabled.all())
+        layer.config.routing == "poly" and layer.exclusive_A is None and bool(layer.shared_enabled.all())
         for _, layer in layers
     )
     if not poly or len({(c.rank, c.n_shared, c.n_splits, c.n_tasks) for c in configs}) != 1:
         raise ValueError(
             f"format='poly' writes peft's POLY adapter, which holds routed shared skills only; "
-            f"{type(estimator).__name__} has exclusive, private or per-layer-sized skills. Use "
+            f"{source.estimator_name} has exclusive, private or per-layer-sized skills. Use "
             "format='lora' with task= to export one task."
         )
     config = next(iter(configs))
-    prefix = _module_prefix(estimator)
+    prefix = _module_prefix(source)
     tensors = {}
     with torch.no_grad():
         for name, layer in layers:
@@ -148,7 +176,7 @@ def export_poly(estimator: "SkillEstimatorBase", folder: Path) -> None:
             logits = layer.router.routing_logits
             tensors[f"{key}.poly_router.module_logits"] = logits.reshape(len(logits), -1).float().cpu().contiguous()
     peft_config = {
-        **_peft_config(estimator, "POLY", {prefix + name: None for name, _ in layers}),
+        **_peft_config(source, "POLY", {prefix + name: None for name, _ in layers}),
         "r": config.rank,
         "n_tasks": config.n_tasks,
         "n_skills": config.n_shared,
@@ -158,19 +186,17 @@ def export_poly(estimator: "SkillEstimatorBase", folder: Path) -> None:
     }
     save_file(tensors, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
     (folder / "adapter_config.json").write_text(json.dumps(peft_config, indent=2) + "\n")
-    _export_head(estimator, folder, None)
+    _export_head(source, folder, None)
 
 
-def _export_head(estimator: "SkillEstimatorBase", folder: Path, row: int | None) -> None:
+def _export_head(source: ExportSource, folder: Path, row: int | None) -> None:
     """A classifier's head, labels in ``classes_`` order: ``logits = pooled @ weight.T + bias``.
 
     With ``row``, only that task's labels; otherwise every label and the tasks' label mask.
     """
     from safetensors.torch import save_file
 
-    from ._persistence import to_json
-
-    network = estimator.network_
+    network = source.network
     if not hasattr(network, "head"):
         return
     head = network.head
@@ -178,27 +204,27 @@ def _export_head(estimator: "SkillEstimatorBase", folder: Path, row: int | None)
     weight = torch.cat([block.weight.detach().float().cpu() for block in head.blocks])[order]
     bias = torch.cat([block.bias.detach().float().cpu() for block in head.blocks])[order]
     mask = network.label_mask.cpu()
-    info: dict[str, Any] = {"pooling": network.pooling, "tasks": to_json(estimator.tasks_)}
+    info: dict[str, Any] = {"pooling": network.pooling, "tasks": to_json(source.tasks)}
     if row is not None:
         columns = mask[row]
         weight, bias = weight[columns], bias[columns]
-        info.update(task=to_json(estimator.tasks_.tolist()[row]), labels=to_json(estimator.classes_[columns.numpy()]))
+        info.update(task=to_json(source.tasks.tolist()[row]), labels=to_json(source.classes[columns.numpy()]))
     else:
-        info.update(labels=to_json(estimator.classes_), label_mask=np.asarray(mask).tolist())
+        info.update(labels=to_json(source.classes), label_mask=np.asarray(mask).tolist())
     save_file({"weight": weight.contiguous(), "bias": bias.contiguous()}, str(folder / HEAD_WEIGHTS_FILE))
     (folder / HEAD_CONFIG_FILE).write_text(json.dumps(info, indent=2) + "\n")
 
 
-def export_peft(estimator: "SkillEstimatorBase", path: Any, *, task: Any, format: str) -> None:
-    """Write ``estimator`` as a peft adapter folder; see ``SkillEstimatorBase.export_peft``."""
+def export_peft(source: ExportSource, path: Any, *, task: Any, format: str) -> None:
+    """Write ``source`` as a peft adapter folder; see ``SkillEstimatorBase.export_peft``."""
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}.")
-    _check_exportable(estimator)
+    _check_exportable(source)
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     if format == "poly":
         if task is not None:
             raise ValueError("format='poly' holds every task; leave task= unset.")
-        export_poly(estimator, folder)
+        export_poly(source, folder)
     else:
-        export_lora(estimator, folder, task)
+        export_lora(source, folder, task)

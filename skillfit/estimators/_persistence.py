@@ -1,17 +1,18 @@
-"""Saving a fitted estimator as a folder, loading it back, and pickling without the backbone.
+"""The folder format of a fitted estimator, and the payload that folders and pickles share.
 
 A fitted estimator is three things: its frozen backbone (by reference: name, revision
 and a SHA-256 of the weights), the structure of its network (the skill configuration
-of every adapted layer and the shape of its head) and the tensors it trained. The
-folder written by :func:`save_folder` holds::
+of every adapted layer and the network's own ``structure()``) and the tensors it
+trained. A folder holds::
 
     skillfit_config.json        parameters, fitted attributes, structure, backbone reference, versions
     skillfit_model.safetensors  every trained tensor (skills, routers, head, label masks)
     backbone/                   only with include_backbone=True: config, tokenizer, weights
     README.md                   a model card
 
-Loading reads JSON and safetensors only; nothing is unpickled. Pickles use the same
-split: the trained tensors travel, the backbone is reloaded by reference.
+Loading reads JSON and safetensors only; nothing is unpickled. Every function here takes
+data (a network, a reference, dicts); which estimator attributes go in and which class
+comes out is decided in ``_saving.py``.
 """
 
 from __future__ import annotations
@@ -22,28 +23,20 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..backbones import Backbone, frozen_weights_sha256
+from .._version import __version__
+from ..backbones import Backbone, load_backbone_of_kind, save_bare_backbone
 from ..skills import SkillConfig, inject_skills, skill_layers
-
-if TYPE_CHECKING:
-    from ._base import SkillEstimatorBase
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "skillfit_config.json"
 WEIGHTS_FILE = "skillfit_model.safetensors"
 BACKBONE_DIR = "backbone"
-BACKBONE_WEIGHTS_FILE = "backbone.safetensors"
-
-# Fitted attributes rebuilt from the network on load rather than stored.
-DERIVED_ATTRIBUTES = {
-    "network_", "tokenizer_", "device_",
-    "routing_weights_", "layer_routing_weights_", "gate_weights_", "layer_gate_weights_",
-}
+CARD_FILE = "README.md"
 
 
 # ------------------------------------------------------------------------------- JSON
@@ -113,25 +106,35 @@ def adapter_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def network_blueprint(network: torch.nn.Module, structure: dict[str, Any]) -> dict[str, Any]:
-    """What is needed to rebuild ``network`` around a fresh backbone (JSON-ready)."""
+def network_payload(network: torch.nn.Module, backbone_reference: dict[str, Any]) -> dict[str, Any]:
+    """The trained part of a network: a JSON-ready blueprint, CPU tensors and the backbone reference.
+
+    The blueprint holds each skill layer's :class:`SkillConfig`, which parameters train,
+    and the network's own ``structure()``.
+    """
     return {
-        "layers": {name: dataclasses.asdict(layer.config) for name, layer in skill_layers(network.backbone)},
-        "trainable": [name for name, param in network.named_parameters() if param.requires_grad],
-        "structure": structure,
+        "blueprint": {
+            "layers": {name: dataclasses.asdict(layer.config) for name, layer in skill_layers(network.backbone)},
+            "trainable": [name for name, param in network.named_parameters() if param.requires_grad],
+            "structure": network.structure(),
+        },
+        "state": adapter_state(network),
+        "backbone": dict(backbone_reference),
     }
 
 
-def rebuild_network(estimator: "SkillEstimatorBase", backbone: Backbone, blueprint: dict, state: dict, where: str):
+def rebuild_network(
+    network_class: type, backbone: Backbone, blueprint: dict, state: dict, *, backbone_name: str, where: str
+) -> torch.nn.Module:
     """Put the blueprint's skill layers into ``backbone``, build the network and load ``state``."""
     configs = {name: SkillConfig(**config) for name, config in blueprint["layers"].items()}
     pattern = "|".join(re.escape(name) for name in configs)
     try:
         context = inject_skills(backbone.model, configs.__getitem__, pattern)
-        network = estimator._network_from_structure(backbone, context, blueprint["structure"])
+        network = network_class.from_structure(backbone, context, blueprint["structure"])
     except (ValueError, TypeError, KeyError) as error:
         raise ValueError(
-            f"The skills in {where} do not fit the backbone {estimator.backbone!r}: {error} "
+            f"The skills in {where} do not fit the backbone {backbone_name!r}: {error} "
             "Load it with the backbone it was trained with."
         ) from error
     expected = set(adapter_state(network))
@@ -147,7 +150,7 @@ def rebuild_network(estimator: "SkillEstimatorBase", backbone: Backbone, bluepri
     except RuntimeError as error:
         details = "; ".join(line.strip() for line in str(error).splitlines()[1:3])
         raise ValueError(
-            f"The weights in {where} do not fit the backbone {estimator.backbone!r} ({details}). "
+            f"The weights in {where} do not fit the backbone {backbone_name!r} ({details}). "
             "Load it with the backbone it was trained with."
         ) from error
     trainable = set(blueprint["trainable"])
@@ -170,111 +173,49 @@ def check_backbone_hash(backbone: Backbone, expected: str | None, name: str, whe
         )
 
 
-# ------------------------------------------------------------------------ the payload
-def network_payload(estimator: "SkillEstimatorBase") -> dict[str, Any]:
-    """The trained part of a fitted estimator: blueprint, CPU tensors and the backbone reference."""
-    network = estimator.network_
-    return {
-        "blueprint": network_blueprint(network, estimator._network_structure()),
-        "state": adapter_state(network),
-        "backbone": dict(estimator._backbone_reference),
-    }
+def load_network(
+    payload: dict[str, Any], *, network_class: type, kind: str, backbone_name: str, device: torch.device, where: str,
+    backbone: Backbone | None = None,
+) -> tuple[torch.nn.Module, Any]:
+    """The network and tokenizer of a payload, on ``device``.
 
-
-def restore_network(estimator: "SkillEstimatorBase", payload: dict[str, Any], where: str, backbone: Backbone | None = None) -> None:
-    """Set ``network_`` and ``tokenizer_`` of ``estimator`` from a payload (device from ``device_``)."""
+    The backbone is loaded by ``backbone_name`` at the saved revision and checked against
+    the saved hash, unless a loaded ``backbone`` is given (one embedded in a folder).
+    """
     reference = payload["backbone"]
     if backbone is None:
-        backbone = estimator._load_backbone(revision=reference.get("revision"))
-        check_backbone_hash(backbone, reference.get("sha256"), estimator.backbone, where)
-    network = rebuild_network(estimator, backbone, payload["blueprint"], payload["state"], where)
-    estimator._configure_backbone(network.backbone)
-    estimator.network_ = network.to(estimator.device_)
-    estimator.tokenizer_ = backbone.tokenizer
+        backbone = load_backbone_of_kind(kind, backbone_name, device, revision=reference.get("revision"))
+        check_backbone_hash(backbone, reference.get("sha256"), backbone_name, where)
+    network = rebuild_network(
+        network_class, backbone, payload["blueprint"], payload["state"], backbone_name=backbone_name, where=where
+    )
+    return network.to(device), backbone.tokenizer
 
 
 # ----------------------------------------------------------------------- the folder
-def fitted_attributes(estimator: "SkillEstimatorBase") -> dict[str, Any]:
-    """Public fitted attributes that are stored rather than rebuilt."""
-    return {
-        key: value for key, value in vars(estimator).items()
-        if key.endswith("_") and not key.startswith("_") and key not in DERIVED_ATTRIBUTES
-    }
-
-
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
+    """Versions of skillfit and the libraries a saved model depends on."""
     import sklearn
     import transformers
-
-    from .. import __version__
 
     return {"skillfit": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "scikit-learn": sklearn.__version__}
 
 
-def save_folder(estimator: "SkillEstimatorBase", path: str | os.PathLike, include_backbone: bool, scores: dict | None) -> Path:
-    """Write ``estimator`` into the folder ``path`` (created if needed)."""
+def write_folder(
+    path: str | os.PathLike, config: dict[str, Any], state: dict[str, torch.Tensor], card: str,
+    embedded_backbone: tuple[torch.nn.Module, Any] | None = None,
+) -> Path:
+    """Write ``config`` (JSON), ``state`` (safetensors), the model card and, if given, the bare backbone."""
     from safetensors.torch import save_file
-
-    from ._model_card import model_card
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    payload = network_payload(estimator)
-    config = {
-        "format_version": FORMAT_VERSION,
-        "estimator": type(estimator).__name__,
-        "params": to_json(estimator.get_params(deep=False), "a parameter"),
-        "fitted": to_json(fitted_attributes(estimator), "a fitted attribute"),
-        "network": payload["blueprint"],
-        "backbone": {**payload["backbone"], "embedded": include_backbone},
-        "scores": to_json(scores, "scores"),
-        "versions": _versions(),
-    }
-    save_file(payload["state"], str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    if include_backbone:
-        _save_backbone(estimator, folder / BACKBONE_DIR)
+    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
+    if embedded_backbone is not None:
+        save_bare_backbone(*embedded_backbone, folder / BACKBONE_DIR)
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-    (folder / "README.md").write_text(model_card(estimator, config))
+    (folder / CARD_FILE).write_text(card)
     return folder
-
-
-def _bare_backbone(network: torch.nn.Module) -> torch.nn.Module:
-    """A module tree of the network's backbone with every skill layer replaced by its base layer."""
-    from ..backbones import _own_module_tree
-
-    bare = _own_module_tree(network.backbone)
-    for name, layer in list(skill_layers(bare)):
-        parent_name, _, child = name.rpartition(".")
-        setattr(bare.get_submodule(parent_name) if parent_name else bare, child, layer.base_layer)
-    return bare
-
-
-def _save_backbone(estimator: "SkillEstimatorBase", folder: Path) -> None:
-    from safetensors.torch import save_model
-
-    folder.mkdir(exist_ok=True)
-    bare = _bare_backbone(estimator.network_)
-    bare.config.save_pretrained(folder)
-    estimator.tokenizer_.save_pretrained(folder)
-    save_model(bare, str(folder / BACKBONE_WEIGHTS_FILE))
-
-
-def _load_embedded_backbone(estimator: "SkillEstimatorBase", folder: Path) -> Backbone:
-    from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoTokenizer
-
-    from ..backbones import _model_class, frozen_with_pad_token, used_part
-
-    config = AutoConfig.from_pretrained(folder)
-    kind = estimator._backbone_kind
-    model, decoder_only = used_part(kind, _model_class(kind, str(folder), config).from_config(config), config)
-    load_model(model, str(folder / BACKBONE_WEIGHTS_FILE), strict=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    frozen_with_pad_token(model, tokenizer)
-    return Backbone(
-        model=model.to(estimator.device_), tokenizer=tokenizer, config=config, decoder_only=decoder_only,
-        source=str(folder), _sha256=lambda: frozen_weights_sha256(model),
-    )
 
 
 def read_config(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
@@ -293,66 +234,23 @@ def read_config(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
             f"{str(folder)!r} was saved in format version {version!r}, newer than this skillfit reads "
             f"({FORMAT_VERSION}); upgrade skillfit."
         )
+    _warn_on_version_change(config.get("versions", {}), folder)
     return folder, config
 
 
-def load_folder(cls: type, path: str | os.PathLike, device: str | None, backbone: str | None) -> "SkillEstimatorBase":
-    """Rebuild an estimator from a folder written by :func:`save_folder`."""
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The trained tensors of a folder."""
     from safetensors.torch import load_file
 
-    from ..backbones import resolve_device
-    from . import ESTIMATORS
-
-    folder, config = read_config(path)
-    saved_class = ESTIMATORS.get(config["estimator"])
-    if saved_class is None or not issubclass(saved_class, cls):
-        raise ValueError(
-            f"{str(folder)!r} holds a {config['estimator']}, not a {cls.__name__}; load it with "
-            f"{config['estimator']}.from_pretrained(path)."
-        )
-    _warn_on_version_change(config.get("versions", {}), folder)
-    params = from_json(config["params"])
-    if device is not None:
-        params["device"] = device
-    if backbone is not None:
-        params["backbone"] = backbone
-    estimator = saved_class(**params)
-    estimator._validate_params()
-    for key, value in from_json(config["fitted"]).items():
-        setattr(estimator, key, value)
-    if device is None and str(estimator.device).startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn(
-            f"{str(folder)!r} was saved with device={estimator.device!r}, but CUDA is not available here; "
-            "it will predict on the CPU (pass device= to choose).",
-            UserWarning,
-            stacklevel=3,
-        )
-        estimator.device_ = torch.device("cpu")
-    else:
-        estimator.device_ = resolve_device(estimator.device)
-    reference = config["backbone"]
-    estimator._backbone_reference = {key: reference.get(key) for key in ("name", "revision", "sha256")}
-    where = f"the folder {str(folder)!r}"
-    embedded = None
-    if reference.get("embedded") and backbone is None:
-        embedded = _load_embedded_backbone(estimator, folder / BACKBONE_DIR)
-        check_backbone_hash(embedded, reference.get("sha256"), str(folder / BACKBONE_DIR), where)
-    state = load_file(str(folder / WEIGHTS_FILE))
-    payload = {"blueprint": config["network"], "state": state, "backbone": reference}
-    restore_network(estimator, payload, where, backbone=embedded)
-    estimator._set_routing_attributes()
-    return estimator
+    return load_file(str(folder / WEIGHTS_FILE))
 
 
 def _warn_on_version_change(versions: dict[str, str], folder: Path) -> None:
-    from .. import __version__
-
     saved = versions.get("skillfit")
     if saved is not None and saved.split(".")[:2] != __version__.split(".")[:2]:
         warnings.warn(
             f"{str(folder)!r} was saved with skillfit {saved}; this is {__version__}. If predictions look "
             "wrong, load it with the version that saved it.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-

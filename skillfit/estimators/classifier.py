@@ -13,9 +13,10 @@ from .._inputs import check_labels
 from .._validation import Options
 from ..backbones import Backbone
 from ..skills import SkillConfig
-from ._base import SkillEstimatorBase, _autocast
+from ._base import SkillEstimatorBase
 from ._networks import POOLINGS, SkilledClassifierNetwork
 from ._params import estimator_parameters, parameter
+from ._runtime import autocast
 
 
 @estimator_parameters
@@ -27,6 +28,8 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
     """
 
     pooling: str = parameter("auto", Options("auto", *POOLINGS))
+
+    _network_class = SkilledClassifierNetwork
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -92,30 +95,6 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
     def _prediction_score(self, targets: np.ndarray, predictions: np.ndarray) -> float:
         return float(np.mean(np.asarray(targets) == np.asarray(predictions)))
 
-    # ------------------------------------------------------------- persistence hooks
-    def _network_structure(self) -> dict[str, Any]:
-        network = self.network_
-        descriptions = network.task_descriptions
-        return {
-            "pooling": network.pooling,
-            "head_blocks": [block.out_features for block in network.head.blocks],
-            "label_mask_shape": list(network.label_mask.shape),
-            "descriptions_shape": None if descriptions is None else list(descriptions.shape),
-        }
-
-    def _network_from_structure(self, backbone: Backbone, context, structure: dict[str, Any]) -> SkilledClassifierNetwork:
-        shape, blocks = structure["descriptions_shape"], structure["head_blocks"]
-        n_tasks, n_classes = structure["label_mask_shape"]
-        network = SkilledClassifierNetwork(
-            backbone.model, context, backbone.config.hidden_size,
-            torch.zeros((n_tasks, blocks[0]), dtype=torch.bool), structure["pooling"],
-            None if shape is None else torch.zeros(shape),
-        )
-        for n_labels in blocks[1:]:  # label blocks added by adapt()
-            network.head.add_block(n_labels, torch.arange(sum(blocks)))
-        network.label_mask = torch.zeros((n_tasks, n_classes), dtype=torch.bool)
-        return network
-
     # ---------------------------------------------------------------- adapt hooks
     def _check_adapt_targets(self, y: Any, n_samples: int) -> np.ndarray:
         return check_labels(y, n_samples)
@@ -169,21 +148,20 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
     def _predict_proba_encoded(self, encoded: dict[str, Any]) -> np.ndarray:
         probabilities = np.zeros((len(encoded["input_ids"]), len(self.classes_)), dtype=np.float64)
         self.network_.eval()
-        label_mask = self.network_.label_mask.cpu().numpy()
-        with torch.no_grad(), _autocast(self.device_), self._inference():
+        with torch.no_grad(), autocast(self.device_), self._inference():
             for indices in self._iter_eval_batches(encoded):
                 batch = self._make_batch(indices, encoded)
                 logits = self.network_(batch["input_ids"], batch["attention_mask"], batch["tasks"]).double().cpu().numpy()
                 batch_tasks = encoded["tasks"][indices]
                 for task in np.unique(batch_tasks):
-                    # Softmax over the task's own labels only: the result does not depend on
-                    # how many other labels exist (adapt can add some).
-                    in_task = batch_tasks == task
-                    rows = indices[in_task]
-                    columns = np.flatnonzero(label_mask[task]) if task >= 0 else np.arange(len(self.classes_))
-                    task_logits = logits[in_task][:, columns]
+                    rows = batch_tasks == task
+                    # The network's label mask sets logits outside the task's labels to -inf: the
+                    # softmax runs over the task's own labels only, so it does not depend on how many
+                    # other labels exist (adapt can add some), and the others get exactly zero.
+                    columns = np.flatnonzero(~np.isneginf(logits[rows][0]))
+                    task_logits = logits[rows][:, columns]
                     exp = np.exp(task_logits - task_logits.max(axis=1, keepdims=True))
-                    probabilities[np.ix_(rows, columns)] = exp / exp.sum(axis=1, keepdims=True)
+                    probabilities[np.ix_(indices[rows], columns)] = exp / exp.sum(axis=1, keepdims=True)
         return probabilities
 
     def predict(self, X: Any) -> np.ndarray:

@@ -14,6 +14,7 @@ from ..skills import SkillConfig, gate_experts, gate_weights, skill_layers, task
 from ._docs import fill_doc, seq2seq_doc
 from ._networks import hidden_states, pool_hidden_states
 from ._params import estimator_parameters, parameter
+from ._training import TrainingLoop
 from .classifier import SkillClassifierBase
 from .seq2seq import SkillSeq2SeqBase
 
@@ -58,24 +59,25 @@ class _PEMTMethod:
         network.task_descriptions = torch.nn.Parameter(grown, requires_grad=network.task_descriptions.requires_grad)
         network.context.task_descriptions = network.task_descriptions
 
-    def _train(self, encoded: dict[str, Any], rng: np.random.Generator, validation: dict | None) -> None:
-        self._fit_loop(encoded, rng, self.max_epochs, stage="stage 1", validation=validation)
+    def _train(self, loop: TrainingLoop, encoded: dict[str, Any], validation: dict | None) -> None:
+        loop.fit_loop(encoded, self.max_epochs, stage="stage 1", validation=validation)
         network = self.network_
         gate_experts(network.backbone, network.task_descriptions.shape[1], self.gate_temperature)
         network.task_descriptions.requires_grad_(False)
         network.to(self.device_)
         self.n_trainable_params_ = sum(p.numel() for p in network.parameters() if p.requires_grad)
-        self._fit_loop(encoded, rng, self.max_epochs, stage="stage 2", validation=validation)
+        loop.fit_loop(encoded, self.max_epochs, stage="stage 2", validation=validation)
 
     def _batch_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         loss = super()._batch_loss(batch)
         gated = [layer for _, layer in skill_layers(self.network_) if layer.config.routing == "gate"]
         if not gated or self.sparsity_weight == 0:
             return loss
-        descriptions = self.network_.task_descriptions
+        network = self.network_
+        descriptions = network.task_descriptions
         batch_tasks, counts = torch.unique(batch["tasks"], return_counts=True)
         batch_tasks = batch_tasks.to(descriptions.device)
-        mean_gate = torch.stack([layer.router(batch_tasks, descriptions)[:, 0] for layer in gated]).mean(dim=0)
+        mean_gate = torch.stack([layer.router(batch_tasks, network.context)[:, 0] for layer in gated]).mean(dim=0)
         # Experts are the tasks of stage 1; tasks added by adapt() have no expert.
         per_task = task_sparsity_loss(mean_gate, descriptions[batch_tasks], descriptions[: mean_gate.shape[1]])
         weights = counts.to(per_task.device, per_task.dtype) / counts.sum()

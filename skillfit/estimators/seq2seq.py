@@ -13,9 +13,10 @@ from .._validation import STRING, Interval, Options
 from ..backbones import DEFAULT_GENERATOR, Backbone
 from ..metrics import SCORERS
 from ..skills import SkillConfig
-from ._base import SkillEstimatorBase, _autocast, _reproducible_torch, _resolve_seed
+from ._base import SkillEstimatorBase
 from ._networks import SkilledSeq2SeqNetwork
 from ._params import estimator_parameters, parameter
+from ._runtime import autocast, reproducible_torch, resolve_seed
 
 IGNORE_INDEX = -100  # label id the loss skips (transformers' convention)
 
@@ -44,6 +45,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         return tags
 
     _backbone_kind = "generator"
+    _network_class = SkilledSeq2SeqNetwork
 
     # ---------------------------------------------------------------- fit hooks
     def _check_targets(self, y: Any, n_samples: int) -> list[str]:
@@ -114,7 +116,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
     def _predict_encoded(self, encoded: dict[str, Any]) -> np.ndarray:
         predictions = np.empty(len(encoded["input_ids"]), dtype=object)
         self.network_.eval()
-        with torch.no_grad(), _autocast(self.device_), self._inference(), _reproducible_torch(_resolve_seed(self.random_state)):
+        with torch.no_grad(), autocast(self.device_), self._inference(), reproducible_torch(resolve_seed(self.random_state)):
             for indices in self._iter_eval_batches(encoded):
                 batch = self._make_batch(indices, encoded, left_pad=self.decoder_only_)
                 generated = self.network_.generate(
@@ -126,15 +128,6 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
 
     def _prediction_score(self, targets: list[str], predictions: np.ndarray) -> float:
         return SCORERS[self.scoring](list(targets), list(predictions))
-
-    # ------------------------------------------------------------- persistence hooks
-    def _network_structure(self) -> dict[str, Any]:
-        descriptions = self.network_.task_descriptions
-        return {"descriptions_shape": None if descriptions is None else list(descriptions.shape)}
-
-    def _network_from_structure(self, backbone: Backbone, context, structure: dict[str, Any]) -> SkilledSeq2SeqNetwork:
-        shape = structure["descriptions_shape"]
-        return SkilledSeq2SeqNetwork(backbone.model, context, None if shape is None else torch.zeros(shape))
 
     # ---------------------------------------------------------------- predict
     def _generation_settings(self) -> dict[str, Any]:

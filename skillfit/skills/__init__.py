@@ -1,19 +1,24 @@
-"""Skill inventories, routers and their injection into models (pure torch)."""
+"""Skill inventories, routers and their injection into models (pure torch).
+
+``docs/methods.md`` gives the math of each method, ``docs/architecture.md`` the layers.
+"""
 
 from .config import SkillConfig
 from .context import TaskContext
-from .inject import (
-    ALL_LINEAR,
-    gate_experts,
-    gate_weights,
-    inject_skills,
-    routing_weights,
-    skill_layers,
-    target_layer_names,
-    top_block_layers,
-)
+from .gating import gate_experts
+from .inject import ALL_LINEAR, inject_skills, skill_layers, target_layer_names, top_block_layers
 from .layer import SkillLinear, linear_features
-from .routing import UNKNOWN_TASK, ExclusiveMixer, GateRouter, PolyRouter, task_sparsity_loss
+from .new_tasks import add_tasks, train_only_new_tasks
+from .readback import gate_weights, routing_weights
+from .routing import (
+    UNKNOWN_TASK,
+    ExclusiveMixer,
+    GateRouter,
+    PolyRouter,
+    Router,
+    UniformRouter,
+    task_sparsity_loss,
+)
 
 __all__ = [
     "ALL_LINEAR",
@@ -21,6 +26,9 @@ __all__ = [
     "ExclusiveMixer",
     "GateRouter",
     "PolyRouter",
+    "Router",
+    "UniformRouter",
+    "add_tasks",
     "gate_experts",
     "gate_weights",
     "task_sparsity_loss",
@@ -33,4 +41,5 @@ __all__ = [
     "linear_features",
     "routing_weights",
     "skill_layers",
+    "train_only_new_tasks",
 ]

@@ -13,7 +13,7 @@ COMBINES = ("weight", "output")
 class SkillConfig:
     """What one adapted linear layer holds and how a task picks from it.
 
-    Every method of the family is a choice of these numbers (DESIGN.md §1):
+    Every method of the family is a choice of these numbers (``docs/methods.md``):
 
     ========================  =========  ===========  =========
     method                    n_shared   n_exclusive  routing
@@ -66,7 +66,7 @@ class SkillConfig:
     n_splits: int = 1
     rank: int = 8
     alpha: float = 8.0
-    routing: Literal["poly", "none"] = "poly"
+    routing: Literal["poly", "none", "gate"] = "poly"
     combine: Literal["weight", "output"] = "weight"
     dropout: float = 0.0
     temperature: float = 1.0

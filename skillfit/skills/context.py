@@ -9,9 +9,12 @@ are computed once, on the host, so the forward pass never syncs with the device.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator, Union
 
 import torch
+
+# What a task-wise computation returns: one tensor or several, each with one row per task.
+PerTask = Union[torch.Tensor, tuple[torch.Tensor, ...]]
 
 
 class TaskContext:
@@ -21,6 +24,7 @@ class TaskContext:
     ----------
     has_unknown : bool
         Whether the current batch holds task index -1 (a task unseen in training).
+        Read by :meth:`per_task` only: nothing else handles the unknown task.
     task_descriptions : Tensor or None
         Task-description vectors ``(n_tasks, dim)`` read by gate routers (PEMT); owned
         and registered by the model that sets it.
@@ -81,6 +85,48 @@ class TaskContext:
         finally:
             self.merged_weights = previous
 
+    def per_task(
+        self,
+        tasks: torch.Tensor,
+        known: Callable[[torch.Tensor], PerTask],
+        unknown: bool | float | Callable[[], PerTask],
+    ) -> PerTask:
+        """Evaluate a task-wise lookup, with the rows of the unknown task (-1) filled by ``unknown``.
+
+        This is the one place where the unknown task is handled: routers, exclusive
+        skills and heads describe what a known task gets and what an unknown one gets,
+        and never test for task -1 themselves.
+
+        Parameters
+        ----------
+        tasks : LongTensor of shape (U,)
+            Task indices, -1 for a task unseen in training.
+        known : callable
+            Maps task indices (all >= 0) to a tensor, or a tuple of tensors, whose
+            first dimension is ``U``.
+        unknown : bool, float or callable
+            What the rows of task -1 hold: a scalar (cast to the dtype of ``known``'s
+            result), or a function of no argument returning tensors that broadcast
+            over the trailing dimensions of ``known``'s, evaluated only when the batch
+            holds the unknown task. A tuple result is filled element-wise.
+
+        Returns
+        -------
+        Tensor or tuple of Tensor
+            ``known(tasks)`` when the batch holds no unknown task (read from the host
+            flag :attr:`has_unknown`: no device sync); otherwise
+            ``known(tasks.clamp_min(0))`` with the rows of task -1 replaced.
+        """
+        if not self.has_unknown:
+            return known(tasks)
+        is_unknown = tasks < 0
+        values = known(tasks.clamp_min(0))  # task -1 reads row 0 as a placeholder, replaced below
+        fill = unknown() if callable(unknown) else unknown
+        if not isinstance(values, tuple):
+            return _fill_rows(values, is_unknown, fill)
+        fills = fill if isinstance(fill, tuple) else (fill,) * len(values)
+        return tuple(_fill_rows(value, is_unknown, part) for value, part in zip(values, fills))
+
     def host_tasks(self) -> list[int]:
         """The distinct task indices of the batch, read from the host copy (no device sync)."""
         return self._batch_tasks.tolist()
@@ -134,3 +180,11 @@ class TaskContext:
                 example_group.to(device, non_blocking=True),
             )
         return self._on_device[key]
+
+
+def _fill_rows(values: torch.Tensor, rows: torch.Tensor, fill: float | torch.Tensor) -> torch.Tensor:
+    """``values`` with the rows where ``rows`` is True replaced by ``fill``, broadcast over trailing dims."""
+    if not isinstance(fill, torch.Tensor):
+        # A number takes the dtype of the values: a boolean mask stays boolean.
+        fill = torch.tensor(fill, dtype=values.dtype, device=values.device)
+    return torch.where(rows.view(-1, *([1] * (values.ndim - 1))), fill, values)

@@ -1,19 +1,20 @@
-"""Putting skill layers into a model, and reading them back."""
+"""Putting skill layers into a model, and finding them there.
+
+Reading routing back is in :mod:`~skillfit.skills.readback`, PEMT's conversion of
+private skills into gated experts in :mod:`~skillfit.skills.gating`.
+"""
 
 from __future__ import annotations
 
 import re
 from typing import Callable, Iterator, Sequence
 
-import numpy as np
-import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from .config import SkillConfig
 from .context import TaskContext
 from .layer import SkillLinear
-from .routing import GateRouter, PolyRouter
 
 ALL_LINEAR = "all-linear"
 
@@ -104,13 +105,17 @@ def inject_skills(
     model.requires_grad_(False)
     config_of = config if callable(config) else (lambda name: config)
     for name in target_layer_names(model, target_modules):
-        parent_name, _, child_name = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        base_layer = getattr(parent, child_name)
+        base_layer = model.get_submodule(name)
         skill_layer = SkillLinear(base_layer, config_of(name), context, name=name)
         skill_layer.to(device=base_layer.weight.device)
-        setattr(parent, child_name, skill_layer)
+        replace_layer(model, name, skill_layer)
     return context
+
+
+def replace_layer(model: nn.Module, name: str, layer: nn.Module) -> None:
+    """Put ``layer`` at the qualified ``name`` of ``model``, in place of what is there."""
+    parent_name, _, child_name = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child_name, layer)
 
 
 def skill_layers(model: nn.Module) -> Iterator[tuple[str, SkillLinear]]:
@@ -118,60 +123,3 @@ def skill_layers(model: nn.Module) -> Iterator[tuple[str, SkillLinear]]:
     for name, module in model.named_modules():
         if isinstance(module, SkillLinear):
             yield name, module
-
-
-def routing_weights(model: nn.Module) -> dict[str, np.ndarray]:
-    """Evaluation-mode routing weights of each Poly-routed layer, ``(n_tasks, n_splits, n_shared)``.
-
-    Tasks that do not use the shared skills (adapted with Poly-mu) get zero rows.
-    """
-    with torch.no_grad():
-        return {
-            name: (layer.router.eval_weights() * layer.shared_enabled.view(-1, 1, 1)).float().cpu().numpy()
-            for name, layer in skill_layers(model)
-            if isinstance(layer.router, PolyRouter)
-        }
-
-
-def gate_weights(model: nn.Module) -> dict[str, np.ndarray]:
-    """Gate of every task over the experts in each gated layer (PEMT), ``(n_tasks, n_experts)``."""
-    weights = {}
-    with torch.no_grad():
-        for name, layer in skill_layers(model):
-            if isinstance(layer.router, GateRouter):
-                descriptions = layer.context.task_descriptions
-                tasks = torch.arange(len(descriptions), device=descriptions.device)
-                gate = layer.router(tasks, descriptions)[:, 0] * layer.shared_enabled.view(-1, 1)
-                weights[name] = gate.float().cpu().numpy()
-    return weights
-
-
-def gate_experts(model: nn.Module, description_dim: int, temperature: float = 1.0) -> None:
-    """Turn every layer of one private LoRA per task into PEMT's gated mixture of experts.
-
-    Each layer's task-private skills become frozen experts shared by all tasks, mixed
-    by a zero-initialised gate over task descriptions, and each task gets a fresh
-    adapter of its own (A random, B zero), added in output space.
-    """
-    for name, layer in list(skill_layers(model)):
-        config = layer.config
-        if config.n_shared or config.n_exclusive != 1 or config.n_splits != 1:
-            raise ValueError(f"Layer {name!r} does not hold one private skill per task; it has {config}.")
-        gated = SkillLinear(
-            layer.base_layer,
-            SkillConfig(
-                n_tasks=config.n_tasks, n_shared=config.n_tasks, n_exclusive=1, rank=config.task_rank,
-                alpha=config.alpha,
-                routing="gate", combine="output", dropout=config.dropout, temperature=temperature,
-                description_dim=description_dim,
-            ),
-            layer.context,
-            name=name,
-        ).to(layer.exclusive_A.device)
-        with torch.no_grad():
-            gated.shared_A[0].copy_(layer.exclusive_A[:, 0, 0])
-            gated.shared_B[0].copy_(layer.exclusive_B[:, 0, 0])
-        gated.shared_A.requires_grad_(False)
-        gated.shared_B.requires_grad_(False)
-        parent_name, _, child_name = name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, child_name, gated)

@@ -1,14 +1,22 @@
 """The skill layer: a frozen linear layer plus a routed inventory of low-rank skills.
 
-One class serves every method; :class:`~skillfit.skills.config.SkillConfig` says which.
-For the tasks ``t`` of a batch (DESIGN.md §1)::
+One class serves every method; :class:`~skillfit.skills.config.SkillConfig` says which
+(``docs/methods.md`` for each method, ``docs/architecture.md`` for the layers). For the
+tasks ``t`` of a batch, with ``w = router(tasks, context)`` and ``v`` the exclusive
+mixer's weights::
 
     A_t = concat_h (sum_k w[t,h,k] A[h,k] + sum_e v[t,h,e] A_ex[t,h,e])   # (d_in, r)
     B_t = concat_h (sum_k w[t,h,k] B[h,k] + sum_e v[t,h,e] B_ex[t,h,e])   # (r, d_out)
     y   = W0 x + s * x A_t B_t                                           # s = alpha / r
 
+The sums over ``k`` are Polytropon's average of a task's skills (Ponti et al. 2022,
+Eq. 3, ``w`` from the relaxed Bernoulli of their Eq. 2), the concatenation over heads
+``h`` is multi-head routing (Caccia et al. 2023), the sums over ``e`` are C-Poly's
+task-specific skills (Wang et al. 2023), and the last line is LoRA's forward pass
+(Hu et al. 2022, Eq. 3, ``h = W0 x + B A x``, here in ``x @ W`` orientation).
 With ``combine="output"`` the shared and exclusive parts are two products:
-``y = W0 x + s (x A_sh B_sh + x A_ex B_ex)``.
+``y = W0 x + s (x A_sh B_sh + x A_ex B_ex)``; PEMT's gate mixes products that way
+(Lin et al. 2024): ``x A_cat diag(g) B_cat = sum_k g_k x A_k B_k``.
 
 ``A_t, B_t`` are mixed once per distinct task of the batch. Rows sorted by task (as
 ``fit`` sorts them) get one product per task on a slice; other orders gather each
@@ -27,7 +35,7 @@ from transformers.pytorch_utils import Conv1D
 
 from .config import SkillConfig
 from .context import TaskContext
-from .routing import ExclusiveMixer, GateRouter, PolyRouter
+from .routing import ExclusiveMixer, GateRouter, PolyRouter, Router, UniformRouter, grown
 
 
 def linear_features(layer: nn.Module) -> tuple[int, int]:
@@ -61,8 +69,9 @@ class SkillLinear(nn.Module):
         Shared skills, shapes ``(H, K, d_in/H, r)`` and ``(H, K, r, d_out/H)``.
     exclusive_A, exclusive_B : nn.Parameter or None
         Exclusive skills, shapes ``(T, H, E, d_in/H, r_ex)`` and ``(T, H, E, r_ex, d_out/H)``.
-    router : PolyRouter, GateRouter or None
-        Task-skill routing over the shared skills (None for plain LoRA).
+    router : Router or None
+        Task-skill routing over the shared skills, called as ``router(tasks, context)``
+        (None only without shared skills).
     exclusive_mixer : ExclusiveMixer or None
         Each task's weights over its exclusive skills.
     shared_enabled : buffer of shape (T,)
@@ -98,6 +107,12 @@ class SkillLinear(nn.Module):
         self.register_buffer("shared_enabled", torch.ones(T))
         self.reset_skills()
 
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        if self.shared_A is not None and self.router is None:
+            # Pickled before plain LoRA had a UniformRouter (it held None); it keeps no state.
+            self.router = UniformRouter(self.config.n_splits)
+
     @property
     def weight(self) -> torch.Tensor:
         """The frozen base weight (models such as T5 read ``layer.weight`` directly)."""
@@ -108,12 +123,12 @@ class SkillLinear(nn.Module):
         return self.base_layer.bias
 
     @staticmethod
-    def _make_router(config: SkillConfig) -> nn.Module | None:
+    def _make_router(config: SkillConfig) -> Router:
         if config.routing == "poly":
             return PolyRouter(config.n_tasks, config.n_splits, config.n_shared, config.temperature)
         if config.routing == "gate":
             return GateRouter(config.n_shared, config.description_dim, config.temperature)
-        return None
+        return UniformRouter(config.n_splits)
 
     def _init_A(self, A: torch.Tensor) -> None:
         # kaiming_uniform_(a=sqrt(5)) on an (r, fan_in) block, as nn.Linear: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -128,41 +143,27 @@ class SkillLinear(nn.Module):
                 nn.init.zeros_(B)
 
     # ---------------------------------------------------------------- factors
-    def _shared_factors(self, tasks: torch.Tensor, has_unknown: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shared_factors(self, tasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Shared part, per head: ``(U, H, d_in/H, r')`` and ``(U, H, r', d_out/H)``."""
         A, B = self.shared_A, self.shared_B
-        enabled = self.shared_enabled[tasks.clamp_min(0) if has_unknown else tasks]
-        if has_unknown:  # an unknown task routes over the shared skills
-            enabled = enabled.masked_fill(tasks < 0, 1.0)
-        enabled = enabled.to(A.dtype).view(-1, 1, 1)
-        if isinstance(self.router, GateRouter):
-            # PEMT mixes the experts' products: x A_cat diag(g) B_cat = sum_k g_k x A_k B_k.
-            gate = self.router(tasks, self.context.task_descriptions, has_unknown).to(A.dtype) * enabled
-            n_tasks, (heads, K, d_in, r) = len(tasks), A.shape
-            A_cat = A.permute(0, 2, 1, 3).reshape(1, heads, d_in, K * r).expand(n_tasks, -1, -1, -1)
-            B_cat = (gate.unsqueeze(-1).unsqueeze(-1) * B.unsqueeze(0)).reshape(n_tasks, heads, K * r, -1)
-            return A_cat, B_cat
-        if self.router is not None:
-            weights = self.router(tasks, has_unknown).to(A.dtype)
-        else:
-            weights = A.new_ones(len(tasks), self.config.n_splits, 1)
-        weights = weights * enabled
-        return torch.einsum("uhk,hkdr->uhdr", weights, A), torch.einsum("uhk,hkro->uhro", weights, B)
+        # An unknown task routes over the shared skills.
+        enabled = self.context.per_task(tasks, lambda known: self.shared_enabled[known], 1.0)
+        weights = self.router(tasks, self.context).to(device=A.device, dtype=A.dtype)
+        return self.router.mix(weights * enabled.to(A.dtype).view(-1, 1, 1), A, B)
 
-    def _exclusive_factors(self, tasks: torch.Tensor, has_unknown: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = tasks.clamp_min(0) if has_unknown else tasks
-        weights = self.exclusive_mixer(tasks, self.exclusive_A.dtype, has_unknown)
-        return (
-            torch.einsum("uhe,uhedr->uhdr", weights, self.exclusive_A[rows]),
-            torch.einsum("uhe,uhero->uhro", weights, self.exclusive_B[rows]),
-        )
+    def _exclusive_factors(self, tasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exclusive part (C-Poly, Wang et al. 2023); zero for an unknown task, which has none."""
+        weights = self.exclusive_mixer(tasks, self.context).to(self.exclusive_A.dtype)
+        A, B = self.context.per_task(tasks, lambda known: (self.exclusive_A[known], self.exclusive_B[known]), 0.0)
+        return torch.einsum("uhe,uhedr->uhdr", weights, A), torch.einsum("uhe,uhero->uhro", weights, B)
 
     def _as_matrices(self, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-head blocks to ``(U, d_in, r)`` and ``(U, r, d_out)``: heads split A's rows, B's columns."""
         n_tasks, heads, _, rank = A.shape
-        return A.reshape(n_tasks, self.in_features, rank), B.permute(0, 2, 1, 3).reshape(n_tasks, rank, self.out_features)
+        B = B.permute(0, 2, 1, 3).reshape(n_tasks, rank, self.out_features)
+        return A.reshape(n_tasks, self.in_features, rank), B
 
-    def task_products(self, tasks: torch.Tensor, has_unknown: bool = False) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    def task_products(self, tasks: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
         """The low-rank terms ``(A_t, B_t, scale)`` whose sum is each task's update.
 
         One term when shared and exclusive factors are added in weight space, two
@@ -171,11 +172,12 @@ class SkillLinear(nn.Module):
         Parameters
         ----------
         tasks : LongTensor of shape (U,)
-            Task indices; -1 for an unknown task when ``has_unknown``.
+            Task indices; -1 for an unknown task, only inside a ``context.tasks(...)``
+            scope whose batch holds it.
         """
         config = self.config
-        shared = self._shared_factors(tasks, has_unknown) if self.shared_A is not None else None
-        exclusive = self._exclusive_factors(tasks, has_unknown) if self.exclusive_A is not None else None
+        shared = self._shared_factors(tasks) if self.shared_A is not None else None
+        exclusive = self._exclusive_factors(tasks) if self.exclusive_A is not None else None
         if config.combine == "weight" and shared is not None and exclusive is not None:
             A, B = shared[0] + exclusive[0], shared[1] + exclusive[1]
             return [(*self._as_matrices(A, B), config.scale)]
@@ -186,9 +188,9 @@ class SkillLinear(nn.Module):
             terms.append((*self._as_matrices(*exclusive), config.exclusive_scale))
         return terms
 
-    def delta_weight(self, tasks: torch.Tensor, has_unknown: bool = False) -> torch.Tensor:
+    def delta_weight(self, tasks: torch.Tensor) -> torch.Tensor:
         """Each task's full update ``s * A_t B_t`` in ``x @ W`` orientation, shape (U, d_in, d_out)."""
-        return sum(scale * (A @ B) for A, B, scale in self.task_products(tasks, has_unknown))
+        return sum(scale * (A @ B) for A, B, scale in self.task_products(tasks))
 
     # Under torch.compile the frozen backbone around this layer is compiled; the task routing
     # (host-side task groups) stays eager, so a new batch composition never recompiles.
@@ -205,7 +207,7 @@ class SkillLinear(nn.Module):
         segments = context.segments(x.shape[0])
         delta = None
         # Skills are mixed once per task of the batch (task_products), never per example.
-        for A, B, scale in self.task_products(batch_tasks, context.has_unknown):
+        for A, B, scale in self.task_products(batch_tasks):
             rows_in = rows.to(A.dtype)
             if segments is not None:
                 # Rows sorted by task: one low-rank product per task, on a slice (no copies).
@@ -214,17 +216,17 @@ class SkillLinear(nn.Module):
             else:
                 update = scale * torch.bmm(torch.bmm(rows_in, A[example_group]), B[example_group])
             delta = update if delta is None else delta + update
-        return result + delta.reshape(result.shape).to(result.dtype)
+        return result + delta.reshape(result.shape).to(result.dtype)  # h = W0 x + B A x (Hu et al. 2022, Eq. 3)
 
-    def merged_weight(self, task: torch.Tensor, has_unknown: bool = False) -> torch.Tensor:
+    def merged_weight(self, task: torch.Tensor) -> torch.Tensor:
         """The base weight with one task's update folded in, in the base layer's own layout.
 
         Parameters
         ----------
         task : LongTensor of shape (1,)
-            The task index (-1: an unknown task, with ``has_unknown``).
+            The task index (-1: an unknown task, set through ``context.tasks(...)``).
         """
-        update = self.delta_weight(task, has_unknown)[0]  # (d_in, d_out)
+        update = self.delta_weight(task)[0]  # (d_in, d_out)
         weight = self.base_layer.weight
         if isinstance(self.base_layer, nn.Linear):
             update = update.T
@@ -235,7 +237,7 @@ class SkillLinear(nn.Module):
         key = (id(self), self.context.host_tasks()[0])
         weight = cache.get(key)
         if weight is None:
-            weight = cache[key] = self.merged_weight(batch_tasks, self.context.has_unknown)
+            weight = cache[key] = self.merged_weight(batch_tasks)
         bias = self.base_layer.bias
         if isinstance(self.base_layer, nn.Linear):
             return nn.functional.linear(x, weight, bias)
@@ -249,10 +251,9 @@ class SkillLinear(nn.Module):
     def per_task_parameters(self) -> list[nn.Parameter]:
         """Parameters whose first dimension is the task: what a new task gets rows of."""
         candidates = [self.exclusive_A, self.exclusive_B]
-        if isinstance(self.router, PolyRouter):
-            candidates.append(self.router.routing_logits)
-        if self.exclusive_mixer is not None:
-            candidates.append(self.exclusive_mixer.exclusive_logits)
+        for owner in (self.router, self.exclusive_mixer):
+            if owner is not None:
+                candidates += owner.per_task_parameters()
         return [param for param in candidates if param is not None]
 
     def add_tasks(self, n_new: int, *, average: bool = False) -> None:
@@ -271,11 +272,10 @@ class SkillLinear(nn.Module):
             config, n_tasks=T + n_new, n_exclusive=n_exclusive,
             exclusive_rank=config.rank if n_exclusive and not config.n_exclusive else config.exclusive_rank,
         )
-        if isinstance(self.router, PolyRouter):
-            new_logits = torch.empty(n_new, *self.router.routing_logits.shape[1:], device=self.shared_A.device)
-            nn.init.uniform_(new_logits, -1e-3, 1e-3)
-            self.router.routing_logits = _grown(self.router.routing_logits, new_logits)
-        self.shared_enabled = torch.cat([self.shared_enabled, self.shared_enabled.new_full((n_new,), 0.0 if average and K else 1.0)])
+        if self.router is not None:
+            self.router.add_tasks(n_new)
+        new_enabled = self.shared_enabled.new_full((n_new,), 0.0 if average and K else 1.0)
+        self.shared_enabled = torch.cat([self.shared_enabled, new_enabled])
         if not n_exclusive:
             return
         new_A, new_B = self._new_exclusive_skills(n_new, n_exclusive, average and K > 0)
@@ -284,11 +284,9 @@ class SkillLinear(nn.Module):
             self.exclusive_A = nn.Parameter(old_A)
             self.exclusive_B = nn.Parameter(torch.zeros(T, *new_B.shape[1:], dtype=new_B.dtype, device=new_B.device))
             self.exclusive_mixer = ExclusiveMixer(T, config.n_splits, n_exclusive).to(new_A.device)
-        self.exclusive_A = _grown(self.exclusive_A, new_A)
-        self.exclusive_B = _grown(self.exclusive_B, new_B)
-        mixer = self.exclusive_mixer
-        if mixer.exclusive_logits is not None:
-            mixer.exclusive_logits = _grown(mixer.exclusive_logits, torch.zeros_like(mixer.exclusive_logits[:n_new]))
+        self.exclusive_A = grown(self.exclusive_A, new_A)
+        self.exclusive_B = grown(self.exclusive_B, new_B)
+        self.exclusive_mixer.add_tasks(n_new)
 
     def _new_exclusive_skills(self, n_new: int, n_exclusive: int, average: bool) -> tuple[torch.Tensor, torch.Tensor]:
         heads, r_ex = self.config.n_splits, self.config.task_rank
@@ -311,8 +309,3 @@ class SkillLinear(nn.Module):
             f"n_tasks={c.n_tasks}, routing={c.routing!r}, combine={c.combine!r}"
         )
 
-
-def _grown(param: nn.Parameter, new_rows: torch.Tensor) -> nn.Parameter:
-    """A new parameter: ``param``'s rows followed by ``new_rows``, same trainability."""
-    grown = torch.cat([param.detach(), new_rows.to(dtype=param.dtype, device=param.device)])
-    return nn.Parameter(grown, requires_grad=param.requires_grad)

@@ -1,9 +1,13 @@
 """Routers: turn task ids into weights over a skill inventory.
 
-A router returns weights of shape ``(n_batch_tasks, n_splits, n_skills)`` for the
-distinct tasks of a batch, so skills are mixed once per task present, not per example.
-Task index ``-1`` stands for a task unseen in training (``handle_unknown_task=
-"average"``): it gets the average routing of the learned tasks and no exclusive skills.
+Every router is called the same way, ``router(tasks, context)``, and returns weights of
+shape ``(U, H, K)`` for the ``U`` distinct tasks of a batch, so skills are mixed once per
+task present, not per example. Task index ``-1`` stands for a task unseen in training
+(``handle_unknown_task="average"``); each router only says what that task gets, and
+:meth:`TaskContext.per_task <skillfit.skills.context.TaskContext.per_task>` puts it in
+place. A router also owns how its weights mix the skills (:meth:`Router.mix`) and what
+it keeps per task (:meth:`Router.per_task_parameters`, :meth:`Router.add_tasks`).
+The math of each method is in ``docs/methods.md``.
 """
 
 from __future__ import annotations
@@ -11,26 +15,84 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .context import TaskContext
+
 # Guards the per-head normalisation against a zero sum (as in Polytropon's code).
 NORMALISATION_EPS = 1e-12
 UNKNOWN_TASK = -1
+# Routing logits of a new task start as at initialisation (as peft's Poly router).
+LOGIT_INIT_BOUND = 1e-3
 
 
-def _known_rows(table: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
-    """Rows of ``table`` for ``tasks``, with unknown tasks (-1) reading row 0 as a placeholder."""
-    return table[tasks.clamp_min(0)]
+class Router(nn.Module):
+    """Task-wise weights over the shared skills, and the rule that mixes them.
+
+    Subclasses implement ``forward(tasks, context) -> (U, H, K)``; the defaults below
+    suit a router that mixes the skills' factors and keeps nothing per task.
+    """
+
+    def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
+        """Weights of each task over the shared skills of each head.
+
+        Parameters
+        ----------
+        tasks : LongTensor of shape (U,)
+            The distinct tasks of the batch, -1 for a task unseen in training.
+        context : TaskContext
+            The model's task context: whether the batch holds task -1, and the task
+            descriptions a gate reads.
+
+        Returns
+        -------
+        Tensor of shape (U, H, K)
+        """
+        raise NotImplementedError
+
+    def mix(self, weights: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each task's factors from the skills ``A (H, K, d_in/H, r)``, ``B (H, K, r, d_out/H)``.
+
+        Mixes the factors: ``A_t[h] = sum_k w[t,h,k] A[h,k]``, same for ``B_t``: a
+        task's parameters are the weighted average of its skills' (Ponti et al. 2022,
+        Eq. 3, with ``w`` already normalised), one average per head ``h`` (Caccia et al.
+        2023, multi-head routing). Returns ``(U, H, d_in/H, r)`` and ``(U, H, r, d_out/H)``.
+        """
+        # Ponti et al. 2022, Eq. 3: sum_j phi_j z_ij / sum_j z_ij, per head.
+        return torch.einsum("uhk,hkdr->uhdr", weights, A), torch.einsum("uhk,hkro->uhro", weights, B)
+
+    def per_task_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose first dimension is the task."""
+        return []
+
+    def add_tasks(self, n_new: int) -> None:
+        """Grow what the router keeps per task by ``n_new`` tasks."""
+
+    def task_weights(self, context: TaskContext) -> torch.Tensor | None:
+        """Evaluation weights of every task (for read-back), or None when they are not learned."""
+        return None
 
 
-def _unknown(tasks: torch.Tensor) -> torch.Tensor:
-    return (tasks < 0).view(-1, 1, 1)
+class UniformRouter(Router):
+    """Plain LoRA: the single shared skill gets weight 1, for every task.
+
+    Holds no parameter and no buffer.
+    """
+
+    def __init__(self, n_splits: int) -> None:
+        super().__init__()
+        self.n_splits = n_splits
+
+    def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
+        return torch.ones(len(tasks), self.n_splits, 1, device=tasks.device)
 
 
-class PolyRouter(nn.Module):
+class PolyRouter(Router):
     """Polytropon routing: one learned logit per task, head and skill.
 
-    Training samples a relaxed Bernoulli per logit, evaluation uses its mean; either is
-    normalised to sum to one over the skills of each head (DESIGN.md §1; Ponti et al.
-    2022 for the router, Caccia et al. 2023 for heads).
+    Training samples a relaxed Bernoulli per logit (Ponti et al. 2022, Eq. 2),
+    evaluation uses its mean; either is normalised to sum to one over the skills of
+    each head (Eq. 3 there; one routing per head as in Caccia et al. 2023's multi-head
+    routing; ``docs/methods.md``, "Poly and Poly-S / MHR").
+    An unknown task gets the mean of the learned tasks' evaluation weights.
 
     Parameters
     ----------
@@ -47,37 +109,52 @@ class PolyRouter(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.uniform_(self.routing_logits, -1e-3, 1e-3)
+        nn.init.uniform_(self.routing_logits, -LOGIT_INIT_BOUND, LOGIT_INIT_BOUND)
 
-    def forward(self, tasks: torch.Tensor, has_unknown: bool = False) -> torch.Tensor:
-        logits = _known_rows(self.routing_logits, tasks) if has_unknown else self.routing_logits[tasks]
-        if logits.shape[-1] == 1:
+    def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
+        if self.routing_logits.shape[-1] == 1:
             # One skill per head: normalisation makes its weight 1 whatever is sampled.
-            return torch.ones_like(logits)
+            return self.routing_logits.new_ones(len(tasks), *self.routing_logits.shape[1:])
+        return context.per_task(tasks, self._known_weights, lambda: self.eval_weights().mean(dim=0))
+
+    def _known_weights(self, tasks: torch.Tensor) -> torch.Tensor:
+        logits = self.routing_logits[tasks]
         if self.training:
-            # Relaxed Bernoulli sample: sigma((Z + log u - log(1 - u)) / tau).
+            # Relaxed Bernoulli (Gumbel-sigmoid) sample of the task-skill allocation:
+            # sigma((Z + log u - log(1 - u)) / tau), u ~ U(0, 1).
             eps = torch.finfo(logits.dtype).eps
             uniform = torch.rand_like(logits).clamp_(eps, 1.0 - eps)
             noise = torch.log(uniform) - torch.log1p(-uniform)
-            weights = torch.sigmoid((logits + noise) / self.temperature)
+            weights = torch.sigmoid((logits + noise) / self.temperature)  # Ponti et al. 2022, Eq. 2
         else:
-            weights = torch.sigmoid(logits)
-        weights = weights / (weights.sum(dim=-1, keepdim=True) + NORMALISATION_EPS)
-        if has_unknown:
-            weights = torch.where(_unknown(tasks), self.eval_weights().mean(dim=0), weights)
-        return weights
+            weights = torch.sigmoid(logits)  # the relaxed Bernoulli's mean
+        # Normalised over the skills of each head, as in Ponti et al. 2022, Eq. 3.
+        return weights / (weights.sum(dim=-1, keepdim=True) + NORMALISATION_EPS)
 
     def eval_weights(self) -> torch.Tensor:
         """Evaluation-mode weights of every task, shape ``(n_tasks, n_splits, n_skills)``."""
         weights = torch.sigmoid(self.routing_logits.detach())
         return weights / (weights.sum(dim=-1, keepdim=True) + NORMALISATION_EPS)
 
+    def per_task_parameters(self) -> list[nn.Parameter]:
+        return [self.routing_logits]
 
-class GateRouter(nn.Module):
+    def add_tasks(self, n_new: int) -> None:
+        new_logits = torch.empty(n_new, *self.routing_logits.shape[1:], device=self.routing_logits.device)
+        nn.init.uniform_(new_logits, -LOGIT_INIT_BOUND, LOGIT_INIT_BOUND)
+        self.routing_logits = grown(self.routing_logits, new_logits)
+
+    def task_weights(self, context: TaskContext) -> torch.Tensor:
+        return self.eval_weights()
+
+
+class GateRouter(Router):
     """PEMT's gate: ``g = softmax(q_t W_g / tau)`` over experts, from task descriptions.
 
-    ``W_g`` starts at zero, so every task starts from the uniform mixture. An unknown
-    task uses the mean description.
+    Reads the description vectors ``q`` from ``context.task_descriptions``. ``W_g``
+    starts at zero, so every task starts from the uniform mixture. An unknown task
+    uses the mean description. Experts are mixed by their products, not their factors
+    (Lin et al. 2024; ``docs/methods.md``, "PEMT").
 
     Parameters
     ----------
@@ -94,16 +171,31 @@ class GateRouter(nn.Module):
         self.temperature = temperature
         self.gate_weight = nn.Parameter(torch.zeros(description_dim, n_experts))
 
-    def forward(self, tasks: torch.Tensor, descriptions: torch.Tensor, has_unknown: bool = False) -> torch.Tensor:
-        queries = _known_rows(descriptions, tasks) if has_unknown else descriptions[tasks]
-        if has_unknown:
-            queries = torch.where((tasks < 0).view(-1, 1), descriptions.mean(dim=0), queries)
+    def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
+        descriptions = context.task_descriptions
+        queries = context.per_task(tasks, lambda known: descriptions[known], lambda: descriptions.mean(dim=0))
+        # PEMT's gate over the experts (Lin et al. 2024).
         gate = torch.softmax(queries.to(self.gate_weight.dtype) @ self.gate_weight / self.temperature, dim=-1)
         return gate.unsqueeze(1)  # (U, 1, n_experts): one head
 
+    def mix(self, weights: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mix the experts' products: ``x A_cat diag(g) B_cat = sum_k g_k x A_k B_k``.
+
+        Returns the rank-``K r`` factors ``A_cat (U, H, d_in/H, K r)`` and
+        ``diag(g) B_cat (U, H, K r, d_out/H)``.
+        """
+        n_tasks, (heads, n_experts, d_in, rank) = len(weights), A.shape
+        A_cat = A.permute(0, 2, 1, 3).reshape(1, heads, d_in, n_experts * rank).expand(n_tasks, -1, -1, -1)
+        B_cat = (weights.unsqueeze(-1).unsqueeze(-1) * B.unsqueeze(0)).reshape(n_tasks, heads, n_experts * rank, -1)
+        return A_cat, B_cat
+
+    def task_weights(self, context: TaskContext) -> torch.Tensor:
+        descriptions = context.task_descriptions
+        return self(torch.arange(len(descriptions), device=descriptions.device), context)
+
 
 class ExclusiveMixer(nn.Module):
-    """Weights of a task over its own ``n_exclusive`` skills (C-Poly).
+    """Weights of a task over its own ``n_exclusive`` skills (C-Poly), called as ``mixer(tasks, context)``.
 
     A softmax of learned per-task logits, initialised uniform. With one exclusive
     skill per task there is nothing to learn and the weight is exactly 1. Unknown
@@ -118,22 +210,35 @@ class ExclusiveMixer(nn.Module):
         else:
             self.register_parameter("exclusive_logits", None)
 
-    def forward(self, tasks: torch.Tensor, dtype: torch.dtype, has_unknown: bool = False) -> torch.Tensor:
+    def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
+        return context.per_task(tasks, self._known_weights, 0.0)
+
+    def _known_weights(self, tasks: torch.Tensor) -> torch.Tensor:
         if self.exclusive_logits is None:
-            weights = torch.ones(len(tasks), self.n_splits, 1, device=tasks.device, dtype=dtype)
-        else:
-            logits = _known_rows(self.exclusive_logits, tasks) if has_unknown else self.exclusive_logits[tasks]
-            weights = torch.softmax(logits, dim=-1).to(dtype)
-        if has_unknown:
-            weights = weights.masked_fill(_unknown(tasks), 0.0)
-        return weights
+            return torch.ones(len(tasks), self.n_splits, 1, device=tasks.device)
+        return torch.softmax(self.exclusive_logits[tasks], dim=-1)
+
+    def per_task_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose first dimension is the task."""
+        return [] if self.exclusive_logits is None else [self.exclusive_logits]
+
+    def add_tasks(self, n_new: int) -> None:
+        """New tasks start from the uniform mixture of their exclusive skills."""
+        if self.exclusive_logits is not None:
+            self.exclusive_logits = grown(self.exclusive_logits, torch.zeros_like(self.exclusive_logits[:n_new]))
+
+
+def grown(param: nn.Parameter, new_rows: torch.Tensor) -> nn.Parameter:
+    """A new parameter: ``param``'s rows followed by ``new_rows``, same trainability."""
+    rows = torch.cat([param.detach(), new_rows.to(dtype=param.dtype, device=param.device)])
+    return nn.Parameter(rows, requires_grad=param.requires_grad)
 
 
 def task_sparsity_loss(gates: torch.Tensor, target_states: torch.Tensor, expert_states: torch.Tensor) -> torch.Tensor:
     """PEMT's task-sparsity loss ``sum_s g_s (1 - cos(h_target, h_s))`` for each target.
 
     Gate mass on experts whose task state differs from the target's is penalised; the
-    loss is zero when every expert's state equals the target's.
+    loss is zero when every expert's state equals the target's (Lin et al. 2024).
 
     Parameters
     ----------

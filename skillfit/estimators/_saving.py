@@ -1,0 +1,226 @@
+"""Saving and sharing, on the estimator's side: folders, pickles and peft exports.
+
+:class:`PersistenceMixin` decides what of an estimator is stored (its parameters, its
+public fitted attributes, its network's payload) and how a loaded one is put back
+together. The formats themselves live in ``_persistence.py`` (folders and payloads),
+``_peft_export.py`` (peft adapters) and ``_model_card.py``; they take data, not
+estimators.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import torch
+
+from ..backbones import load_bare_backbone, resolve_device
+from ._peft_export import ExportSource, export_peft
+from ._persistence import (
+    BACKBONE_DIR,
+    FORMAT_VERSION,
+    check_backbone_hash,
+    from_json,
+    library_versions,
+    load_network,
+    network_payload,
+    read_config,
+    read_weights,
+    to_json,
+    write_folder,
+)
+from ._model_card import model_card
+from ._registry import estimator_class
+from ._runtime import cpu_copy, quiet_libraries
+
+# Fitted attributes rebuilt from the network on load rather than stored.
+DERIVED_ATTRIBUTES = {
+    "network_", "tokenizer_", "device_",
+    "routing_weights_", "layer_routing_weights_", "gate_weights_", "layer_gate_weights_",
+}
+
+
+def fitted_attributes(estimator: Any) -> dict[str, Any]:
+    """Public fitted attributes that are stored rather than rebuilt."""
+    return {
+        key: value for key, value in vars(estimator).items()
+        if key.endswith("_") and not key.startswith("_") and key not in DERIVED_ATTRIBUTES
+    }
+
+
+class PersistenceMixin:
+    """``save_pretrained``, ``from_pretrained``, ``export_peft`` and pickling of a skillfit estimator."""
+
+    def save_pretrained(
+        self, path: str | os.PathLike, *, include_backbone: bool = False, scores: dict | None = None
+    ) -> None:
+        """Write the fitted estimator into a folder that :meth:`from_pretrained` reads.
+
+        The folder holds a JSON config (parameters, fitted attributes, the structure
+        of every skill layer, the backbone's name, revision and weight hash, library
+        versions), the trained tensors as safetensors, and a ``README.md`` model card.
+        Nothing in it is pickled.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The folder; created if needed, files of the same names overwritten.
+        include_backbone : bool, default=False
+            Also write the frozen backbone (config, tokenizer, weights) into
+            ``path/backbone``, so loading needs nothing else. By default the backbone
+            is stored by reference and loaded by name, then checked against the hash.
+        scores : dict, optional
+            Scores to show in the model card, e.g. ``{"accuracy": {"task": 0.9}}``;
+            validation scores of ``fit`` are shown when known.
+        """
+        self._check_fitted()
+        payload = network_payload(self.network_, self._backbone_reference)
+        params, fitted = self.get_params(deep=False), fitted_attributes(self)
+        config = {
+            "format_version": FORMAT_VERSION,
+            "estimator": type(self).__name__,
+            "params": to_json(params, "a parameter"),
+            "fitted": to_json(fitted, "a fitted attribute"),
+            "network": payload["blueprint"],
+            "backbone": {**payload["backbone"], "embedded": include_backbone},
+            "scores": to_json(scores, "scores"),
+            "versions": library_versions(),
+        }
+        label_mask = getattr(self.network_, "label_mask", None)
+        card = model_card(config, params=params, fitted=fitted, label_mask=None if label_mask is None else label_mask.cpu().numpy())
+        embedded = (self.network_.backbone, self.tokenizer_) if include_backbone else None
+        write_folder(path, config, payload["state"], card, embedded)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike, *, device: str | None = None, backbone: str | None = None
+    ) -> "PersistenceMixin":
+        """Load an estimator written by :meth:`save_pretrained`.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The folder.
+        device : str, optional
+            Where to put the model (``"cpu"``, ``"cuda"``, ``"auto"``); the saved
+            ``device`` parameter by default.
+        backbone : str, optional
+            Another location (hub id or folder) of the same backbone weights; the
+            weights must hash to the saved SHA-256.
+
+        Returns
+        -------
+        estimator
+            Fitted, of the class that was saved.
+        """
+        folder, config = read_config(path)
+        saved_class = estimator_class(config["estimator"])
+        if saved_class is None or not issubclass(saved_class, cls):
+            raise ValueError(
+                f"{str(folder)!r} holds a {config['estimator']}, not a {cls.__name__}; load it with "
+                f"{config['estimator']}.from_pretrained(path)."
+            )
+        params = from_json(config["params"])
+        params.update({key: value for key, value in (("device", device), ("backbone", backbone)) if value is not None})
+        estimator = saved_class(**params)
+        estimator._validate_params()
+        for key, value in from_json(config["fitted"]).items():
+            setattr(estimator, key, value)
+        estimator.device_ = estimator._device_for_loading(f"{str(folder)!r} was saved with device={estimator.device!r}", device is None)
+        reference = config["backbone"]
+        estimator._backbone_reference = {key: reference.get(key) for key in ("name", "revision", "sha256")}
+        where = f"the folder {str(folder)!r}"
+        embedded = None
+        if reference.get("embedded") and backbone is None:
+            embedded = load_bare_backbone(folder / BACKBONE_DIR, estimator._backbone_kind, estimator.device_)
+            check_backbone_hash(embedded, reference.get("sha256"), str(folder / BACKBONE_DIR), where)
+        payload = {"blueprint": config["network"], "state": read_weights(folder), "backbone": reference}
+        estimator._restore_network(payload, where, backbone=embedded)
+        estimator._set_routing_attributes()
+        return estimator
+
+    def _device_for_loading(self, saved_where: str, may_fall_back: bool) -> torch.device:
+        """The saved ``device``, or the CPU with a warning when it names CUDA and none is here."""
+        if may_fall_back and str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            warnings.warn(
+                f"{saved_where}, but CUDA is not available here; it will predict on the CPU (pass device= to choose).",
+                UserWarning,
+                stacklevel=3,
+            )
+            return torch.device("cpu")
+        return resolve_device(self.device)
+
+    def _restore_network(self, payload: dict[str, Any], where: str, backbone=None) -> None:
+        """Set ``network_`` and ``tokenizer_`` from a payload, on ``device_``."""
+        self.network_, self.tokenizer_ = load_network(
+            payload, network_class=self._network_class, kind=self._backbone_kind, backbone_name=self.backbone,
+            device=self.device_, where=where, backbone=backbone,
+        )
+        self._configure_backbone(self.network_.backbone)
+
+    def export_peft(self, path: str | os.PathLike, *, task: Any = None, format: str = "lora") -> None:
+        """Write a standard peft adapter that reproduces this estimator on the bare backbone.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The adapter folder (``adapter_config.json``, ``adapter_model.safetensors``).
+        task : task id
+            With ``format="lora"``: the task whose routing and exclusive skills are
+            folded into one LoRA (C-Poly stacks the shared and exclusive ranks).
+        format : {"lora", "poly"}, default="lora"
+            ``"poly"`` writes peft's POLY format with every task (Poly and Poly-S).
+
+        Notes
+        -----
+        Classifiers also write ``skillfit_head.safetensors`` and
+        ``skillfit_head.json`` (pooling, labels, the task's label mask): peft holds
+        the backbone's adapter, the head reads its hidden states. See
+        ``docs/saving.md``.
+        """
+        self._check_fitted()
+        source = ExportSource(
+            network=self.network_, tasks=self.tasks_, classes=getattr(self, "classes_", None),
+            backbone_name=self.backbone, backbone_revision=self._backbone_reference.get("revision"),
+            backbone_kind=self._backbone_kind, decoder_only=getattr(self, "decoder_only_", False),
+            estimator_name=type(self).__name__,
+        )
+        export_peft(source, path, task=task, format=format)
+
+    # -------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the trained tensors on the CPU; the backbone by reference unless ``embed_backbone``."""
+        state = super().__getstate__()
+        network = state.get("network_")
+        if network is None:
+            return state
+        if not self.embed_backbone and hasattr(self, "_backbone_reference"):
+            payload = network_payload(network, self._backbone_reference)
+            # By reference only when every trained tensor is a skill, head or mask (not, e.g., a peft layer).
+            if all(name in payload["state"] for name, param in network.named_parameters() if param.requires_grad):
+                state = {key: value for key, value in state.items() if key not in ("network_", "tokenizer_")}
+                state["_network_payload"] = payload
+                return state
+        if any(p.device.type != "cpu" for p in network.parameters()):
+            state["network_"] = cpu_copy(network)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        payload = state.pop("_network_payload", None)
+        super().__setstate__(state)
+        device = getattr(self, "device_", None)
+        if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+            warnings.warn(
+                f"{type(self).__name__} was fitted on {device}, but CUDA is not available here; "
+                "it will predict on the CPU.",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.device_ = device = torch.device("cpu")
+        if payload is not None:
+            with quiet_libraries(getattr(self, "verbose", 0)):
+                self._restore_network(payload, "the unpickled estimator")
+        elif device is not None and device.type == "cuda":
+            self.network_.to(device)

@@ -1,0 +1,360 @@
+"""The training loop: ``fit_loop`` -> ``run_epoch`` -> ``train_step``, as in skorch.
+
+:class:`TrainingLoop` trains whatever parameters of a network require grad. It knows
+nothing of scikit-learn or of the methods: the estimator hands it four callables
+(make a batch, the batch's loss, validation scores, whether a parameter is a router's)
+and its settings. Around the chain stand small helpers with one job each:
+
+- :func:`make_optimizer`: AdamW with the routers in their own group, linear warm-up
+  then linear decay;
+- :class:`WeightSnapshot`: values of some parameters, to put back later;
+- :class:`EarlyStopping`: the best validation score, its snapshot, and when to stop;
+- :func:`interruptible`: the one place Ctrl-C is handled.
+
+Data-parallel training or checkpoints plug in by subclassing the loop (its batches, its
+step, its epoch end), never by touching an estimator or a method class.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from ._batching import token_lengths, training_batches
+from ._runtime import autocast
+
+# Global gradient-norm clip; fixed, as in most LoRA recipes.
+MAX_GRAD_NORM = 1.0
+# Trainable parameters whose name ends so take router_learning_rate and no weight decay.
+ROUTER_PARAMETER_SUFFIXES = ("routing_logits", "exclusive_logits")
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The estimator parameters the loop reads (same names, same meaning)."""
+
+    learning_rate: float
+    router_learning_rate: float
+    weight_decay: float
+    warmup_fraction: float
+    batch_size: int
+    group_by_length: bool
+    early_stopping: bool
+    n_iter_no_change: int
+    tol: float
+    verbose: int
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "TrainingSettings":
+        """Pick the settings out of an estimator's ``get_params()``."""
+        return cls(**{field.name: params[field.name] for field in fields(cls)})
+
+
+def is_router_parameter(name: str) -> bool:
+    """Whether a trainable parameter is a routing logit (own learning rate, no decay)."""
+    return name.endswith(ROUTER_PARAMETER_SUFFIXES)
+
+
+def make_optimizer(
+    network: torch.nn.Module,
+    settings: TrainingSettings,
+    n_steps: int,
+    *,
+    is_router: Callable[[str], bool],
+    weight_decay: float | None = None,
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over the parameters that require grad, routers in their own group; linear warm-up, then decay."""
+    weight_decay = settings.weight_decay if weight_decay is None else weight_decay
+    router_params, other_params = [], []
+    for name, param in network.named_parameters():
+        if param.requires_grad:
+            (router_params if is_router(name) else other_params).append(param)
+    groups = [{"params": other_params, "lr": settings.learning_rate, "weight_decay": weight_decay}]
+    if router_params:
+        groups.append({"params": router_params, "lr": settings.router_learning_rate, "weight_decay": 0.0})
+    device = next(network.parameters()).device
+    optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda")
+    warmup = int(settings.warmup_fraction * n_steps)
+
+    def linear_warmup_then_decay(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_then_decay)
+
+
+class WeightSnapshot:
+    """A copy of some parameters' values, to put back later (best epoch, interrupts)."""
+
+    def __init__(self, params: list[torch.nn.Parameter], description: str) -> None:
+        self.description = description
+        self._pairs = [(param, param.detach().clone()) for param in params]
+
+    def restore(self) -> None:
+        """Write the copied values back into the parameters."""
+        with torch.no_grad():
+            for param, value in self._pairs:
+                param.copy_(value)
+
+
+class EarlyStopping:
+    """The validation scores of one loop (higher is better): the best epoch and when to stop.
+
+    An epoch counts as an improvement when it beats the best score by at least ``tol``;
+    training stops after ``n_iter_no_change`` epochs without one.
+    """
+
+    def __init__(self, n_iter_no_change: int, tol: float) -> None:
+        self.n_iter_no_change, self.tol = n_iter_no_change, tol
+        self.best_score: float | None = None
+        self.best_task_scores: dict | None = None
+        self.best_weights: WeightSnapshot | None = None
+        self.last_task_scores: dict | None = None
+        self.epochs_without_improvement = 0
+
+    def update(self, score: float, task_scores: dict, snapshot: Callable[[], WeightSnapshot]) -> None:
+        """Record an epoch's scores; ``snapshot()`` is called when the epoch is the best so far."""
+        first = self.best_score is None
+        if first or score < self.best_score + self.tol:
+            self.epochs_without_improvement = 0 if first else self.epochs_without_improvement + 1
+        else:
+            self.epochs_without_improvement = 0
+        if first or score > self.best_score:
+            self.best_score, self.best_task_scores, self.best_weights = score, task_scores, snapshot()
+        self.last_task_scores = task_scores
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether ``n_iter_no_change`` epochs in a row brought no improvement."""
+        return self.epochs_without_improvement >= self.n_iter_no_change
+
+
+class TrainingLoop:
+    """Trains a network's parameters that require grad, epoch by epoch, into ``history``.
+
+    Parameters
+    ----------
+    network : nn.Module
+        A skilled network with a ``context`` (:class:`~skillfit.skills.TaskContext`).
+    settings : TrainingSettings
+        Learning rates, batch size, early stopping, verbosity.
+    make_batch : callable
+        ``(row indices, encoded) -> batch`` of tensors, with a CPU ``"tasks"`` tensor.
+    batch_loss : callable
+        ``batch -> scalar loss`` (the objective, with any regulariser).
+    score_validation : callable
+        ``validation -> (score, {task: score})``, higher is better.
+    rng : numpy Generator
+        Shuffles the batches.
+    history : list of dict
+        Receives one record per epoch (the estimator's ``history_``).
+    name : str
+        Shown in printed lines (the estimator's class name).
+    is_router : callable
+        Which trainable parameters take the router learning rate (e.g. :func:`is_router_parameter`).
+
+    Attributes
+    ----------
+    kept : WeightSnapshot or None
+        The weights an interrupt puts back: the best epoch with validation data, else
+        the last complete epoch (or the start of the loop).
+    losses : list of float
+        Mean loss of each complete epoch of the latest :meth:`fit_loop`.
+    best_score, kept_task_scores : float, dict or None
+        Validation summary of the latest loop that had validation data.
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        *,
+        settings: TrainingSettings,
+        make_batch: Callable[[np.ndarray, dict[str, Any]], Batch],
+        batch_loss: Callable[[Batch], torch.Tensor],
+        score_validation: Callable[[dict[str, Any]], tuple[float, dict]],
+        rng: np.random.Generator,
+        history: list[dict[str, Any]],
+        name: str,
+        is_router: Callable[[str], bool],
+    ) -> None:
+        self.network, self.settings, self.rng, self.history, self.name = network, settings, rng, history, name
+        self.make_batch, self.batch_loss, self.score_validation, self.is_router = make_batch, batch_loss, score_validation, is_router
+        self.device = next(network.parameters()).device
+        self.kept: WeightSnapshot | None = None
+        self.stopping: EarlyStopping | None = None
+        self.losses: list[float] = []
+        self.stage = ""
+        self.best_score: float | None = None
+        self.kept_task_scores: dict | None = None
+
+    def make_optimizer(self, n_steps: int, weight_decay: float | None = None):
+        """The optimizer and scheduler of a loop of ``n_steps`` steps (see :func:`make_optimizer`)."""
+        return make_optimizer(self.network, self.settings, n_steps, is_router=self.is_router, weight_decay=weight_decay)
+
+    # ------------------------------------------------------------------ the chain
+    def fit_loop(
+        self, encoded: dict[str, Any], n_epochs: int, *, stage: str = "", weight_decay: float | None = None,
+        validation: dict[str, Any] | None = None,
+    ) -> list[float]:
+        """Train for ``n_epochs`` (fewer with early stopping); return each epoch's mean loss.
+
+        With validation data, scores it after each epoch; with ``early_stopping``, stops
+        after ``n_iter_no_change`` epochs without improvement and restores the best epoch.
+        """
+        n_batches = -(-len(encoded["input_ids"]) // self.settings.batch_size)
+        optimizer, scheduler = self.make_optimizer(n_epochs * n_batches, weight_decay)
+        trainable = [param for group in optimizer.param_groups for param in group["params"]]
+        self.losses, self.stage = [], stage
+        self.kept = WeightSnapshot(trainable, f"the start of {stage}" if stage else "before training")
+        self.stopping = EarlyStopping(self.settings.n_iter_no_change, self.settings.tol) if validation is not None else None
+        try:
+            for epoch in range(n_epochs):
+                start = time.perf_counter()
+                batches = self.training_batches(encoded)
+                loss = self.run_epoch(batches, encoded, optimizer, scheduler, f"epoch {epoch + 1}/{n_epochs}")
+                self.end_epoch(epoch, n_epochs, loss, trainable, validation, start)
+                if self.settings.early_stopping and self.stopping is not None and self.stopping.should_stop:
+                    self._say(f"early stop: no improvement for {self.stopping.epochs_without_improvement} epochs; "
+                              f"keeping {self.stopping.best_weights.description}")
+                    break
+        finally:
+            # Free gradients and Adam's moments now rather than at the next garbage collection.
+            optimizer.zero_grad(set_to_none=True)
+            optimizer.state.clear()
+        self._keep_final_weights()
+        self.kept = None  # an interrupt between loops (PEMT's stages) finds no loop to restore
+        return self.losses
+
+    def training_batches(self, encoded: dict[str, Any]) -> list[np.ndarray]:
+        """One epoch's batches of row indices (see :func:`~._batching.training_batches`)."""
+        lengths = token_lengths(encoded) if self.settings.group_by_length else None
+        return training_batches(encoded["tasks"], self.settings.batch_size, self.rng, lengths=lengths)
+
+    def run_epoch(self, batches: list[np.ndarray], encoded: dict[str, Any], optimizer, scheduler, description: str) -> float:
+        """One pass over ``batches``; returns the mean loss per example."""
+        self.network.train()
+        progress = None
+        if self.settings.verbose >= 2:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(batches), desc=description, file=sys.stderr)
+        total, count = 0.0, 0
+        for indices in batches:
+            loss = self.train_step(self.make_batch(indices, encoded), optimizer, scheduler)
+            total += loss * len(indices)
+            count += len(indices)
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(loss=f"{total / count:.4f}")
+        if progress is not None:
+            progress.close()
+        return total / count
+
+    def train_step(self, batch: Batch, optimizer, scheduler) -> float:
+        """One optimisation step on ``batch``; returns its loss."""
+        optimizer.zero_grad(set_to_none=True)
+        # The task ids stay set through backward: with gradient checkpointing, skill layers run again there.
+        with self.network.context.tasks(batch["tasks"]):
+            with autocast(self.device):
+                loss = self.batch_loss(batch)
+            loss.backward()
+        trainable = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+        optimizer.step()
+        scheduler.step()
+        return float(loss.detach())
+
+    # ------------------------------------------------------------- epoch ends
+    def end_epoch(
+        self, epoch: int, n_epochs: int, loss: float, trainable: list[torch.nn.Parameter],
+        validation: dict[str, Any] | None, start: float,
+    ) -> None:
+        """Score the validation data, take the epoch's snapshot, record and print the epoch."""
+        name = f"epoch {epoch + 1}" + (f" of {self.stage}" if self.stage else "")
+        record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss}
+        if self.stage:
+            record["stage"] = self.stage
+        if validation is not None:
+            score, task_scores = self.score_validation(validation)
+            record["validation_score"] = score
+            self.stopping.update(score, task_scores, lambda: WeightSnapshot(trainable, name))
+            self.kept = self.stopping.best_weights
+        else:
+            self.kept = WeightSnapshot(trainable, name)
+        record["time"] = time.perf_counter() - start
+        self.history.append(record)
+        self.losses.append(loss)
+        shown = f"  validation {record['validation_score']:.4f}" if validation is not None else ""
+        self._say(f"epoch {epoch + 1}/{n_epochs}  loss {loss:.4f}{shown}  ({record['time']:.1f}s)")
+
+    def _keep_final_weights(self) -> None:
+        """After the last epoch: the best epoch's weights with early stopping, else the last epoch's."""
+        stopping = self.stopping
+        if stopping is None or stopping.best_score is None:
+            return
+        if self.settings.early_stopping:
+            stopping.best_weights.restore()
+            self.best_score, self.kept_task_scores = stopping.best_score, stopping.best_task_scores
+        else:
+            self.best_score, self.kept_task_scores = stopping.best_score, stopping.last_task_scores
+
+    def restore_kept(self) -> str:
+        """Put back :attr:`kept` (after an interrupt) and return what it holds, e.g. ``"epoch 3"``."""
+        self.kept.restore()
+        if self.stopping is not None and self.stopping.best_score is not None:
+            self.best_score, self.kept_task_scores = self.stopping.best_score, self.stopping.best_task_scores
+        return self.kept.description
+
+    def _say(self, message: str) -> None:
+        """Print a line tagged with the estimator and stage, at ``verbose >= 1``."""
+        if self.settings.verbose >= 1:
+            print(f"[{self.name}{' ' + self.stage if self.stage else ''}] {message}", flush=True)
+
+
+@contextmanager
+def interruptible(
+    loop: TrainingLoop, action: str, *, needs_an_epoch: bool, kept_note: str = "", stacklevel: int = 4
+) -> Iterator[None]:
+    """The one place Ctrl-C is handled: put back the loop's last good weights, then warn.
+
+    Parameters
+    ----------
+    loop : TrainingLoop
+        The loop whose :attr:`~TrainingLoop.kept` weights are put back.
+    action : str
+        What was interrupted, e.g. ``"CPolyClassifier.fit"``.
+    needs_an_epoch : bool
+        Re-raise the KeyboardInterrupt when no epoch completed (``fit`` then leaves
+        the estimator as it was before).
+    kept_note : str
+        Appended to the warning, e.g. that the fitted tasks are unchanged.
+    stacklevel : int, default=4
+        Of the warning: 4 is the caller of the function that entered this scope.
+
+    A Ctrl-C outside a running loop (before the first, between PEMT's stages) finds no
+    weights to keep and is re-raised.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        if loop.kept is None:
+            raise
+        kept = loop.restore_kept()
+        if needs_an_epoch and not loop.history:
+            raise
+        epochs = f" after {len(loop.history)} epoch(s)" if needs_an_epoch else ""
+        warnings.warn(
+            f"{action} was interrupted{epochs}; it keeps the weights of {kept}{kept_note}",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
