@@ -293,3 +293,20 @@ def test_folders_saved_before_the_estimator_split_load_and_predict_the_same(name
     else:
         generator = PEMTSeq2Seq.from_pretrained(FIXTURES / name, device="cpu")
         assert generator.predict(X).tolist() == expected["predict"]
+
+
+def test_estimator_classes_register_themselves_and_a_later_namesake_does_not_take_over(tiny_kwargs, multitask, tmp_path):
+    import skillfit
+    from skillfit.estimators._registry import ESTIMATORS
+
+    assert set(skillfit.estimators.__all__) <= set(ESTIMATORS) and not any(name.endswith("Base") for name in ESTIMATORS)
+
+    class MyPoly(PolyClassifier):
+        pass
+
+    assert ESTIMATORS["MyPoly"] is MyPoly
+    X, y = multitask
+    MyPoly(n_skills=2, **{**tiny_kwargs, "max_epochs": 1}).fit(X[:60], y[:60]).save_pretrained(tmp_path / "mine")
+    assert type(PolyClassifier.from_pretrained(tmp_path / "mine")) is MyPoly
+    shadow = type("CPolyClassifier", (PolyClassifier,), {})  # a user's class named like a built-in
+    assert ESTIMATORS["CPolyClassifier"] is CPolyClassifier and shadow is not CPolyClassifier

@@ -9,6 +9,7 @@ from transformers import AutoModel
 from transformers.pytorch_utils import Conv1D
 
 from skillfit.skills import PolyRouter, SkillConfig, SkillLinear, TaskContext, inject_skills, skill_layers
+from skillfit.skills.routing import UniformRouter
 
 peft = pytest.importorskip("peft")
 
@@ -274,3 +275,21 @@ def test_per_task_fills_only_the_rows_of_the_unknown_task():
         allowed, rows = context.per_task(tasks, lambda t: (table[t] > 4, table[t]), True)
     assert allowed.dtype == torch.bool and allowed.tolist() == [[True, True], [False, True]]
     torch.testing.assert_close(rows, torch.tensor([[1.0, 1.0], table[2].tolist()]))
+
+
+def test_a_plain_lora_layer_pickled_without_a_router_gets_its_uniform_router_back():
+    """Layers pickled before plain LoRA had a UniformRouter held None; unpickled, they compute the same."""
+    import pickle
+
+    torch.manual_seed(0)
+    layer = SkillLinear(nn.Linear(8, 6), SkillConfig(n_tasks=2, n_shared=1, routing="none", rank=2), TaskContext())
+    with torch.no_grad():
+        layer.shared_B.normal_()
+    x, tasks = torch.randn(3, 8), torch.tensor([0, 1, 1])
+    with layer.context.tasks(tasks):
+        expected = layer(x)
+    layer.router = None  # as the layer was before the router interface
+    restored = pickle.loads(pickle.dumps(layer))
+    assert isinstance(restored.router, UniformRouter)
+    with restored.context.tasks(tasks):
+        torch.testing.assert_close(restored(x), expected, rtol=0, atol=0)

@@ -261,6 +261,34 @@ def test_interrupted_adapt_keeps_the_fitted_tasks(tiny_kwargs, multitask, monkey
     np.testing.assert_array_equal(clf.predict_proba(X)[:, old_columns], before)
 
 
+def test_interrupt_between_pemt_stages_leaves_the_estimator_as_it_was(tiny_kwargs, multitask, monkeypatch):
+    """Outside a running loop (PEMT's conversion to gated experts) there are no weights to keep."""
+    import skillfit.estimators.pemt as pemt_module
+
+    def interrupted_conversion(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    X, y = multitask
+    clf = PEMTClassifier(**tiny_kwargs)
+    monkeypatch.setattr(pemt_module, "gate_experts", interrupted_conversion)
+    with pytest.raises(KeyboardInterrupt):
+        clf.fit(X, y)
+    assert set(vars(clf)) == set(PEMTClassifier(**tiny_kwargs).get_params())
+
+
+def test_interrupt_warnings_point_at_the_callers_line(tiny_kwargs, multitask, monkeypatch):
+    X, y = multitask
+    clf = CPolyClassifier(**tiny_kwargs).fit(X, y)
+    interrupt_at_step(monkeypatch, 2)
+    with pytest.warns(UserWarning, match="adapt was interrupted") as record:
+        clf.adapt([(text, "delta") for text, _ in X[:40]], ["delta:a", "delta:b"] * 20, max_epochs=2)
+    assert record[0].filename == __file__
+    interrupt_at_step(monkeypatch, -(-len(X) // tiny_kwargs["batch_size"]) + 3)  # in epoch 2 of the refit
+    with pytest.warns(UserWarning, match="fit was interrupted") as record:
+        clf.fit(X, y)
+    assert record[0].filename == __file__
+
+
 # ------------------------------------------------------------------------ memory
 def rss_mib() -> float:
     with open("/proc/self/status") as status:
