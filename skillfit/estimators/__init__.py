@@ -1,4 +1,10 @@
-"""scikit-learn estimators of the skillfit method family."""
+"""scikit-learn estimators of the skillfit method family.
+
+A kind (``classifier.py``, ``seq2seq.py``) times a method (``poly.py``, ``cpoly.py``,
+``lora.py``, ``mtlora.py``, ``pemt.py``) over one base (``_base.py``); the hooks they
+fill in are declared in ``_hooks.py``, the training loop is ``_training.py``.
+``docs/architecture.md`` maps every module and walks through adding a method.
+"""
 
 from .cpoly import CPolyClassifier, CPolySeq2Seq
 from .lora import LoRAClassifier, LoRASeq2Seq
