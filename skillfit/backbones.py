@@ -427,13 +427,11 @@ def save_bare_backbone(model: nn.Module, tokenizer: PreTrainedTokenizerBase, fol
     """Write ``model`` with every skill layer swapped back to its base layer: config, tokenizer, safetensors weights."""
     from safetensors.torch import save_model
 
-    from .skills.layer import SkillLinear
+    from .skills.inject import replace_layer, skill_layers
 
     bare = _own_module_tree(model)
-    for name, module in list(bare.named_modules()):
-        if isinstance(module, SkillLinear):
-            parent_name, _, child = name.rpartition(".")
-            setattr(bare.get_submodule(parent_name) if parent_name else bare, child, module.base_layer)
+    for name, layer in list(skill_layers(bare)):
+        replace_layer(bare, name, layer.base_layer)
     folder.mkdir(exist_ok=True)
     bare.config.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
