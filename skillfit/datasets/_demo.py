@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-from importlib import resources
 from typing import Literal, Union
 
 import numpy as np
 import pandas as pd
 from sklearn.utils import Bunch
 
+from skillfit.datasets._base import bunch, check_split, load_classification, read_frame, select_split
+
 __all__ = ["load_demo_tasks", "load_demo_text2text"]
 
-_DATA_PACKAGE = "skillfit.datasets"
 _CLASSIFICATION_FILE = "data/demo_tasks.csv.gz"
-_CLASSIFICATION_COLUMNS = ["text", "task", "label", "split"]
 _GENERATIVE_FILE = "data/demo_text2text.csv.gz"
-_GENERATIVE_COLUMNS = ["text", "task", "target", "split"]
-_SPLITS = ("train", "test", "all")
+_GENERATIVE_COLUMNS = ("text", "task", "target", "split")
 
 # One instruction per task, for prompting decoder-only backbones (``instructions=True``).
 INSTRUCTIONS = {
@@ -77,46 +74,6 @@ With ``instructions=True`` every text is prefixed with its task's instruction
 (``INSTRUCTIONS``) and followed by ``"Answer:"``, a prompt form that suits
 decoder-only backbones. Rebuild with ``python scripts/build_demo_data.py``.
 """
-
-
-@lru_cache(maxsize=2)
-def _read_frame(data_file: str = _CLASSIFICATION_FILE) -> pd.DataFrame:
-    columns = _CLASSIFICATION_COLUMNS if data_file == _CLASSIFICATION_FILE else _GENERATIVE_COLUMNS
-    resource = resources.files(_DATA_PACKAGE).joinpath(data_file)
-    with resource.open("rb") as fh:
-        frame = pd.read_csv(
-            fh,
-            compression="gzip",
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-        )
-    if list(frame.columns) != columns:
-        raise RuntimeError(f"corrupt demo data {data_file}: columns {list(frame.columns)}")
-    return frame
-
-
-def _check_split(split: object) -> None:
-    if not isinstance(split, str) or split not in _SPLITS:
-        allowed = ", ".join(repr(s) for s in _SPLITS)
-        raise ValueError(f"split must be one of {allowed}; got {split!r}")
-
-
-def _bunch(frame: pd.DataFrame, target_column: str, return_X_y: bool, as_frame: bool, descr: str, **extra):
-    """The (data, target) pair or Bunch of a loader, from the selected rows."""
-    frame = frame.reset_index(drop=True)
-    task_names = sorted(frame["task"].unique().tolist())
-    if as_frame:
-        data = frame[["text", "task"]].copy()
-        target = frame[target_column].copy()
-        full: pd.DataFrame | None = frame
-    else:
-        data = frame[["text", "task"]].to_numpy(dtype=object)
-        target = frame[target_column].to_numpy(dtype=object)
-        full = None
-    if return_X_y:
-        return data, target
-    return Bunch(data=data, target=target, frame=full, task_names=task_names, DESCR=descr, **extra)
 
 
 def load_demo_tasks(
@@ -180,11 +137,7 @@ def load_demo_tasks(
     >>> sorted(y[X["task"] == "sms_spam"].unique())
     ['ham', 'spam']
     """
-    _check_split(split)
-    frame = _read_frame()
-    if split != "all":
-        frame = frame[frame["split"] == split]
-    return _bunch(frame.copy(), "label", return_X_y, as_frame, DESCR)
+    return load_classification(_CLASSIFICATION_FILE, DESCR, split, return_X_y, as_frame)
 
 
 def load_demo_text2text(
@@ -229,13 +182,11 @@ def load_demo_text2text(
     >>> sorted(X["task"].unique())[:2]
     ['dialog_reply', 'editorial_sentiment']
     """
-    _check_split(split)
-    classification = _read_frame().rename(columns={"label": "target"})
-    frame = pd.concat([classification, _read_frame(_GENERATIVE_FILE)], ignore_index=True)
-    if split != "all":
-        frame = frame[frame["split"] == split]
-    frame = frame.copy()
+    check_split(split)
+    classification = read_frame(_CLASSIFICATION_FILE).rename(columns={"label": "target"})
+    generative = read_frame(_GENERATIVE_FILE, _GENERATIVE_COLUMNS)
+    frame = select_split(pd.concat([classification, generative], ignore_index=True), split)
     if instructions:
         prompts = frame["task"].map(INSTRUCTIONS)
         frame["text"] = prompts + "\n" + frame["text"] + "\nAnswer:"
-    return _bunch(frame, "target", return_X_y, as_frame, DESCR_TEXT2TEXT, instructions=dict(INSTRUCTIONS))
+    return bunch(frame, "target", return_X_y, as_frame, DESCR_TEXT2TEXT, instructions=dict(INSTRUCTIONS))
