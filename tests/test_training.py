@@ -365,3 +365,76 @@ def test_a_cuda_fitted_estimator_unpickles_and_predicts_on_cpu(tiny_kwargs, mult
         restored = pickle.loads(payload)
     assert restored.device_.type == "cpu"
     np.testing.assert_allclose(restored.predict_proba(X), expected, atol=2e-2)  # bf16 autocast on the GPU
+
+
+# ------------------------------------------------------------ per-task optimizer rows
+def task_table_and_shared(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Parameter(torch.randn(6, 3, 2)), torch.nn.Parameter(torch.randn(4))
+
+
+def row_optimizer(table, shared, weight_decay=0.1):
+    from skillfit.estimators._optimizer import TaskRowAdamW
+
+    return TaskRowAdamW([
+        {"params": [shared], "lr": 1e-2, "weight_decay": weight_decay},
+        {"params": [table], "lr": 1e-2, "weight_decay": weight_decay, "task_rows": True},
+    ])
+
+
+def loss_on_rows(table, shared, rows, step):
+    weights = torch.linspace(-1, 1, 6).view(6, 1, 1) * (step + 1)
+    return (table[rows] * weights[rows]).pow(2).sum() + (shared * step).sin().sum()
+
+
+def test_task_row_adamw_equals_adamw_when_every_task_is_in_every_batch():
+    table, shared = task_table_and_shared()
+    reference_table, reference_shared = task_table_and_shared()
+    optimizer = row_optimizer(table, shared)
+    reference = torch.optim.AdamW([reference_shared, reference_table], lr=1e-2, weight_decay=0.1)
+    rows = torch.arange(6)
+    for step in range(5):
+        for opt, params in ((optimizer, (table, shared)), (reference, (reference_table, reference_shared))):
+            opt.zero_grad()
+            loss_on_rows(*params, rows, step).backward()
+        optimizer.set_active_tasks(torch.tensor([5, 0, 3, 1, 4, 2, 2]))
+        optimizer.step()
+        reference.step()
+    torch.testing.assert_close(table, reference_table, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(shared, reference_shared, atol=1e-6, rtol=1e-6)
+
+
+def test_task_row_adamw_leaves_absent_tasks_bit_identical_and_bias_corrects_per_row():
+    table, shared = task_table_and_shared()
+    optimizer = row_optimizer(table, shared, weight_decay=0.0)
+    start = table.detach().clone()
+    for step in range(4):  # tasks 0 and 1 only
+        optimizer.zero_grad()
+        loss_on_rows(table, shared, torch.tensor([0, 1]), step).backward()
+        optimizer.set_active_tasks(torch.tensor([0, 1, 1]))
+        optimizer.step()
+    assert torch.equal(table[2:], start[2:])  # dense AdamW would also leave them: zero grad, zero moments
+    assert not torch.equal(table[:2], start[:2])
+    # Task 3 joins at step 5: its first update is Adam's first step, lr * sign(grad), not a damped one.
+    optimizer.zero_grad()
+    loss_on_rows(table, shared, torch.tensor([0, 3]), 4).backward()
+    grad = table.grad[3].clone()
+    before = table.detach().clone()
+    optimizer.set_active_tasks(torch.tensor([0, 3]))
+    optimizer.step()
+    torch.testing.assert_close(table[3] - before[3], -1e-2 * grad.sign(), atol=1e-6, rtol=0)
+    # Task 1 is absent from this step: unchanged, though dense AdamW would move it by its momentum.
+    assert optimizer.state[table]["exp_avg"][1].abs().sum() > 0 and torch.equal(table[1], before[1])
+    assert torch.equal(optimizer.state[table]["row_steps"], torch.tensor([5.0, 4.0, 0.0, 1.0, 0.0, 0.0]))
+
+
+def test_skill_tables_take_row_steps_and_everything_else_dense_steps(tiny_kwargs, multitask):
+    X, y = multitask
+    clf = CPolyClassifier(**tiny_kwargs, n_exclusive=2).fit(X, y)
+    optimizer, _ = clf._training_loop(np.random.default_rng(0)).make_optimizer(10)
+    names = {id(param): name for name, param in clf.network_.named_parameters()}
+    by_kind = {True: set(), False: set()}
+    for group in optimizer.param_groups:
+        by_kind[group["task_rows"]] |= {names[id(param)].rsplit(".", 1)[-1] for param in group["params"]}
+    assert by_kind[True] == {"exclusive_A", "exclusive_B", "routing_logits", "exclusive_logits"}
+    assert "shared_A" in by_kind[False] and not by_kind[True] & by_kind[False]

@@ -5,8 +5,8 @@ nothing of scikit-learn or of the methods: the estimator hands it four callables
 (make a batch, the batch's loss, validation scores, whether a parameter is a router's)
 and its settings. Around the chain stand small helpers with one job each:
 
-- :func:`make_optimizer`: AdamW with the routers in their own group, linear warm-up
-  then linear decay;
+- :func:`~._optimizer.make_optimizer`: AdamW with the routers in their own group and
+  lazy steps on per-task rows, linear warm-up then linear decay;
 - :class:`WeightSnapshot`: values of some parameters, to put back later;
 - :class:`EarlyStopping`: the best validation score, its snapshot, and when to stop;
 - :func:`interruptible`: the one place Ctrl-C is handled.
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from ._batching import token_lengths, training_batches
+from ._optimizer import make_optimizer
 from ._runtime import autocast
 
 # Global gradient-norm clip; fixed, as in most LoRA recipes.
@@ -62,35 +63,6 @@ class TrainingSettings:
 def is_router_parameter(name: str) -> bool:
     """Whether a trainable parameter is a routing logit (own learning rate, no decay)."""
     return name.endswith(ROUTER_PARAMETER_SUFFIXES)
-
-
-def make_optimizer(
-    network: torch.nn.Module,
-    settings: TrainingSettings,
-    n_steps: int,
-    *,
-    is_router: Callable[[str], bool],
-    weight_decay: float | None = None,
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW over the parameters that require grad, routers in their own group; linear warm-up, then decay."""
-    weight_decay = settings.weight_decay if weight_decay is None else weight_decay
-    router_params, other_params = [], []
-    for name, param in network.named_parameters():
-        if param.requires_grad:
-            (router_params if is_router(name) else other_params).append(param)
-    groups = [{"params": other_params, "lr": settings.learning_rate, "weight_decay": weight_decay}]
-    if router_params:
-        groups.append({"params": router_params, "lr": settings.router_learning_rate, "weight_decay": 0.0})
-    device = next(network.parameters()).device
-    optimizer = torch.optim.AdamW(groups, fused=device.type == "cuda")
-    warmup = int(settings.warmup_fraction * n_steps)
-
-    def linear_warmup_then_decay(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_then_decay)
 
 
 class WeightSnapshot:
@@ -270,6 +242,7 @@ class TrainingLoop:
             loss.backward()
         trainable = [p for group in optimizer.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
+        optimizer.set_active_tasks(batch["tasks"])  # per-task tables step on these tasks' rows only
         optimizer.step()
         scheduler.step()
         return float(loss.detach())

@@ -18,10 +18,12 @@ With ``combine="output"`` the shared and exclusive parts are two products:
 ``y = W0 x + s (x A_sh B_sh + x A_ex B_ex)``; PEMT's gate mixes products that way
 (Lin et al. 2024): ``x A_cat diag(g) B_cat = sum_k g_k x A_k B_k``.
 
-``A_t, B_t`` are mixed once per distinct task of the batch. Rows sorted by task (as
-``fit`` sorts them) get one product per task on a slice; other orders gather each
-row's pair. Inside ``TaskContext.merging()`` a single-task batch without gradients
-runs one dense ``W0 + s A_t B_t``, computed once per task and never written back.
+``A_t, B_t`` are mixed once per distinct task of the batch. A batch of few tasks with
+rows sorted by task (as ``fit`` sorts them) gets one product per task on a slice; any
+other batch one batched product where each row gathers its task's pair, whose cost
+does not grow with the number of tasks (:func:`low_rank_update`). Inside
+``TaskContext.merging()`` a single-task batch without gradients runs one dense
+``W0 + s A_t B_t``, computed once per task and never written back.
 """
 
 from __future__ import annotations
@@ -47,6 +49,44 @@ def linear_features(layer: nn.Module) -> tuple[int, int]:
     raise TypeError(
         f"Skills can only wrap nn.Linear or transformers' Conv1D layers, got {type(layer).__name__}."
     )
+
+
+# Most distinct tasks of a batch for which one product per task slice beats one gathered
+# bmm, by device type (measured on 2 CPU threads, MiniLM widths: 4 tasks; docs/benchmarks.md).
+# Elsewhere (CUDA) each slice is a kernel launch, so only a single-task batch runs unsliced.
+SLICED_TASKS_LIMIT = {"cpu": 4}
+
+
+def sliced_tasks_limit(device: torch.device) -> int:
+    """Most distinct tasks a batch may hold for per-task slices to be used on ``device``."""
+    return SLICED_TASKS_LIMIT.get(device.type, 1)
+
+
+def low_rank_update(
+    rows: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    example_group: torch.Tensor,
+    segments: list[tuple[int, int]] | None,
+) -> torch.Tensor:
+    """``x A_t B_t`` for every row, with ``t`` the row's task.
+
+    Parameters
+    ----------
+    rows : Tensor of shape (N, L, d_in)
+    A, B : Tensors of shape (U, d_in, r) and (U, r, d_out)
+        Each distinct task's factors.
+    example_group : LongTensor of shape (N,)
+        Each row's index into the ``U`` tasks, on the rows' device.
+    segments : list of (start, end) or None
+        Each task's row range when rows are sorted by task: one product per slice
+        (no copies). None: one batched product whose cost does not grow with ``U``,
+        each row gathering its task's pair.
+    """
+    if segments is None:
+        return torch.bmm(torch.bmm(rows, A.index_select(0, example_group)), B.index_select(0, example_group))
+    parts = [(rows[start:end] @ A[u]) @ B[u] for u, (start, end) in enumerate(segments)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 class SkillLinear(nn.Module):
@@ -204,17 +244,12 @@ class SkillLinear(nn.Module):
             return self._merged_forward(x, batch_tasks)
         result = self.base_layer(x, *args, **kwargs)
         rows = self.dropout(x).reshape(x.shape[0], -1, self.in_features)
-        segments = context.segments(x.shape[0])
+        segments = context.segments(x.shape[0]) if len(batch_tasks) <= sliced_tasks_limit(x.device) else None
         delta = None
         # Skills are mixed once per task of the batch (task_products), never per example.
         for A, B, scale in self.task_products(batch_tasks):
-            rows_in = rows.to(A.dtype)
-            if segments is not None:
-                # Rows sorted by task: one low-rank product per task, on a slice (no copies).
-                parts = [(rows_in[start:end] @ A[u]) @ B[u] for u, (start, end) in enumerate(segments)]
-                update = scale * (parts[0] if len(parts) == 1 else torch.cat(parts))
-            else:
-                update = scale * torch.bmm(torch.bmm(rows_in, A[example_group]), B[example_group])
+            # The scale goes on B (U x r x d_out), not on the (rows x d_out) output.
+            update = low_rank_update(rows.to(A.dtype), A, scale * B, example_group, segments)
             delta = update if delta is None else delta + update
         return result + delta.reshape(result.shape).to(result.dtype)  # h = W0 x + B A x (Hu et al. 2022, Eq. 3)
 

@@ -1,0 +1,129 @@
+"""The optimizer of every training loop: AdamW whose per-task tables move one task row at a time.
+
+Per-task parameters (routing logits, exclusive skills: first dimension the task) take a
+*lazy* AdamW step, as embedding tables do in TensorFlow's ``LazyAdam`` and PyTorch's
+``SparseAdam``: only the rows of the tasks in the batch are read and written, each row
+with its own step count for Adam's bias correction. So a train step's optimizer cost
+does not grow with the number of tasks, and a task's parameters change only when its
+data is seen (dense AdamW would keep moving every absent task's row along its stale
+momentum, and decay it). Every other parameter takes torch's AdamW step unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..skills import skill_layers
+
+
+class TaskRowAdamW(torch.optim.AdamW):
+    """AdamW, lazy over the rows of the tasks in the batch for groups marked ``task_rows``.
+
+    Set the batch's tasks with :meth:`set_active_tasks` before :meth:`step`; without
+    them, a ``task_rows`` group is updated on every row (still lazily bias-corrected).
+    ``amsgrad``, ``maximize`` and ``capturable`` are not supported in those groups.
+    """
+
+    active_tasks: torch.Tensor | None = None
+
+    def set_active_tasks(self, tasks: torch.Tensor) -> None:
+        """The distinct tasks of the coming step, from the batch's CPU task ids (no device sync)."""
+        device = self.param_groups[0]["params"][0].device if self.param_groups[0]["params"] else "cpu"
+        self.active_tasks = torch.unique(torch.as_tensor(tasks).cpu()).to(device, non_blocking=True)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        held = []
+        for group in self.param_groups:
+            if not group.get("task_rows"):
+                continue
+            for param in group["params"]:
+                if param.grad is not None:
+                    self._row_step(param, group)
+                    held.append((param, param.grad))
+                    param.grad = None  # hidden from the dense step below
+        try:
+            super().step()
+        finally:
+            for param, grad in held:
+                param.grad = grad
+        return loss
+
+    def _row_step(self, param: nn.Parameter, group: dict) -> None:
+        """AdamW (decoupled weight decay) on the active rows of ``param`` only."""
+        state = self.state[param]
+        if not state:
+            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["row_steps"] = torch.zeros(param.shape[0], dtype=torch.float32, device=param.device)
+        rows = self.active_tasks
+        if rows is None:
+            rows = torch.arange(param.shape[0], device=param.device)
+        lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
+        beta1, beta2 = group["betas"]
+        steps = state["row_steps"].index_select(0, rows) + 1
+        grad = param.grad.index_select(0, rows)
+        exp_avg = state["exp_avg"].index_select(0, rows).lerp_(grad, 1 - beta1)
+        exp_avg_sq = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        per_row = (-1,) + (1,) * (param.ndim - 1)
+        bias_correction1 = (1 - beta1**steps).view(per_row)
+        bias_correction2 = (1 - beta2**steps).view(per_row)
+        values = param.index_select(0, rows).mul_(1 - lr * weight_decay)
+        denom = (exp_avg_sq / bias_correction2).sqrt_().add_(eps)
+        values.addcdiv_(exp_avg / bias_correction1, denom, value=-lr)
+        param.index_copy_(0, rows, values)
+        state["exp_avg"].index_copy_(0, rows, exp_avg)
+        state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
+        state["row_steps"].index_copy_(0, rows, steps)
+
+
+def task_row_parameters(network: nn.Module) -> set[int]:
+    """``id`` of every parameter whose first dimension is the task (the skill layers' tables)."""
+    return {id(param) for _, layer in skill_layers(network) for param in layer.per_task_parameters()}
+
+
+def make_optimizer(
+    network: nn.Module,
+    settings,
+    n_steps: int,
+    *,
+    is_router: Callable[[str], bool],
+    weight_decay: float | None = None,
+) -> tuple[TaskRowAdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """The optimizer over the parameters that require grad, and its schedule.
+
+    Routers take ``settings.router_learning_rate`` and no weight decay; per-task tables
+    take lazy row steps (:class:`TaskRowAdamW`); the learning rate warms up linearly
+    over ``settings.warmup_fraction`` of the ``n_steps`` steps, then decays linearly to 0.
+    """
+    weight_decay = settings.weight_decay if weight_decay is None else weight_decay
+    per_task = task_row_parameters(network)
+    grouped: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for name, param in network.named_parameters():
+        if param.requires_grad:
+            grouped.setdefault((is_router(name), id(param) in per_task), []).append(param)
+    groups = []
+    for (router, task_rows), params in sorted(grouped.items()):
+        groups.append({
+            "params": params,
+            "lr": settings.router_learning_rate if router else settings.learning_rate,
+            "weight_decay": 0.0 if router else weight_decay,
+            "task_rows": task_rows,
+        })
+    device = next(network.parameters()).device
+    optimizer = TaskRowAdamW(groups, fused=device.type == "cuda")
+    warmup = int(settings.warmup_fraction * n_steps)
+
+    def linear_warmup_then_decay(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_then_decay)
