@@ -145,11 +145,23 @@ def test_length_aware_training_batches_cover_every_row_once_sorted_by_task_with_
     assert not all(np.array_equal(a, b) for a, b in zip(other, grouped))
 
 
-def test_prediction_batches_hold_one_task_each_sorted_by_length(tiny_kwargs):
+def test_prediction_batches_fill_one_task_batches_then_pool_the_leftovers_sorted_by_length(tiny_kwargs):
     clf = LoRAClassifier(**{**tiny_kwargs, "batch_size": 4})
     encoded = {"input_ids": [[1] * n for n in (5, 1, 3, 2, 4, 6, 2)], "tasks": np.asarray([1, 0, 1, 0, 1, 1, 1])}
     batches = [batch.tolist() for batch in clf._iter_eval_batches(encoded)]
-    assert batches == [[1, 3], [6, 2, 4, 0], [5]]
+    assert batches == [[6, 2, 4, 0], [1, 3, 5]]  # a full batch of task 1; the rest, sorted by task
+    single = [batch.tolist() for batch in clf._iter_eval_batches(encoded, one_task_per_batch=True)]
+    assert single == [[1, 3], [6, 2, 4, 0], [5]]
+
+
+def test_many_small_tasks_are_predicted_in_full_mixed_batches(tiny_kwargs):
+    rng = np.random.default_rng(0)
+    tasks = np.repeat(np.arange(50), 3)
+    encoded = {"input_ids": [[1] * n for n in rng.integers(1, 20, size=150)], "tasks": tasks}
+    batches = list(LoRAClassifier(**{**tiny_kwargs, "batch_size": 32})._iter_eval_batches(encoded))
+    assert [len(batch) for batch in batches] == [32, 32, 32, 32, 22]
+    np.testing.assert_array_equal(np.sort(np.concatenate(batches)), np.arange(150))
+    assert all((np.diff(tasks[batch]) >= 0).all() for batch in batches)
 
 
 def test_gradient_checkpointing_recomputes_skill_layers_and_gives_the_same_model(tiny_kwargs, multitask, monkeypatch):
@@ -228,3 +240,89 @@ def test_skill_forward_never_syncs_with_the_device():
                 model(input_ids=input_ids).last_hidden_state.sum()
             finally:
                 torch.cuda.set_sync_debug_mode("default")
+
+
+def reference_rows(layer, x, tasks, repeat=1):
+    """``W0 x + x dW_t`` one row at a time, with ``dW_t`` from ``delta_weight`` (no batching paths)."""
+    outputs = []
+    for i, task in enumerate(tasks.repeat_interleave(repeat).tolist()):
+        with layer.context.tasks(torch.tensor([task])):
+            update = layer.delta_weight(torch.tensor([task]))[0]
+        outputs.append(layer.base_layer(x[i]) + x[i] @ update)
+    return torch.stack(outputs)
+
+
+BATCHES = {
+    "mixed": [3, 0, 5, 1, 0, 3, 6, 2, 4, 1],
+    "task-sorted": [0, 0, 1, 2, 3, 3, 4, 5, 6, 6],
+    "single-task": [4] * 10,
+    "unknown-task": [-1, 2, -1, 0, 5],
+    "unknown-sorted": [-1, -1, 0, 1, 2, 3, 4],
+}
+
+
+@pytest.mark.parametrize("limit", [0, 1, 4, 100], ids=lambda n: f"slice-limit-{n}")
+@pytest.mark.parametrize("rows", BATCHES.values(), ids=BATCHES.keys())
+@pytest.mark.parametrize("combine", ["weight", "output"])
+@pytest.mark.parametrize("repeat", [1, 3], ids=["rows", "beams"])
+def test_every_forward_path_equals_a_row_by_row_reference_in_outputs_and_gradients(monkeypatch, limit, rows, combine, repeat):
+    from skillfit.skills import layer as layer_module
+
+    monkeypatch.setitem(layer_module.SLICED_TASKS_LIMIT, "cpu", limit)
+    torch.manual_seed(0)
+    config = SkillConfig(n_tasks=7, n_shared=3, n_exclusive=2, n_splits=2, rank=4, exclusive_rank=4, combine=combine)
+    model = torch.nn.Sequential(torch.nn.Linear(12, 8))
+    context = inject_skills(model, config, ["0"])
+    layer = model[0].double()
+    layer.eval()  # deterministic routing
+    with torch.no_grad():
+        for param in (layer.shared_B, layer.exclusive_B, layer.router.routing_logits, layer.exclusive_mixer.exclusive_logits):
+            param.normal_(std=0.5)
+    tasks = torch.tensor(rows)
+    x = torch.randn(len(rows) * repeat, 5, 12, dtype=torch.float64)
+    results = []
+    for compute in ("batched", "reference"):
+        layer.zero_grad()
+        with context.tasks(tasks):
+            out = layer(x) if compute == "batched" else reference_rows(layer, x, tasks, repeat)
+        (out * torch.linspace(-1, 1, out.shape[-1])).pow(2).sum().backward()
+        grads = [param.grad.clone() for param in layer.parameters() if param.requires_grad]
+        results.append((out.detach(), grads))
+    (batched, batched_grads), (reference, reference_grads) = results
+    # In float64 the paths agree to rounding: any gap is a bug, not summation order.
+    for got, expected in zip([batched, *batched_grads], [reference, *reference_grads]):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [BATCHES["task-sorted"], BATCHES["unknown-sorted"], BATCHES["single-task"]], ids=["sorted", "unknown", "single"])
+def test_gathered_product_equals_per_task_slices_to_1e_6_in_fp32(monkeypatch, rows):
+    from skillfit.skills import layer as layer_module
+
+    model, context = skilled_bert(n_tasks=7)
+    input_ids = torch.randint(5, 40, (len(rows), 6), generator=torch.Generator().manual_seed(1))
+    results = []
+    for limit in (100, 0):  # per-task slices, then one gathered product
+        monkeypatch.setitem(layer_module.SLICED_TASKS_LIMIT, "cpu", limit)
+        model.zero_grad()
+        with context.tasks(torch.tensor(rows)):
+            hidden = model(input_ids=input_ids).last_hidden_state
+        hidden.pow(2).mean().backward()
+        results.append([hidden.detach(), *(p.grad.clone() for p in model.parameters() if p.requires_grad)])
+    for sliced, gathered in zip(*results):
+        torch.testing.assert_close(gathered, sliced, atol=1e-6, rtol=1e-6)
+
+
+def test_many_tasks_take_one_gathered_product_not_one_per_task(monkeypatch):
+    from skillfit.skills import layer as layer_module
+
+    calls = []
+    original = layer_module.low_rank_update
+    monkeypatch.setattr(layer_module, "low_rank_update", lambda *args: calls.append(args[-1]) or original(*args))
+    model, context = skilled_bert(n_tasks=40)
+    with torch.no_grad(), context.tasks(torch.arange(40)):  # sorted, 40 distinct tasks
+        model(input_ids=torch.randint(5, 40, (40, 5)))
+    assert calls and all(segments is None for segments in calls)
+    calls.clear()
+    with torch.no_grad(), context.tasks(torch.tensor([0, 0, 1, 1])):  # sorted, 2 tasks: slices on CPU
+        model(input_ids=torch.randint(5, 40, (4, 5)))
+    assert calls and all(segments == [(0, 2), (2, 4)] for segments in calls)

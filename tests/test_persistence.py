@@ -280,7 +280,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 @pytest.mark.parametrize("name", ["cpoly_classifier", "pemt_seq2seq"])
 def test_folders_saved_before_the_estimator_split_load_and_predict_the_same(name):
-    """Folders written by commit 175c8e3 (tests/fixtures/make_fixtures.py) still load and predict bit for bit."""
+    """Folders written by commit 175c8e3 (tests/fixtures/make_fixtures.py) still load and predict the same."""
     from skillfit import CPolyClassifier, PEMTSeq2Seq
 
     expected = json.loads((FIXTURES / f"{name}_expected.json").read_text())
@@ -289,7 +289,10 @@ def test_folders_saved_before_the_estimator_split_load_and_predict_the_same(name
         clf = CPolyClassifier.from_pretrained(FIXTURES / name, device="cpu")
         assert clf.classes_.tolist() == expected["classes"] and "delta" in clf.tasks_.tolist()
         clf.set_params(handle_unknown_task="average")
-        np.testing.assert_array_equal(clf.predict_proba(X), np.asarray(expected["predict_proba"]))
+        # Not bit for bit since prediction pools each task's leftover rows into mixed
+        # batches (unmerged skills) instead of one small merged batch per task: the
+        # same sums in another order, 2e-8 apart.
+        np.testing.assert_allclose(clf.predict_proba(X), np.asarray(expected["predict_proba"]), rtol=0, atol=1e-6)
     else:
         generator = PEMTSeq2Seq.from_pretrained(FIXTURES / name, device="cpu")
         assert generator.predict(X).tolist() == expected["predict"]

@@ -48,6 +48,7 @@ from ._validation_split import stratified_split
 
 ADAPT_MODES = ("routing", "average", "all")
 ADAPT_CONSTRAINTS = {"mode": [Options(*ADAPT_MODES)], "max_epochs": [Interval(Integral, 1, None), NONE]}
+TOP_K_CONSTRAINTS = {"top_k": [Interval(Integral, 1, None), NONE]}
 
 
 @estimator_parameters
@@ -304,7 +305,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             return self._prediction_score(targets, predictions), per_task
         sums: dict[int, list[float]] = {}
         with torch.no_grad(), autocast(self.device_), self._inference():
-            for rows in self._iter_eval_batches(encoded):  # one task per batch
+            for rows in self._iter_eval_batches(encoded, one_task_per_batch=True):  # a loss per task
                 batch = self._make_batch(rows, encoded)
                 units = self._loss_units(batch)
                 task_sums = sums.setdefault(int(tasks[rows[0]]), [0.0, 0.0])
@@ -411,24 +412,45 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             )
 
     # ---------------------------------------------------------- introspection
-    def task_similarity(self) -> "pd.DataFrame":
+    def task_similarity(self, top_k: int | None = None) -> "pd.DataFrame":
         """Cosine similarity of the tasks' routing over all layers and heads.
+
+        Parameters
+        ----------
+        top_k : int, optional
+            Return only each task's ``top_k`` most similar other tasks, as a long
+            table: what stays readable with hundreds of tasks.
 
         Returns
         -------
-        DataFrame of shape (n_tasks, n_tasks)
-            Indexed by ``tasks_`` on both axes; 1 on the diagonal.
+        DataFrame
+            Without ``top_k``: shape (n_tasks, n_tasks), indexed by ``tasks_`` on both
+            axes, 1 on the diagonal. With ``top_k``: columns ``task, rank, neighbour,
+            similarity``, ``min(top_k, n_tasks - 1)`` rows per task, most similar first.
         """
         import pandas as pd
 
         self._check_fitted()
+        validate_arguments(f"{type(self).__name__}.task_similarity", {"top_k": top_k}, TOP_K_CONSTRAINTS)
         per_layer = getattr(self, "layer_gate_weights_", None) or self.layer_routing_weights_
         if not per_layer:
             raise ValueError(f"{type(self).__name__} has no learned routing to compare tasks with.")
         vectors = np.concatenate([weights.reshape(len(self.tasks_), -1) for weights in per_layer.values()], axis=1)
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         unit = vectors / np.where(norms == 0, 1.0, norms)
-        return pd.DataFrame(unit @ unit.T, index=self.tasks_, columns=self.tasks_)
+        similarity = unit @ unit.T
+        if top_k is None:
+            return pd.DataFrame(similarity, index=self.tasks_, columns=self.tasks_)
+        np.fill_diagonal(similarity, -np.inf)  # a task is not its own neighbour
+        k = min(top_k, len(self.tasks_) - 1)
+        nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+        rows = len(self.tasks_) * k
+        return pd.DataFrame({
+            "task": np.repeat(self.tasks_, k),
+            "rank": np.tile(np.arange(1, k + 1), len(self.tasks_)),
+            "neighbour": np.asarray(self.tasks_)[nearest.ravel()] if rows else [],
+            "similarity": np.take_along_axis(similarity, nearest, axis=1).ravel(),
+        })
 
     # ------------------------------------------------------------- prediction
     def _pad(
@@ -439,13 +461,16 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         ids, attention_mask = pad_sequences(sequences, pad_value, left=left)
         return ids.to(self.device_, non_blocking=True), attention_mask.to(self.device_, non_blocking=True)
 
-    def _iter_eval_batches(self, encoded: dict[str, Any]) -> Iterator[np.ndarray]:
-        """Prediction batches: one task each, sorted by length (see :func:`~._batching.evaluation_batches`).
+    def _iter_eval_batches(self, encoded: dict[str, Any], *, one_task_per_batch: bool = False) -> Iterator[np.ndarray]:
+        """Prediction batches sorted by length (see :func:`~._batching.evaluation_batches`).
 
-        A batch of one task lets each skill layer fold that task's update into its
-        weight (``merged_inference``).
+        Full batches of one task let each skill layer fold that task's update into its
+        weight (``merged_inference``); the leftovers of all tasks share full batches,
+        unless ``one_task_per_batch``.
         """
-        return evaluation_batches(token_lengths(encoded), encoded["tasks"], self.batch_size)
+        return evaluation_batches(
+            token_lengths(encoded), encoded["tasks"], self.batch_size, one_task_per_batch=one_task_per_batch
+        )
 
     def _inference(self):
         """The scope of a prediction pass: merged task weights when ``merged_inference``."""

@@ -1,8 +1,9 @@
 """Cutting encoded rows into batches: pure functions of lengths, task indices and an explicit RNG.
 
-Training batches are random and, within each batch, sorted by task, so each skill layer
-applies one low-rank product per task to a contiguous slice. Prediction batches hold one
-task each, sorted by length, so each layer can fold that task's update into its weight.
+Training batches are random and, within each batch, sorted by task, so rows of one task
+are a contiguous slice. Prediction batches are sorted by length; full batches hold one
+task each, so each layer can fold that task's update into its weight, and the leftovers
+of all tasks share full batches.
 """
 
 from __future__ import annotations
@@ -52,14 +53,36 @@ def training_batches(
     return [batch[np.argsort(tasks[batch], kind="stable")] for batch in batches]
 
 
-def evaluation_batches(lengths: np.ndarray, tasks: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    """Index batches for prediction: one task per batch, rows sorted by length (little padding)."""
+def evaluation_batches(
+    lengths: np.ndarray, tasks: np.ndarray, batch_size: int, *, one_task_per_batch: bool = False
+) -> Iterator[np.ndarray]:
+    """Index batches for prediction, rows sorted by length within each (little padding).
+
+    Each task's rows fill whole single-task batches first: a skill layer folds that
+    task's update into its weight once, and the batch costs what the bare backbone
+    costs. The rows left over (all of a task's rows when it has fewer than a batch) are
+    pooled across tasks into full mixed batches, sorted by task inside each, which run
+    unmerged: with hundreds of small tasks, prediction keeps full batches instead of
+    one short batch and one set of merged weights per task. With
+    ``one_task_per_batch``, leftovers stay in one short batch per task instead.
+    """
     tasks = np.asarray(tasks)
+    leftover = []
     for task in np.unique(tasks):
         rows = np.flatnonzero(tasks == task)
         rows = rows[np.argsort(lengths[rows], kind="stable")]
-        for start in range(0, len(rows), batch_size):
+        n_full = len(rows) - len(rows) % batch_size
+        for start in range(0, n_full, batch_size):
             yield rows[start : start + batch_size]
+        if one_task_per_batch and n_full < len(rows):
+            yield rows[n_full:]
+        else:
+            leftover.append(rows[n_full:])
+    pooled = np.concatenate(leftover) if leftover else np.zeros(0, dtype=np.intp)
+    pooled = pooled[np.argsort(lengths[pooled], kind="stable")]
+    for start in range(0, len(pooled), batch_size):
+        batch = pooled[start : start + batch_size]
+        yield batch[np.argsort(tasks[batch], kind="stable")]
 
 
 def pad_sequences(
