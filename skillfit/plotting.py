@@ -18,7 +18,49 @@ def _pyplot():
     return plt
 
 
-def plot_routing(estimator: Any, *, ax: Any = None, layer: str | None = None, cmap: str = "viridis") -> Any:
+# Above this many tasks, plots order tasks by clustering and thin their labels.
+MANY_TASKS = 30
+MAX_FIGURE_INCHES = 12.0
+
+
+def cluster_order(vectors: np.ndarray) -> np.ndarray:
+    """Row order that puts similar rows (by cosine) next to one another: average-linkage leaves."""
+    if len(vectors) < 3:
+        return np.arange(len(vectors))
+    from scipy.cluster.hierarchy import leaves_list, linkage
+
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / np.where(norms == 0, 1.0, norms)  # Euclidean on unit vectors orders as cosine does
+    return leaves_list(linkage(unit, method="average", metric="euclidean"))
+
+
+def _task_order(vectors: np.ndarray, order: str) -> np.ndarray:
+    if order not in ("auto", "cluster", "fitted"):
+        raise ValueError(f"order must be 'auto', 'cluster' or 'fitted', got {order!r}.")
+    if order == "cluster" or (order == "auto" and len(vectors) > MANY_TASKS):
+        return cluster_order(vectors)
+    return np.arange(len(vectors))
+
+
+def _label_ticks(ax: Any, axis: str, labels: list[str], max_labels: int) -> None:
+    """Ticks for ``labels`` on ``axis`` ("x" or "y"), at most ``max_labels`` of them, evenly spaced."""
+    step = max(1, -(-len(labels) // max_labels))
+    positions = list(range(0, len(labels), step))
+    shown = [labels[i] for i in positions]
+    if axis == "y":
+        ax.set_yticks(positions, shown, fontsize=8 if step > 1 else None)
+    else:
+        ax.set_xticks(positions, shown, rotation=90, fontsize=8 if step > 1 else None)
+
+
+def _figure_height(n_rows: int) -> float:
+    return min(MAX_FIGURE_INCHES, 1.0 + 0.4 * n_rows)
+
+
+def plot_routing(
+    estimator: Any, *, ax: Any = None, layer: str | None = None, cmap: str = "viridis",
+    order: str = "auto", max_labels: int = 40,
+) -> Any:
     """Draw the tasks × skills routing weights of a fitted estimator as a heatmap.
 
     Parameters
@@ -26,12 +68,19 @@ def plot_routing(estimator: Any, *, ax: Any = None, layer: str | None = None, cm
     estimator : fitted skillfit estimator
         One with routing (Poly, C-Poly) or gates (PEMT).
     ax : matplotlib Axes, optional
-        Where to draw; a new figure by default.
+        Where to draw; a new figure by default (at most 12 inches high).
     layer : str, optional
         A key of ``layer_routing_weights_`` to draw that layer (heads averaged); by
         default the average over layers (``routing_weights_``).
     cmap : str, default="viridis"
         Colour map.
+    order : {"auto", "cluster", "fitted"}, default="auto"
+        Task order: ``"fitted"`` keeps ``tasks_``; ``"cluster"`` puts tasks with
+        similar routing next to one another (average-linkage clustering of the
+        per-layer routing, as :meth:`task_similarity` compares it); ``"auto"``
+        clusters above 30 tasks.
+    max_labels : int, default=40
+        Most task names written; with more tasks, every k-th is.
 
     Returns
     -------
@@ -41,24 +90,65 @@ def plot_routing(estimator: Any, *, ax: Any = None, layer: str | None = None, cm
 
     check_is_fitted(estimator, "network_")
     gates = getattr(estimator, "gate_weights_", None)
+    per_layer = getattr(estimator, "layer_gate_weights_", None) or getattr(estimator, "layer_routing_weights_", {})
     if layer is not None:
-        per_layer = getattr(estimator, "layer_gate_weights_", None) or estimator.layer_routing_weights_
         if layer not in per_layer:
             raise ValueError(f"layer={layer!r} is not a routed layer; choose one of {sorted(per_layer)[:5]}...")
         weights = per_layer[layer].reshape(len(estimator.tasks_), -1, per_layer[layer].shape[-1]).mean(axis=1)
     else:
         weights = gates if gates is not None else estimator.routing_weights_
+    weights = np.asarray(weights)
     if weights.shape[1] == 0:
         raise ValueError(f"{type(estimator).__name__} has no shared skills to route over.")
+    routing = np.concatenate([w.reshape(len(estimator.tasks_), -1) for w in per_layer.values()], axis=1) if per_layer else weights
+    rows = _task_order(routing, order)
     plt = _pyplot()
     if ax is None:
-        _, ax = plt.subplots(figsize=(1.2 + 0.6 * weights.shape[1], 1.0 + 0.4 * weights.shape[0]))
-    image = ax.imshow(np.asarray(weights), aspect="auto", cmap=cmap)
-    ax.set_yticks(range(len(estimator.tasks_)), [str(task) for task in estimator.tasks_])
+        _, ax = plt.subplots(figsize=(1.2 + 0.6 * weights.shape[1], _figure_height(weights.shape[0])))
+    image = ax.imshow(weights[rows], aspect="auto", cmap=cmap, interpolation="nearest")
+    _label_ticks(ax, "y", [str(estimator.tasks_[i]) for i in rows], max_labels)
     ax.set_xticks(range(weights.shape[1]))
     ax.set_xlabel("expert (task)" if gates is not None else "shared skill")
     ax.set_ylabel("task")
     ax.set_title(f"{type(estimator).__name__} routing" + (f": {layer}" if layer else ""))
+    ax.figure.colorbar(image, ax=ax)
+    return ax
+
+
+def plot_task_similarity(
+    estimator: Any, *, ax: Any = None, cmap: str = "viridis", order: str = "auto", max_labels: int = 40,
+) -> Any:
+    """Draw :meth:`task_similarity` as a heatmap, similar tasks next to one another.
+
+    Parameters
+    ----------
+    estimator : fitted skillfit estimator
+        One with routing (Poly, C-Poly) or gates (PEMT).
+    ax : matplotlib Axes, optional
+        Where to draw; a new square figure by default.
+    cmap : str, default="viridis"
+        Colour map.
+    order : {"auto", "cluster", "fitted"}, default="auto"
+        As in :func:`plot_routing`; ``"auto"`` clusters above 30 tasks.
+    max_labels : int, default=40
+        Most task names written on each axis.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    similarity = estimator.task_similarity()
+    values = similarity.to_numpy()
+    rows = _task_order(values, order)
+    names = [str(similarity.index[i]) for i in rows]
+    plt = _pyplot()
+    if ax is None:
+        side = min(MAX_FIGURE_INCHES, 2.5 + 0.35 * len(names))
+        _, ax = plt.subplots(figsize=(side + 1.0, side))
+    image = ax.imshow(values[np.ix_(rows, rows)], cmap=cmap, interpolation="nearest")
+    _label_ticks(ax, "y", names, max_labels)
+    _label_ticks(ax, "x", names, max_labels)
+    ax.set_title(f"{type(estimator).__name__}: task similarity of routing")
     ax.figure.colorbar(image, ax=ax)
     return ax
 

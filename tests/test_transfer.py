@@ -331,6 +331,46 @@ def test_plot_routing(tiny_kwargs, multitask):
         plot_routing(clf, layer="nope")
 
 
+def test_task_similarity_top_k_lists_each_tasks_nearest_other_tasks(tiny_kwargs, multitask):
+    X, y = multitask
+    clf = PolyClassifier(n_skills=4, router_learning_rate=0.2, **{**tiny_kwargs, "max_epochs": 3}).fit(X, y)
+    full = clf.task_similarity().to_numpy()
+    nearest = clf.task_similarity(top_k=1)
+    assert list(nearest.columns) == ["task", "rank", "neighbour", "similarity"]
+    assert list(nearest["task"]) == ["alpha", "beta", "gamma"] and set(nearest["rank"]) == {1}
+    off_diagonal = np.where(np.eye(3, dtype=bool), -np.inf, full)
+    assert list(nearest["neighbour"]) == [clf.tasks_[i] for i in off_diagonal.argmax(axis=1)]
+    np.testing.assert_allclose(nearest["similarity"], off_diagonal.max(axis=1))
+    every = clf.task_similarity(top_k=10)  # more than there are: every other task, most similar first
+    assert len(every) == 6 and (every.groupby("task")["similarity"].diff().dropna() <= 0).all()
+    with pytest.raises(ValueError, match="top_k.*task_similarity"):
+        clf.task_similarity(top_k=0)
+
+
+def test_routing_plots_with_hundreds_of_tasks_cluster_tasks_and_thin_labels(tiny_kwargs):
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    from skillfit.plotting import plot_routing, plot_task_similarity
+
+    rng = np.random.default_rng(0)
+    tasks = np.repeat([f"task {i:03d}" for i in range(120)], 2)
+    X = [(f"w{rng.integers(5)} w{rng.integers(5)}", task) for task in tasks]
+    y = np.tile(["no", "yes"], 120)
+    clf = PolyClassifier(n_skills=3, router_learning_rate=0.5, **{**tiny_kwargs, "max_epochs": 1, "batch_size": 64}).fit(X, y)
+    ax = plot_routing(clf)
+    labels = [label.get_text() for label in ax.get_yticklabels()]
+    assert ax.images[0].get_array().shape == (120, 3) and len(labels) == 40
+    assert ax.figure.get_size_inches()[1] <= 12.0
+    assert labels != sorted(labels)  # clustered, not in fitted order
+    assert [l.get_text() for l in plot_routing(clf, order="fitted").get_yticklabels()][:2] == ["task 000", "task 003"]
+    similarity = plot_task_similarity(clf)
+    assert similarity.images[0].get_array().shape == (120, 120)
+    np.testing.assert_allclose(np.diag(similarity.images[0].get_array()), 1.0, rtol=1e-6)  # rows and columns in one order
+    with pytest.raises(ValueError, match="order must be"):
+        plot_routing(clf, order="sorted")
+    matplotlib.pyplot.close("all")
+
+
 def test_plot_routing_without_matplotlib_says_how_to_install(monkeypatch, tiny_kwargs, multitask):
     import builtins
 
