@@ -23,23 +23,31 @@ MANY_TASKS = 30
 MAX_FIGURE_INCHES = 12.0
 
 
-def cluster_order(vectors: np.ndarray) -> np.ndarray:
-    """Row order that puts similar rows (by cosine) next to one another: average-linkage leaves."""
-    if len(vectors) < 3:
-        return np.arange(len(vectors))
+def cluster_order(similarity: np.ndarray) -> np.ndarray:
+    """Task order that puts similar tasks next to one another: average-linkage leaves.
+
+    ``similarity`` is a square matrix such as :meth:`task_similarity` returns; the
+    distance clustered is ``1 - similarity``.
+    """
+    if len(similarity) < 3:
+        return np.arange(len(similarity))
     from scipy.cluster.hierarchy import leaves_list, linkage
+    from scipy.spatial.distance import squareform
 
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    unit = vectors / np.where(norms == 0, 1.0, norms)  # Euclidean on unit vectors orders as cosine does
-    return leaves_list(linkage(unit, method="average", metric="euclidean"))
+    distance = np.clip(1.0 - np.asarray(similarity, dtype=np.float64), 0.0, None)
+    distance = (distance + distance.T) / 2
+    np.fill_diagonal(distance, 0.0)
+    return leaves_list(linkage(squareform(distance, checks=False), method="average"))
 
 
-def _task_order(vectors: np.ndarray, order: str) -> np.ndarray:
+def _task_order(estimator: Any, order: str, similarity: np.ndarray | None = None) -> np.ndarray:
+    """Row order of the tasks of ``estimator`` for ``order`` ("auto", "cluster" or "fitted")."""
     if order not in ("auto", "cluster", "fitted"):
         raise ValueError(f"order must be 'auto', 'cluster' or 'fitted', got {order!r}.")
-    if order == "cluster" or (order == "auto" and len(vectors) > MANY_TASKS):
-        return cluster_order(vectors)
-    return np.arange(len(vectors))
+    n_tasks = len(estimator.tasks_)
+    if order == "fitted" or (order == "auto" and n_tasks <= MANY_TASKS):
+        return np.arange(n_tasks)
+    return cluster_order(estimator.task_similarity().to_numpy() if similarity is None else similarity)
 
 
 def _label_ticks(ax: Any, axis: str, labels: list[str], max_labels: int) -> None:
@@ -57,30 +65,44 @@ def _figure_height(n_rows: int) -> float:
     return min(MAX_FIGURE_INCHES, 1.0 + 0.4 * n_rows)
 
 
+def _short_layer_names(names: list[str]) -> list[str]:
+    """Layer names without the prefix they all share (``encoder.layer.`` and the like)."""
+    if len(names) < 2:
+        return names
+    parts = [name.split(".") for name in names]
+    common = 0
+    while all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return [".".join(p[common:]) for p in parts]
+
+
 def plot_routing(
     estimator: Any, *, ax: Any = None, layer: str | None = None, cmap: str = "viridis",
     order: str = "auto", max_labels: int = 40,
 ) -> Any:
-    """Draw the tasks × skills routing weights of a fitted estimator as a heatmap.
+    """Draw the routing weights of a fitted estimator as a tasks × skills heatmap.
+
+    Skills are separate in every layer and head, so the columns are every routed
+    layer's skills side by side (``routing_weights_``), with a line between layers.
 
     Parameters
     ----------
     estimator : fitted skillfit estimator
         One with routing (Poly, C-Poly) or gates (PEMT).
     ax : matplotlib Axes, optional
-        Where to draw; a new figure by default (at most 12 inches high).
+        Where to draw; a new figure by default (at most 12 inches wide and high).
     layer : str, optional
-        A key of ``layer_routing_weights_`` to draw that layer (heads averaged); by
-        default the average over layers (``routing_weights_``).
+        A key of ``layer_routing_weights_``: draw that layer only (its heads side by
+        side). PEMT's gates are drawn averaged over layers (experts are the same tasks
+        in every layer) unless a layer is named.
     cmap : str, default="viridis"
         Colour map.
     order : {"auto", "cluster", "fitted"}, default="auto"
         Task order: ``"fitted"`` keeps ``tasks_``; ``"cluster"`` puts tasks with
-        similar routing next to one another (average-linkage clustering of the
-        per-layer routing, as :meth:`task_similarity` compares it); ``"auto"``
-        clusters above 30 tasks.
+        similar routing next to one another (average-linkage clustering of
+        :meth:`task_similarity`); ``"auto"`` clusters above 30 tasks.
     max_labels : int, default=40
-        Most task names written; with more tasks, every k-th is.
+        Most task names (and layer names) written; with more, every k-th is.
 
     Returns
     -------
@@ -91,24 +113,38 @@ def plot_routing(
     check_is_fitted(estimator, "network_")
     gates = getattr(estimator, "gate_weights_", None)
     per_layer = getattr(estimator, "layer_gate_weights_", None) or getattr(estimator, "layer_routing_weights_", {})
+    n_tasks = len(estimator.tasks_)
     if layer is not None:
         if layer not in per_layer:
             raise ValueError(f"layer={layer!r} is not a routed layer; choose one of {sorted(per_layer)[:5]}...")
-        weights = per_layer[layer].reshape(len(estimator.tasks_), -1, per_layer[layer].shape[-1]).mean(axis=1)
+        weights, blocks = per_layer[layer].reshape(n_tasks, -1), {}
+        block = per_layer[layer].shape[-1]  # one block per head
+    elif gates is not None:
+        weights, blocks, block = np.asarray(gates), {}, 0
     else:
-        weights = gates if gates is not None else estimator.routing_weights_
-    weights = np.asarray(weights)
+        weights = np.asarray(estimator.routing_weights_)
+        block = weights.shape[1] // max(1, len(per_layer))  # the columns of one layer
+        blocks = dict(zip(_short_layer_names(list(per_layer)), range(0, weights.shape[1], block))) if per_layer else {}
     if weights.shape[1] == 0:
         raise ValueError(f"{type(estimator).__name__} has no shared skills to route over.")
-    routing = np.concatenate([w.reshape(len(estimator.tasks_), -1) for w in per_layer.values()], axis=1) if per_layer else weights
-    rows = _task_order(routing, order)
+    rows = _task_order(estimator, order)
     plt = _pyplot()
     if ax is None:
-        _, ax = plt.subplots(figsize=(1.2 + 0.6 * weights.shape[1], _figure_height(weights.shape[0])))
+        width = min(MAX_FIGURE_INCHES, 2.2 + 0.25 * weights.shape[1])
+        _, ax = plt.subplots(figsize=(max(width, 4.0), _figure_height(n_tasks)))
     image = ax.imshow(weights[rows], aspect="auto", cmap=cmap, interpolation="nearest")
     _label_ticks(ax, "y", [str(estimator.tasks_[i]) for i in rows], max_labels)
-    ax.set_xticks(range(weights.shape[1]))
-    ax.set_xlabel("expert (task)" if gates is not None else "shared skill")
+    if block and weights.shape[1] > block:
+        for edge in range(block, weights.shape[1], block):
+            ax.axvline(edge - 0.5, color="white", linewidth=0.6)
+    if blocks:
+        step = max(1, -(-len(blocks) // max_labels))
+        shown = list(blocks.items())[::step]
+        ax.set_xticks([start + (block - 1) / 2 for _, start in shown], [name for name, _ in shown], rotation=90, fontsize=7)
+        ax.set_xlabel(f"shared skills of each routed layer ({block} per layer)")
+    else:
+        ax.set_xticks(range(weights.shape[1]))
+        ax.set_xlabel("expert (task)" if gates is not None and layer is None else "head × shared skill")
     ax.set_ylabel("task")
     ax.set_title(f"{type(estimator).__name__} routing" + (f": {layer}" if layer else ""))
     ax.figure.colorbar(image, ax=ax)
@@ -139,13 +175,13 @@ def plot_task_similarity(
     """
     similarity = estimator.task_similarity()
     values = similarity.to_numpy()
-    rows = _task_order(values, order)
+    rows = _task_order(estimator, order, values)
     names = [str(similarity.index[i]) for i in rows]
     plt = _pyplot()
     if ax is None:
         side = min(MAX_FIGURE_INCHES, 2.5 + 0.35 * len(names))
         _, ax = plt.subplots(figsize=(side + 1.0, side))
-    image = ax.imshow(values[np.ix_(rows, rows)], cmap=cmap, interpolation="nearest")
+    image = ax.imshow(values[np.ix_(rows, rows)], cmap=cmap, interpolation="nearest", vmin=-1.0, vmax=1.0)
     _label_ticks(ax, "y", names, max_labels)
     _label_ticks(ax, "x", names, max_labels)
     ax.set_title(f"{type(estimator).__name__}: task similarity of routing")

@@ -49,8 +49,8 @@ def test_poly_learns_non_uniform_routing(bert_path, multitask):
     clf = PolyClassifier(n_skills=4, backbone=bert_path, max_epochs=6, batch_size=16, router_learning_rate=0.1, random_state=0)
     clf.fit(X, y)
     weights = clf.routing_weights_
-    assert weights.shape == (3, 4)
-    np.testing.assert_allclose(weights.sum(axis=1), 1.0, rtol=1e-5)
+    assert weights.shape == (3, 4 * 4)  # 4 routed layers x 4 skills, side by side
+    np.testing.assert_allclose(weights.reshape(3, 4, 4).sum(axis=-1), 1.0, rtol=1e-5)
     # Initialised uniform (0.25 +- 1e-4); training must move it well away.
     assert np.abs(weights - 0.25).max() > 0.05, weights
     assert len(clf.layer_routing_weights_) == 4
@@ -62,7 +62,7 @@ def test_fitted_attributes(tiny_kwargs, multitask):
     clf = CPolyClassifier(n_shared=2, n_exclusive=1, n_splits=2, **tiny_kwargs).fit(X, y)
     assert clf.classes_.tolist() == sorted(set(y))
     assert clf.tasks_.tolist() == ["alpha", "beta", "gamma"]
-    assert clf.routing_weights_.shape == (3, 2)
+    assert clf.routing_weights_.shape == (3, len(clf.layer_routing_weights_) * 2 * 2)  # layers x heads x skills
     assert clf.device_ == torch.device("cpu")
     assert clf.n_iter_ == 2 and all(isinstance(loss, float) for loss in clf.loss_curve_)
 

@@ -307,10 +307,11 @@ def test_task_similarity_and_routing_per_layer(tiny_kwargs, multitask):
     assert list(similarity.index) == list(similarity.columns) == ["alpha", "beta", "gamma"]
     np.testing.assert_allclose(np.diag(similarity.to_numpy()), 1.0, rtol=1e-6)
     np.testing.assert_allclose(similarity.to_numpy(), similarity.to_numpy().T)
-    assert similarity.to_numpy().min() < 0.999
+    # Centred: three tasks' deviations from their mean sum to zero, so they cannot all agree.
+    assert -1.0 <= similarity.to_numpy().min() < 0.0
     layers = clf.layer_routing_weights_
     assert len(layers) == 4 and all(w.shape == (3, 1, 4) for w in layers.values())
-    np.testing.assert_allclose(np.mean([w.mean(axis=1) for w in layers.values()], axis=0), clf.routing_weights_)
+    np.testing.assert_array_equal(np.concatenate([w.reshape(3, -1) for w in layers.values()], axis=1), clf.routing_weights_)
     with pytest.raises(ValueError, match="no learned routing"):
         LoRAClassifier(**tiny_kwargs).fit(X, y).task_similarity()
 
@@ -323,12 +324,37 @@ def test_plot_routing(tiny_kwargs, multitask):
     X, y = multitask
     clf = CPolyClassifier(n_shared=3, **tiny_kwargs).fit(X, y)
     ax = plot_routing(clf)
-    assert ax.images[0].get_array().shape == (3, 3)
+    n_layers = len(clf.layer_routing_weights_)
+    assert ax.images[0].get_array().shape == (3, 3 * n_layers)  # every layer's skills, side by side
     assert [label.get_text() for label in ax.get_yticklabels()] == ["alpha", "beta", "gamma"]
+    assert len(ax.get_xticklabels()) == n_layers and len(ax.lines) == n_layers - 1  # a name and a line per layer
     layer = next(iter(clf.layer_routing_weights_))
     assert plot_routing(clf, layer=layer).images[0].get_array().shape == (3, 3)
     with pytest.raises(ValueError, match="not a routed layer"):
         plot_routing(clf, layer="nope")
+
+
+@pytest.mark.parametrize("make", [
+    lambda kw: PolyClassifier(n_skills=3, n_splits=2, router_learning_rate=0.3, **kw),
+    lambda kw: CPolyClassifier(n_shared=2, n_exclusive=1, router_learning_rate=0.3, **kw),
+], ids=["poly-s", "cpoly"])
+def test_task_similarity_compares_the_updates_routing_builds_from_the_shared_skills(make, tiny_kwargs, multitask):
+    """Reference: every task's shared update s * A_t B_t built in full, flattened, centred, cosine."""
+    from skillfit.skills import skill_layers
+
+    X, y = multitask
+    clf = make({**tiny_kwargs, "max_epochs": 3}).fit(X, y)
+    tasks = torch.arange(len(clf.tasks_))
+    flat = []
+    clf.network_.eval()  # evaluation routing (the relaxed Bernoulli's mean), as task_similarity reads it
+    with torch.no_grad():
+        for _, layer in skill_layers(clf.network_):
+            A, B = layer._as_matrices(*layer._shared_factors(tasks))
+            flat.append((layer.config.scale * (A.double() @ B.double())).reshape(len(tasks), -1))
+    vectors = torch.cat(flat, dim=1).numpy()
+    centred = vectors - vectors.mean(axis=0)
+    unit = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    np.testing.assert_allclose(clf.task_similarity().to_numpy(), unit @ unit.T, atol=1e-9)
 
 
 def test_task_similarity_top_k_lists_each_tasks_nearest_other_tasks(tiny_kwargs, multitask):
@@ -359,7 +385,7 @@ def test_routing_plots_with_hundreds_of_tasks_cluster_tasks_and_thin_labels(tiny
     clf = PolyClassifier(n_skills=3, router_learning_rate=0.5, **{**tiny_kwargs, "max_epochs": 1, "batch_size": 64}).fit(X, y)
     ax = plot_routing(clf)
     labels = [label.get_text() for label in ax.get_yticklabels()]
-    assert ax.images[0].get_array().shape == (120, 3) and len(labels) == 40
+    assert ax.images[0].get_array().shape == (120, 3 * len(clf.layer_routing_weights_)) and len(labels) == 40
     assert ax.figure.get_size_inches()[1] <= 12.0
     assert labels != sorted(labels)  # clustered, not in fitted order
     assert [l.get_text() for l in plot_routing(clf, order="fitted").get_yticklabels()][:2] == ["task 000", "task 003"]

@@ -36,7 +36,7 @@ from .._validation import (
     validate_parameters,
 )
 from ..backbones import DEFAULT_BACKBONE, load_backbone_of_kind, resolve_device
-from ..skills import UNKNOWN_TASK, SkillConfig, add_tasks, train_only_new_tasks
+from ..skills import UNKNOWN_TASK, SkillConfig, add_tasks, centred_cosine, routing_update_gram, train_only_new_tasks
 from ._batching import evaluation_batches, pad_sequences, token_lengths
 from ._hooks import EstimatorHooks
 from ._params import estimator_parameters, parameter, parameter_constraints
@@ -413,7 +413,15 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
 
     # ---------------------------------------------------------- introspection
     def task_similarity(self, top_k: int | None = None) -> "pd.DataFrame":
-        """Cosine similarity of the tasks' routing over all layers and heads.
+        """How alike the tasks' routing is: a centred cosine similarity, from -1 to 1.
+
+        For Poly-routed skills, two tasks are compared by the updates their routing
+        builds from the shared skills in every layer (``routing_update_gram``), not by
+        the raw weights: skill ``k`` of one layer has nothing to do with skill ``k`` of
+        another, and a routing difference matters only where the skills differ. For
+        PEMT's gates, by the gate vectors. Either way, what every task shares (the
+        mean over tasks) is taken out first, so the similarity shows how tasks differ:
+        0 is as alike as two random tasks of the set, 1 is the same deviation.
 
         Parameters
         ----------
@@ -432,13 +440,15 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
 
         self._check_fitted()
         validate_arguments(f"{type(self).__name__}.task_similarity", {"top_k": top_k}, TOP_K_CONSTRAINTS)
-        per_layer = getattr(self, "layer_gate_weights_", None) or self.layer_routing_weights_
-        if not per_layer:
+        gates = getattr(self, "layer_gate_weights_", None)
+        if gates:
+            vectors = np.concatenate([weights.reshape(len(self.tasks_), -1) for weights in gates.values()], axis=1)
+            gram = vectors.astype(np.float64) @ vectors.T.astype(np.float64)
+        else:
+            gram = routing_update_gram(self.network_)
+        if gram is None:
             raise ValueError(f"{type(self).__name__} has no learned routing to compare tasks with.")
-        vectors = np.concatenate([weights.reshape(len(self.tasks_), -1) for weights in per_layer.values()], axis=1)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        unit = vectors / np.where(norms == 0, 1.0, norms)
-        similarity = unit @ unit.T
+        similarity = centred_cosine(gram)
         if top_k is None:
             return pd.DataFrame(similarity, index=self.tasks_, columns=self.tasks_)
         np.fill_diagonal(similarity, -np.inf)  # a task is not its own neighbour

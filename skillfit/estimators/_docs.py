@@ -97,10 +97,12 @@ max_target_length : int, default=64
 SEQ2SEQ_ATTRIBUTES = """\
 tasks_ : ndarray of shape (n_tasks,)
         Task ids seen in ``fit`` (then those added by ``adapt``), with their type.
-    routing_weights_ : ndarray of shape (n_tasks, n_shared_skills)
-        Evaluation-mode routing weights averaged over layers and heads.
+    routing_weights_ : ndarray of shape (n_tasks, n_routed_layers * n_splits * n_shared_skills)
+        Evaluation-mode routing weights of every routed layer side by side (layer by
+        layer as in ``layer_routing_weights_``, then head, then skill; each head's
+        weights sum to 1). Not averaged: skills are separate in every layer and head.
     layer_routing_weights_ : dict of str to ndarray (n_tasks, n_splits, n_shared_skills)
-        The same per adapted layer.
+        The same, one array per routed layer.
     decoder_only_ : bool
         Whether the backbone is a causal language model.
     loss_curve_ : list of float
@@ -116,10 +118,12 @@ classes_ : ndarray of shape (n_classes,)
         Labels over all tasks, sorted.
     tasks_ : ndarray of shape (n_tasks,)
         Task ids seen in ``fit``, sorted, with their type (int or str).
-    routing_weights_ : ndarray of shape (n_tasks, n_shared_skills)
-        Evaluation-mode routing weights averaged over layers and heads.
+    routing_weights_ : ndarray of shape (n_tasks, n_routed_layers * n_splits * n_shared_skills)
+        Evaluation-mode routing weights of every routed layer side by side (layer by
+        layer as in ``layer_routing_weights_``, then head, then skill; each head's
+        weights sum to 1). Not averaged: skills are separate in every layer and head.
     layer_routing_weights_ : dict of str to ndarray (n_tasks, n_splits, n_shared_skills)
-        The same per adapted layer (empty for methods without a router).
+        The same, one array per routed layer (empty for methods without a router).
     loss_curve_ : list of float
         Mean training loss of each epoch.
     n_iter_ : int

@@ -80,8 +80,9 @@ class EstimatorHooks:
         per_layer = routing_weights(self.network_)
         self.layer_routing_weights_ = per_layer
         if per_layer:
-            # Average over layers and heads: (n_tasks, n_shared).
-            self.routing_weights_ = np.mean([w.mean(axis=1) for w in per_layer.values()], axis=0)
+            # Side by side, not averaged: skill k of one layer or head is unrelated to skill
+            # k of another, so an average would mix unrelated skills and come out near uniform.
+            self.routing_weights_ = np.concatenate([w.reshape(len(self.tasks_), -1) for w in per_layer.values()], axis=1)
         else:
             self.routing_weights_ = np.ones((len(self.tasks_), self._skill_config(len(self.tasks_)).n_shared))
 

@@ -9,7 +9,7 @@ from .gating import gate_experts
 from .inject import ALL_LINEAR, inject_skills, skill_layers, target_layer_names, top_block_layers
 from .layer import SkillLinear, linear_features
 from .new_tasks import add_tasks, train_only_new_tasks
-from .readback import gate_weights, routing_weights
+from .readback import centred_cosine, gate_weights, routing_update_gram, routing_weights
 from .routing import (
     UNKNOWN_TASK,
     ExclusiveMixer,
@@ -29,6 +29,7 @@ __all__ = [
     "Router",
     "UniformRouter",
     "add_tasks",
+    "centred_cosine",
     "gate_experts",
     "gate_weights",
     "task_sparsity_loss",
@@ -39,6 +40,7 @@ __all__ = [
     "TaskContext",
     "inject_skills",
     "linear_features",
+    "routing_update_gram",
     "routing_weights",
     "skill_layers",
     "train_only_new_tasks",
