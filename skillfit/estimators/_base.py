@@ -67,7 +67,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
     alpha: float = parameter(16.0, Interval(Real, 0, None, closed="neither"))
     dropout: float = parameter(0.0, Interval(Real, 0, 1, closed="left"))
     learning_rate: float = parameter(2e-3, Interval(Real, 0, None, closed="neither"))
-    router_learning_rate: float = parameter(0.05, Interval(Real, 0, None, closed="neither"))
+    router_learning_rate: float = parameter(0.5, Interval(Real, 0, None, closed="neither"))
     weight_decay: float = parameter(0.0, Interval(Real, 0, None))
     warmup_fraction: float = parameter(0.1, Interval(Real, 0, 1, closed="left"))
     max_epochs: int = parameter(5, Interval(Integral, 1, None))

@@ -18,9 +18,10 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
         Dropout on the input of the skills.
     learning_rate : float, default=2e-3
         AdamW learning rate of the skills and the head.
-    router_learning_rate : float, default=0.05
-        AdamW learning rate of the routing logits (the reference code uses a larger
-        rate for routers than for skills).
+    router_learning_rate : float, default=0.5
+        AdamW learning rate of the routing logits. Routers need a far larger rate than
+        skills to move in a few epochs (the reference code searches 0.1 and 0.5 against
+        1e-3 and 1e-4; ``docs/methods.md``).
     weight_decay : float, default=0.0
         AdamW weight decay of the skills and the head (never the routers).
     warmup_fraction : float, default=0.1
