@@ -24,7 +24,10 @@ Usage::
     python benchmarks/many_tasks.py                       # CPU, or CUDA when present
     python benchmarks/many_tasks.py --tasks 6 64 512 --predict-rows 2000 --repeats 5
 
-The quality table on ``load_many_tasks`` is ``benchmarks/quality.py --data many``.
+With ``--quality``, the report ends with the quality table on ``load_many_tasks``
+(``benchmarks/quality.py --many``, resuming its recorded runs: about 45 minutes on 2
+CPU cores when none is recorded). The curves are drawn to ``<output>.png`` when
+matplotlib is installed.
 """
 
 from __future__ import annotations
@@ -143,12 +146,41 @@ def cost_and_memory(args, device: str) -> tuple[list[str], list[str]]:
             f"| {n_tasks} | {method} | {params[method, n_tasks]:,} | {state[method, n_tasks]:.1f} | "
             f"{memory[method, n_tasks]:.0f} | {state[method, n_tasks] + memory[method, n_tasks]:.0f} |"
         )
+    curves = pd.DataFrame([
+        {"method": method, "tasks": n_tasks, "step / own at first": step[method, n_tasks] / step[method, first],
+         "memory (MiB)": state[method, n_tasks] + memory[method, n_tasks]}
+        for method, n_tasks in times
+    ])
     last = args.tasks[-1]
     table += ["", f"Per-task cost, from {first} to {last} tasks:", ""]
     for method in METHODS:
         per_task = (params[method, last] - params[method, first]) / (last - first)
         table.append(f"- {method}: {per_task:,.0f} trainable parameters per task ({per_task * 16 / 2**10:.0f} KiB of training state)")
-    return cost + [""], table + [""]
+    return cost + [""], table + [""], curves
+
+
+def plot_curves(curves: pd.DataFrame, path: Path) -> None:
+    """Train-step cost (relative to the fewest tasks) and training memory against the task count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (cost_ax, memory_ax) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for method, rows in curves.groupby("method", sort=False):
+        cost_ax.plot(rows["tasks"], rows["step / own at first"], marker="o", label=method)
+        memory_ax.plot(rows["tasks"], rows["memory (MiB)"], marker="o", label=method)
+    for ax in (cost_ax, memory_ax):
+        ax.set_xscale("log")
+        ax.set_xlabel("tasks")
+        ax.grid(alpha=0.3)
+    cost_ax.set_ylabel("train step / own cost at the fewest tasks")
+    memory_ax.set_ylabel("training state + step peak (MiB)")
+    memory_ax.set_yscale("log")
+    cost_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def predict_table(args, device: str) -> list[str]:
@@ -172,6 +204,8 @@ def predict_table(args, device: str) -> list[str]:
         }
         runs = {name: ([estimator._make_batch(rows, encoded) for rows in batches], True) for name, batches in batchings.items()}
         runs["skillfit batching, unmerged"] = (runs[next(iter(batchings))][0], False)
+        if args.predict_skillfit_only:
+            runs = dict(list(runs.items())[:1])
         bare_batches = [estimator._make_batch(rows, encoded) for rows in np.array_split(np.arange(args.predict_rows), -(-args.predict_rows // 32))]
         times = {name: [] for name in [*runs, "bare"]}
         for round_ in range(args.predict_repeats + 1):
@@ -202,15 +236,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--predict-rows", type=int, default=10_000)
     parser.add_argument("--predict-repeats", type=int, default=3)
     parser.add_argument("--predict-tasks", type=int, nargs="+", default=[6, 500])
+    parser.add_argument("--predict-skillfit-only", action="store_true",
+                        help="time only skillfit's batching against the bare backbone (half the predict time)")
     parser.add_argument("--skip-predict", action="store_true")
+    parser.add_argument("--quality", action="store_true", help="end with the quality table of quality.py --many")
     parser.add_argument("--skip-cost", action="store_true", help="only the predict table")
     parser.add_argument("--device", default="auto", help="'auto' (CUDA when present), 'cpu' or 'cuda'")
     parser.add_argument("--output", type=Path, default=None, help="markdown report (default: benchmarks/results/many-tasks-<device>.md)")
     args = parser.parse_args(argv)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     start = time.perf_counter()
-    cost, memory = ([], []) if args.skip_cost else cost_and_memory(args, device)
+    cost, memory, curves = ([], [], None) if args.skip_cost else cost_and_memory(args, device)
     predict = [] if args.skip_predict else predict_table(args, device)
+    quality = []
+    if args.quality:
+        import quality as quality_benchmark
+
+        quality_benchmark.main(["--many"])
+        quality = [(HERE / "results" / "many" / "report.md").read_text()]
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     header = [
         f"## Many tasks, {name}",
@@ -218,10 +261,15 @@ def main(argv: list[str] | None = None) -> None:
         f"MiniLM, rank {RANK}; torch {torch.__version__}, skillfit {skillfit.__version__}.",
         "",
     ]
-    report = "\n".join(header + cost + memory + predict + [f"Total wall time {time.perf_counter() - start:.0f}s."]) + "\n"
+    report = "\n".join(header + cost + memory + predict + quality + [f"Total wall time {time.perf_counter() - start:.0f}s."]) + "\n"
     output = args.output or HERE / "results" / f"many-tasks-{device}.md"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(report)
+    if curves is not None:
+        try:
+            plot_curves(curves, output.with_suffix(".png"))
+        except ImportError:
+            print("matplotlib is not installed: no plot of the curves")
     print("\n" + report)
 
 

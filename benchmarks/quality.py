@@ -11,6 +11,7 @@ Usage::
     python benchmarks/quality.py --quick     # under 15 minutes on 2 CPU cores
     python benchmarks/quality.py             # the run in docs/benchmarks.md (about 90 min)
     python benchmarks/quality.py --methods C-Poly Poly --seeds 0
+    python benchmarks/quality.py --many      # the 172 few-shot tasks of load_many_tasks
 
 Results are appended to ``<output>/results.jsonl`` as each run finishes, so an
 interrupted benchmark resumes where it stopped; ``report.md`` and
@@ -44,7 +45,7 @@ from peers import PeftClassifier, fit_per_task, frozen_embeddings, predict_per_t
 
 import skillfit  # noqa: E402
 from skillfit import CPolyClassifier, LoRAClassifier, MTLoRAClassifier, PEMTClassifier, PolyClassifier  # noqa: E402
-from skillfit.datasets import load_demo_tasks  # noqa: E402
+from skillfit.datasets import load_demo_tasks, load_many_tasks  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 VALIDATION_FRACTION = 0.2
@@ -62,9 +63,9 @@ TASK_DESCRIPTIONS = {
 
 @dataclasses.dataclass(frozen=True)
 class Profile:
-    """How much data and training each run gets."""
+    """How much data and training each run gets, and on which bundled tasks."""
 
-    train_per_task: int  # drawn from the train split, before the validation carve
+    train_per_task: int | None  # drawn from the train split, before the validation carve (None: all)
     test_per_task: int | None  # None: the whole test split
     max_epochs: int
     batch_size: int
@@ -72,13 +73,26 @@ class Profile:
     seeds: tuple[int, ...]
     fractions: tuple[float, ...]
     max_length: int = 64
+    group_by_length: bool = False  # batches of similar lengths (every method alike)
+    load: Callable[..., object] = load_demo_tasks  # the bundled loader: load_demo_tasks or load_many_tasks
+    n_tasks: int | None = None  # a seeded sample of the loader's tasks (None: all)
+    methods: tuple[str, ...] | None = None  # the default methods (None: all)
 
 
+# The many-task claim (docs/benchmarks.md, "Many tasks"): the methods issue 13 compares.
+MANY_TASK_METHODS = ("LoRA shared", "LoRA private", "Poly", "Poly-S", "C-Poly", "peft LoRA", "peft Poly")
 PROFILES = {
     "quick": Profile(train_per_task=50, test_per_task=60, max_epochs=2, batch_size=16, min_steps=0, seeds=(0, 1, 2), fractions=(1.0,)),
     "standard": Profile(
         train_per_task=150, test_per_task=None, max_epochs=3, batch_size=32, min_steps=30, seeds=(0, 1, 2),
         fractions=(0.05, 0.2, 0.5, 1.0),
+    ),
+    # 100 of the 172 few-shot tasks, 32 training texts each (fewer where a task has
+    # fewer), 12 test texts each: 7 methods x (2 rates + 2 more seeds) in about an
+    # hour on 2 CPU cores. All 172 tasks with every text take about 7 min per fit there.
+    "many": Profile(
+        train_per_task=32, test_per_task=12, max_epochs=2, batch_size=32, min_steps=0, seeds=(0, 1, 2),
+        fractions=(1.0,), group_by_length=True, load=load_many_tasks, methods=MANY_TASK_METHODS, n_tasks=100,
     ),
 }
 
@@ -117,6 +131,7 @@ VARIANT_METHODS: dict[str, tuple[Callable[..., object], tuple[float, ...]]] = {
         (2e-3,)),
 }
 C_GRID = (0.3, 3.0, 30.0)
+MAX_TASK_COLUMNS = 10
 CLASSICAL_METHODS = ("TF-IDF + LR", "frozen MiniLM + LR")
 ALL_METHODS = CLASSICAL_METHODS + tuple(NEURAL_METHODS)
 NEURAL_METHODS.update(VARIANT_METHODS)
@@ -138,9 +153,13 @@ def _stratified_head(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 def load_splits(profile: Profile) -> dict[str, pd.DataFrame]:
     """Fixed fit / validation / test frames (columns text, task, label) for a profile."""
-    train = load_demo_tasks(split="train").frame
-    test = load_demo_tasks(split="test").frame
-    pool = pd.concat([_stratified_head(rows, profile.train_per_task, DATA_SEED) for _, rows in train.groupby("task")])
+    train = profile.load(split="train").frame
+    test = profile.load(split="test").frame
+    if profile.n_tasks is not None:
+        tasks = np.random.RandomState(DATA_SEED).choice(sorted(train["task"].unique()), profile.n_tasks, replace=False)
+        train, test = train[train["task"].isin(tasks)], test[test["task"].isin(tasks)]
+    per_task = profile.train_per_task
+    pool = pd.concat([_stratified_head(rows, per_task or len(rows), DATA_SEED) for _, rows in train.groupby("task")])
     strata = pool["task"] + "|" + pool["label"]
     fit, validation = train_test_split(pool, test_size=VALIDATION_FRACTION, stratify=strata, random_state=DATA_SEED)
     if profile.test_per_task is not None:
@@ -222,6 +241,7 @@ class Runner:
                 max_epochs=self.epochs_for(len(fit)),
                 batch_size=self.profile.batch_size,
                 max_length=self.profile.max_length,
+                group_by_length=self.profile.group_by_length,
                 random_state=seed,
             )
             estimator.fit(fit[["text", "task"]], fit["label"])
@@ -310,14 +330,16 @@ def summarise(records: list[dict], chosen: dict[str, str], methods: list[str], s
 def markdown_tables(summary: pd.DataFrame, profile_name: str, profile: Profile, splits, fit_seconds: float) -> str:
     full = summary[summary["fraction"] == 1.0]
     tasks = [c for c in full.columns if c in set(splits["test"]["task"])]
+    if len(tasks) > MAX_TASK_COLUMNS:
+        tasks = []  # one column per task stays readable for the demo tasks only (summary.csv has them all)
     lines = [
         f"## Quality, profile `{profile_name}`",
         "",
-        f"Fit set {len(splits['fit'])} texts ({profile.train_per_task} per task before a "
+        f"Fit set {len(splits['fit'])} texts ({profile.train_per_task or 'all'} per task before a "
         f"{VALIDATION_FRACTION:.0%} validation carve: validation {len(splits['validation'])}), "
         f"test {len(splits['test'])} texts; {profile.max_epochs} epochs, batch {profile.batch_size}, "
         f"max_length {profile.max_length}; seeds {list(profile.seeds)}. Mean test accuracy over the "
-        "six tasks, mean ± std over seeds. Settings chosen on validation at seed 0.",
+        f"{splits['test']['task'].nunique()} tasks, mean ± std over seeds. Settings chosen on validation at seed 0.",
     ]
     is_variant = full["method"].isin(list(VARIANT_METHODS))
     for title, rows in (("", full[~is_variant]), ("### Variants (one change each, learning rate kept)", full[is_variant])):
@@ -325,13 +347,13 @@ def markdown_tables(summary: pd.DataFrame, profile_name: str, profile: Profile, 
             continue
         lines += ["", title, ""] if title else [""]
         lines += [
-            "| method | mean acc | ± std | trainable params | train time (s, median) | chosen | " + " | ".join(tasks) + " |",
+            "| method | mean acc | ± std | trainable params | train time (s, median) | chosen |" + "".join(f" {t} |" for t in tasks),
             "|---|---:|---:|---:|---:|---|" + "---:|" * len(tasks),
         ]
         for _, row in rows.sort_values("mean", ascending=False).iterrows():
             lines.append(
                 f"| {row['method']} | {row['mean']:.3f} | {row['std']:.3f} | {row['params']:,} | {row['train_time_s']:.0f} | "
-                f"{row['setting']} | " + " | ".join(f"{row[task]:.3f}" for task in tasks) + " |"
+                f"{row['setting']} |" + "".join(f" {row[task]:.3f} |" for task in tasks)
             )
     fractions = sorted(summary["fraction"].unique())
     if len(fractions) > 1:
@@ -383,16 +405,21 @@ def plot_sample_efficiency(summary: pd.DataFrame, path: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small profile, under 15 minutes on 2 CPU cores")
-    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS + tuple(VARIANT_METHODS), default=list(ALL_METHODS),
-                        metavar="METHOD", help=f"methods to run (default: all of {', '.join(ALL_METHODS)}; "
+    parser.add_argument("--many", action="store_true", help="the 172 few-shot tasks of load_many_tasks")
+    parser.add_argument("--methods", nargs="+", choices=ALL_METHODS + tuple(VARIANT_METHODS),
+                        metavar="METHOD", help=f"methods to run (default: all of {', '.join(ALL_METHODS)}, "
+                        f"with --many {', '.join(MANY_TASK_METHODS)}; "
                         f"C-Poly variants: {', '.join(VARIANT_METHODS)})")
     parser.add_argument("--seeds", nargs="+", type=int, help="override the profile's seeds")
     parser.add_argument("--no-fractions", action="store_true", help="skip the sample-efficiency sweep")
     parser.add_argument("--output", type=Path, help="results folder (default: benchmarks/results/<profile>)")
     args = parser.parse_args(argv)
 
-    profile_name = "quick" if args.quick else "standard"
+    if args.quick and args.many:
+        parser.error("--quick and --many name two profiles: pass one")
+    profile_name = "quick" if args.quick else "many" if args.many else "standard"
     profile = PROFILES[profile_name]
+    methods = args.methods or list(profile.methods or ALL_METHODS)
     if args.seeds:
         profile = dataclasses.replace(profile, seeds=tuple(args.seeds))
     if args.no_fractions:
@@ -405,12 +432,12 @@ def main(argv: list[str] | None = None) -> None:
           f"test {len(splits['test'])} texts; results in {output}", flush=True)
 
     chosen = {}
-    for method in args.methods:
+    for method in methods:
         print(f"[{method}] choosing the setting on validation", flush=True)
         chosen[method] = runner.select_setting(method)
         runner.run_final(method, chosen[method], 1.0)
     for fraction in [f for f in profile.fractions if f != 1.0]:
-        for method in [m for m in args.methods if m in FRACTION_METHODS]:
+        for method in [m for m in methods if m in FRACTION_METHODS]:
             print(f"[{method}] fraction {fraction}", flush=True)
             runner.run_final(method, chosen[method], fraction)
 
