@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from .inject import skill_layers
+from .layer import SkillLinear
 
 
 def routing_weights(model: nn.Module) -> dict[str, np.ndarray]:
@@ -24,18 +25,21 @@ def gate_weights(model: nn.Module) -> dict[str, np.ndarray]:
     return _task_weights(model, "gate", lambda weights: weights[:, 0])  # gates have one head
 
 
+def _routed_layers(model: nn.Module, routing: str) -> Iterator[tuple[str, SkillLinear, torch.Tensor]]:
+    """``(name, layer, weights)`` of the layers routed by ``routing``: every task's router
+    weights ``(n_tasks, n_splits, n_skills)``, zero for tasks off the shared skills."""
+    for name, layer in skill_layers(model):
+        if layer.config.routing == routing and layer.router is not None:  # no router without shared skills
+            weights = layer.router.task_weights(layer.context)
+            yield name, layer, weights * layer.shared_enabled.view(-1, 1, 1).to(weights.dtype)
+
+
 def _task_weights(
     model: nn.Module, routing: str, reshape: Callable[[torch.Tensor], torch.Tensor]
 ) -> dict[str, np.ndarray]:
-    """Every task's router weights in the layers routed by ``routing``, zero for tasks off the shared skills."""
-    weights = {}
+    """Every task's router weights in the layers routed by ``routing``, as arrays by layer name."""
     with torch.no_grad():
-        for name, layer in skill_layers(model):
-            if layer.config.routing == routing and layer.router is not None:  # no router without shared skills
-                per_task = reshape(layer.router.task_weights(layer.context))
-                enabled = layer.shared_enabled.view(-1, *([1] * (per_task.ndim - 1)))
-                weights[name] = (per_task * enabled).float().cpu().numpy()
-    return weights
+        return {name: reshape(weights).float().cpu().numpy() for name, _, weights in _routed_layers(model, routing)}
 
 
 def routing_update_gram(model: nn.Module) -> np.ndarray | None:
@@ -53,11 +57,8 @@ def routing_update_gram(model: nn.Module) -> np.ndarray | None:
     """
     gram = None
     with torch.no_grad():
-        for _, layer in skill_layers(model):
-            if layer.config.routing != "poly" or layer.router is None:
-                continue
-            enabled = layer.shared_enabled.view(-1, 1, 1).double()
-            weights = layer.router.task_weights(layer.context).double() * enabled  # (T, H, K)
+        for _, layer, weights in _routed_layers(model, "poly"):
+            weights = weights.double()  # (T, H, K)
             A, B = layer.shared_A.double(), layer.shared_B.double()  # (H, K, d_in/H, r), (H, K, r, d_out/H)
             # A_s^T A_t = sum_{h,k,j} w[s,h,k] w[t,h,j] A[h,k]^T A[h,j], and B_s B_t^T alike;
             # <A_s B_s, A_t B_t>_F = <A_s^T A_t, B_s B_t^T>_F.
