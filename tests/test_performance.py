@@ -5,6 +5,7 @@ same numbers as the plain ones.
 """
 
 import os
+from contextlib import nullcontext
 
 import joblib
 import numpy as np
@@ -43,7 +44,49 @@ def test_merged_inference_equals_the_unmerged_path_and_leaves_base_weights_bit_i
         assert after[name].data_ptr() == pointer and torch.equal(after[name], value), name
     unmerged = clf.set_params(merged_inference=False).predict_proba(X)
     np.testing.assert_allclose(merged, unmerged, atol=1e-5, rtol=0)
-    assert clf.network_.context.merged_weights is None  # merged copies are dropped after predict
+    assert clf.network_.context.inference_cache is None  # merged copies and factors are dropped after predict
+
+
+@pytest.mark.parametrize("make", METHODS.values(), ids=METHODS.keys())
+def test_every_task_factors_mixed_once_equal_mixing_per_batch(make, tiny_kwargs, multitask):
+    X, y = multitask
+    clf = make({**tiny_kwargs, "learning_rate": 2e-2}).fit(X, y)
+    network, context = clf.network_.eval(), clf.network_.context
+    texts = [text for text, _ in X[:24]]
+    tasks = clf._task_indices(np.asarray([task for _, task in X[:24]], dtype=object))
+    tasks[::5] = -1  # the unknown task, mixed with known ones in unsorted rows
+    batch = clf._make_batch(np.arange(24), clf._encode(texts, tasks, None))
+
+    def forward(scope, task_ids=batch["tasks"]):
+        with torch.no_grad(), scope:
+            return network(batch["input_ids"], batch["attention_mask"], task_ids)
+
+    per_batch = forward(nullcontext())
+    torch.testing.assert_close(forward(context.inference(merge=False)), per_batch, atol=1e-6, rtol=1e-5)
+    # Past the cache budget every layer mixes per batch, as without the scope.
+    torch.testing.assert_close(forward(context.inference(merge=False, cache_bytes=0)), per_batch, atol=0, rtol=0)
+    for task in (-1, 1):  # a single-task batch, merged from the cached factors
+        single = torch.full_like(batch["tasks"], task)
+        torch.testing.assert_close(forward(context.inference(merge=True), single), forward(nullcontext(), single), atol=1e-5, rtol=1e-5)
+    assert context.inference_cache is None
+
+
+def test_every_task_factors_under_autocast_are_cast_once_and_match_per_batch(tiny_kwargs, multitask):
+    X, y = multitask
+    clf = CPolyClassifier(**tiny_kwargs, learning_rate=2e-2).fit(X, y)
+    network, context = clf.network_.eval(), clf.network_.context
+    texts, tasks = [text for text, _ in X[:16]], clf._task_indices(np.asarray([task for _, task in X[:16]], dtype=object))
+    batch = clf._make_batch(np.arange(16), clf._encode(texts, tasks, None))
+
+    def forward(scope):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16), scope:
+            return network(batch["input_ids"], batch["attention_mask"], batch["tasks"]).float()
+
+    with context.inference(merge=False):
+        cached = forward(nullcontext())
+        tables = [value for key, value in context.inference_cache.items() if key[-1] == torch.bfloat16]
+    assert tables and all(A.dtype == B.dtype == torch.bfloat16 for A, B in tables)
+    torch.testing.assert_close(cached, forward(nullcontext()), atol=0.05, rtol=0.05)
 
 
 def test_merged_inference_for_an_unknown_task_uses_the_average_routing(tiny_kwargs, multitask):

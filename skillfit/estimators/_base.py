@@ -12,7 +12,7 @@ What happens where (``docs/architecture.md`` has the whole map):
 
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -483,8 +483,8 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         )
 
     def _inference(self):
-        """The scope of a prediction pass: merged task weights when ``merged_inference``."""
-        return self.network_.context.merging() if self.merged_inference else nullcontext()
+        """The scope of a prediction pass: every task's factors mixed once, merged weights when ``merged_inference``."""
+        return self.network_.context.inference(merge=self.merged_inference)
 
 
 def _subset(targets: Any, rows: np.ndarray) -> Any:

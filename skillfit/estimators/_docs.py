@@ -69,8 +69,10 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
         sorted by length.
     merged_inference : bool, default=True
         At prediction, fold each task's update into the adapted layers' weights
-        (one dense matmul per layer, as the bare backbone); the base weights are
-        never written. Costs one extra copy of each adapted weight while predicting.
+        for batches of one task (one dense matmul per layer, as the bare backbone);
+        the base weights are never written. Costs one extra copy of each adapted
+        weight per task while predicting. Batches of several tasks always gather
+        each row's factors, mixed once per ``predict`` call for every task.
     gradient_checkpointing : bool, default=False
         Recompute the backbone's activations in the backward pass instead of
         storing them: less memory for large backbones, about a third more compute.

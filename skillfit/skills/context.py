@@ -16,6 +16,11 @@ import torch
 # What a task-wise computation returns: one tensor or several, each with one row per task.
 PerTask = Union[torch.Tensor, tuple[torch.Tensor, ...]]
 
+# Most bytes that the skill layers of one model may spend, inside `TaskContext.inference`,
+# on the factors of every task (each layer's (T+1) x (d_in + d_out) x rank table).
+# Layers past the budget compute their tasks' factors per batch instead.
+INFERENCE_CACHE_BYTES = 1 << 30
+
 
 class TaskContext:
     """The task ids of the batch that the model is processing now.
@@ -28,16 +33,20 @@ class TaskContext:
     task_descriptions : Tensor or None
         Task-description vectors ``(n_tasks, dim)`` read by gate routers (PEMT); owned
         and registered by the model that sets it.
-    merged_weights : dict or None
-        Inside :meth:`merging`: each layer's base weight with a task's update folded
-        in, computed once per (layer, task) and dropped when the scope ends.
+    inference_cache : dict or None
+        Inside :meth:`inference`: what skill layers derive from their parameters once
+        per scope (every task's factors, merged weights), dropped when the scope ends.
+    merge : bool
+        Inside :meth:`inference`: whether a single-task batch runs one merged weight.
     """
 
     def __init__(self) -> None:
         self.bypassed = False
         self.has_unknown = False
         self.task_descriptions: torch.Tensor | None = None
-        self.merged_weights: dict | None = None
+        self.inference_cache: dict | None = None
+        self.merge = False
+        self.cache_bytes_left = 0
         self._batch_tasks: torch.Tensor | None = None
         self._example_group: torch.Tensor | None = None
         self._task_counts: list[int] | None = None
@@ -71,19 +80,42 @@ class TaskContext:
             self._batch_tasks, self._example_group, self._task_counts, self._on_device, self.has_unknown = previous
 
     @contextmanager
-    def merging(self) -> Iterator[None]:
-        """Let skill layers fold a single-task batch's update into their weight (inference only).
+    def inference(self, merge: bool = True, cache_bytes: int = INFERENCE_CACHE_BYTES) -> Iterator[None]:
+        """Let skill layers in eval mode without gradients reuse what they derive from their parameters.
 
-        Inside, a layer whose batch holds one task and that runs without gradients
-        computes ``W + s (A_t B_t)`` once per task and uses it as one dense weight: the
-        forward pass costs what the bare backbone costs. The base weights are never
-        written; the merged copies are dropped when the scope ends.
+        Inside, each layer mixes every task's factors once (``A_t, s B_t`` for all
+        tasks, within ``cache_bytes`` for the whole model) and a batch then costs one
+        gather and two batched products per layer, whatever its tasks; kernel launches
+        no longer grow with the routing arithmetic. With ``merge``, a single-task batch
+        runs ``W + s A_t B_t`` as one dense weight, computed once per (layer, task): it
+        costs what the bare backbone costs. Nothing is written to the parameters; the
+        cache is dropped when the scope ends.
+
+        Parameters
+        ----------
+        merge : bool, default=True
+            Fold a single-task batch's update into the layer's weight.
+        cache_bytes : int
+            Most bytes the model's layers may spend on every task's factors.
         """
-        previous, self.merged_weights = self.merged_weights, {}
+        previous = (self.inference_cache, self.merge, self.cache_bytes_left)
+        self.inference_cache, self.merge, self.cache_bytes_left = {}, merge, cache_bytes
         try:
             yield
         finally:
-            self.merged_weights = previous
+            self.inference_cache, self.merge, self.cache_bytes_left = previous
+
+    @contextmanager
+    def every_task(self, n_tasks: int, device: torch.device) -> Iterator[torch.Tensor]:
+        """Task indices ``-1, 0, ..., n_tasks - 1``: row ``i`` is task ``i - 1``, row 0 the unknown task.
+
+        Inside, :meth:`per_task` fills row 0 as the unknown task, whatever the batch holds.
+        """
+        previous, self.has_unknown = self.has_unknown, True
+        try:
+            yield torch.arange(-1, n_tasks, device=device)
+        finally:
+            self.has_unknown = previous
 
     def per_task(
         self,
@@ -161,25 +193,36 @@ class TaskContext:
         beam search or several samples repeats each example consecutively, and each
         copy keeps its example's task.
         """
-        if self._example_group is None:
-            raise RuntimeError(
-                "A skill layer ran without task ids. Wrap the forward pass in "
-                "`with context.tasks(task_ids): ...` (the estimators do this for you)."
-            )
-        n_examples = len(self._example_group)
-        if batch_size % n_examples:
-            raise RuntimeError(
-                f"A skill layer got a batch of {batch_size} rows for {n_examples} task ids; "
-                "the batch size must be a multiple of the number of task ids."
-            )
         key = (device, batch_size)
         if key not in self._on_device:
-            example_group = self._example_group.repeat_interleave(batch_size // n_examples)
+            self._check_batch(batch_size)
+            example_group = self._example_group.repeat_interleave(batch_size // len(self._example_group))
             self._on_device[key] = (
                 self._batch_tasks.to(device, non_blocking=True),
                 example_group.to(device, non_blocking=True),
             )
         return self._on_device[key]
+
+    def row_tasks(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        """Each row's task index plus one (0: the unknown task), the row order of :meth:`every_task`."""
+        key = (device, batch_size, "rows")
+        if key not in self._on_device:
+            self._check_batch(batch_size)
+            rows = (self._batch_tasks + 1).index_select(0, self._example_group)
+            self._on_device[key] = rows.repeat_interleave(batch_size // len(rows)).to(device, non_blocking=True)
+        return self._on_device[key]
+
+    def _check_batch(self, batch_size: int) -> None:
+        if self._example_group is None:
+            raise RuntimeError(
+                "A skill layer ran without task ids. Wrap the forward pass in "
+                "`with context.tasks(task_ids): ...` (the estimators do this for you)."
+            )
+        if batch_size % len(self._example_group):
+            raise RuntimeError(
+                f"A skill layer got a batch of {batch_size} rows for {len(self._example_group)} task ids; "
+                "the batch size must be a multiple of the number of task ids."
+            )
 
 
 def _fill_rows(values: torch.Tensor, rows: torch.Tensor, fill: float | torch.Tensor) -> torch.Tensor:

@@ -22,14 +22,17 @@ With ``combine="output"`` the shared and exclusive parts are two products:
 rows sorted by task (as ``fit`` sorts them) gets one product per task on a slice; any
 other batch one batched product where each row gathers its task's pair, whose cost
 does not grow with the number of tasks (:func:`low_rank_update`). Inside
-``TaskContext.merging()`` a single-task batch without gradients runs one dense
-``W0 + s A_t B_t``, computed once per task and never written back.
+``TaskContext.inference()`` (prediction) every task's ``A_t, s B_t`` are mixed once
+per scope, so a batch costs one gather and two batched products per layer, and a
+single-task batch runs one dense ``W0 + s A_t B_t``, computed once per task and never
+written back.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Callable
 
 import torch
 from torch import nn
@@ -60,6 +63,16 @@ SLICED_TASKS_LIMIT = {"cpu": 4}
 def sliced_tasks_limit(device: torch.device) -> int:
     """Most distinct tasks a batch may hold for per-task slices to be used on ``device``."""
     return SLICED_TASKS_LIMIT.get(device.type, 1)
+
+
+def autocast_dtype(device: torch.device) -> torch.dtype | None:
+    """The dtype autocast computes in on ``device``'s type; None when autocast is off."""
+    try:
+        return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+    except (TypeError, AttributeError):  # torch < 2.4: no device-type arguments
+        if device.type == "cpu":
+            return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+        return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
 
 
 def low_rank_update(
@@ -193,6 +206,10 @@ class SkillLinear(nn.Module):
 
     def _exclusive_factors(self, tasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exclusive part (C-Poly, Wang et al. 2023); zero for an unknown task, which has none."""
+        if self.exclusive_mixer.exclusive_logits is None:  # one exclusive skill: its weight is 1
+            return self.context.per_task(
+                tasks, lambda known: (self.exclusive_A[known][:, :, 0], self.exclusive_B[known][:, :, 0]), 0.0
+            )
         weights = self.exclusive_mixer(tasks, self.context).to(self.exclusive_A.dtype)
         A, B = self.context.per_task(tasks, lambda known: (self.exclusive_A[known], self.exclusive_B[known]), 0.0)
         return torch.einsum("uhe,uhedr->uhdr", weights, A), torch.einsum("uhe,uhero->uhro", weights, B)
@@ -239,17 +256,23 @@ class SkillLinear(nn.Module):
         context = self.context
         if context.bypassed:
             return self.base_layer(x, *args, **kwargs)
+        if context.inference_cache is not None and not self.training and not torch.is_grad_enabled():
+            factors = self._every_task_factors(x.device)
+            if factors is not None:
+                return self._cached_forward(x, factors, *args, **kwargs)
         batch_tasks, example_group = context.groups(x.shape[0], x.device)
-        if context.merged_weights is not None and len(batch_tasks) == 1 and not torch.is_grad_enabled():
-            return self._merged_forward(x, batch_tasks)
+        if context.inference_cache is not None and context.merge and len(batch_tasks) == 1 and not torch.is_grad_enabled():
+            return self._merged_forward(x, lambda: self.merged_weight(batch_tasks))
         result = self.base_layer(x, *args, **kwargs)
         rows = self.dropout(x).reshape(x.shape[0], -1, self.in_features)
         segments = context.segments(x.shape[0]) if len(batch_tasks) <= sliced_tasks_limit(x.device) else None
         delta = None
         # Skills are mixed once per task of the batch (task_products), never per example.
         for A, B, scale in self.task_products(batch_tasks):
+            if autocast_dtype(x.device) is None:  # under autocast the products cast for themselves
+                rows = rows.to(A.dtype)
             # The scale goes on B (U x r x d_out), not on the (rows x d_out) output.
-            update = low_rank_update(rows.to(A.dtype), A, scale * B, example_group, segments)
+            update = low_rank_update(rows, A, scale * B, example_group, segments)
             delta = update if delta is None else delta + update
         return result + delta.reshape(result.shape).to(result.dtype)  # h = W0 x + B A x (Hu et al. 2022, Eq. 3)
 
@@ -261,18 +284,68 @@ class SkillLinear(nn.Module):
         task : LongTensor of shape (1,)
             The task index (-1: an unknown task, set through ``context.tasks(...)``).
         """
-        update = self.delta_weight(task)[0]  # (d_in, d_out)
+        return self._fold(self.delta_weight(task)[0])
+
+    def _fold(self, update: torch.Tensor) -> torch.Tensor:
+        """``W + update`` for an ``x @ W``-oriented update ``(d_in, d_out)``, in the base layer's layout."""
         weight = self.base_layer.weight
         if isinstance(self.base_layer, nn.Linear):
             update = update.T
         return weight + update.to(weight.dtype)
 
-    def _merged_forward(self, x: torch.Tensor, batch_tasks: torch.Tensor) -> torch.Tensor:
-        cache = self.context.merged_weights
-        key = (id(self), self.context.host_tasks()[0])
+    def _every_task_factors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(A, s B)`` of every task, rows ``-1 .. T-1`` (see ``TaskContext.every_task``), once per inference scope.
+
+        Terms combined in output space are concatenated along the rank:
+        ``x [A_1 A_2] [s_1 B_1; s_2 B_2] = s_1 x A_1 B_1 + s_2 x A_2 B_2``. None when the
+        model's cache budget is spent: the layer then mixes its batch's tasks per batch.
+        """
+        context, key = self.context, (id(self), "factors")
+        if key not in context.inference_cache:
+            with context.every_task(self.config.n_tasks, device) as tasks:
+                terms = self.task_products(tasks)
+            A = torch.cat([A for A, _, _ in terms], dim=-1)
+            B = torch.cat([scale * B for _, B, scale in terms], dim=-2)
+            size = A.numel() * A.element_size() + B.numel() * B.element_size()
+            fits = size <= context.cache_bytes_left
+            context.cache_bytes_left -= size if fits else 0
+            context.inference_cache[key] = (A, B) if fits else None
+        return context.inference_cache[key]
+
+    def _cached_forward(self, x: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor], *args, **kwargs) -> torch.Tensor:
+        context = self.context
+        A, B = factors
+        if context.merge and len(context.host_tasks()) == 1:
+            row = context.host_tasks()[0] + 1
+            return self._merged_forward(x, lambda: self._fold(A[row] @ B[row]))
+        result = self.base_layer(x, *args, **kwargs)
+        rows = x.reshape(x.shape[0], -1, self.in_features)
+        index = context.row_tasks(x.shape[0], x.device)
+        dtype = autocast_dtype(x.device)
+        if dtype is not None:  # cast the tables once per scope, not the gathered rows per batch
+            A, B = self._autocast_factors(dtype, A, B)
+        else:
+            rows = rows.to(A.dtype)
+        update = torch.bmm(torch.bmm(rows, A.index_select(0, index)), B.index_select(0, index))
+        return result + update.reshape(result.shape).to(result.dtype)
+
+    def _autocast_factors(self, dtype: torch.dtype, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The factors in autocast's ``dtype``, cast once per scope within the cache budget (else as they are)."""
+        context, key = self.context, (id(self), "factors", dtype)
+        if key not in context.inference_cache:
+            size = (A.numel() + B.numel()) * dtype.itemsize
+            fits = size <= context.cache_bytes_left
+            context.cache_bytes_left -= size if fits else 0
+            context.inference_cache[key] = (A.to(dtype), B.to(dtype)) if fits else (A, B)
+        return context.inference_cache[key]
+
+    def _merged_forward(self, x: torch.Tensor, merged: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """The forward pass with the batch's single task folded into one weight, made by ``merged`` once per scope."""
+        cache = self.context.inference_cache
+        key = (id(self), "merged", self.context.host_tasks()[0])
         weight = cache.get(key)
         if weight is None:
-            weight = cache[key] = self.merged_weight(batch_tasks)
+            weight = cache[key] = merged()
         bias = self.base_layer.bias
         if isinstance(self.base_layer, nn.Linear):
             return nn.functional.linear(x, weight, bias)
