@@ -44,11 +44,12 @@ class TaskRowAdamW(torch.optim.AdamW):
         for group in self.param_groups:
             if not group.get("task_rows"):
                 continue
-            for param in group["params"]:
-                if param.grad is not None:
-                    self._row_step(param, group)
-                    held.append((param, param.grad))
-                    param.grad = None  # hidden from the dense step below
+            params = [param for param in group["params"] if param.grad is not None]
+            if params:
+                self._row_steps(params, group)
+            for param in params:
+                held.append((param, param.grad))
+                param.grad = None  # hidden from the dense step below
         try:
             super().step()
         finally:
@@ -56,32 +57,56 @@ class TaskRowAdamW(torch.optim.AdamW):
                 param.grad = grad
         return loss
 
-    def _row_step(self, param: nn.Parameter, group: dict) -> None:
-        """AdamW (decoupled weight decay) on the active rows of ``param`` only."""
-        state = self.state[param]
-        if not state:
-            state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-            state["row_steps"] = torch.zeros(param.shape[0], dtype=torch.float32, device=param.device)
-        rows = self.active_tasks
-        if rows is None:
-            rows = torch.arange(param.shape[0], device=param.device)
+    def _row_steps(self, params: list[nn.Parameter], group: dict) -> None:
+        """AdamW (decoupled weight decay) on the active rows of each of ``params`` only.
+
+        The arithmetic runs on all parameters at once (``torch._foreach_*``): its kernel
+        launches do not grow with the number of per-task tables; only the row gathers
+        and scatters are per table.
+        """
         lr, weight_decay, eps = group["lr"], group["weight_decay"], group["eps"]
         beta1, beta2 = group["betas"]
-        steps = state["row_steps"].index_select(0, rows) + 1
-        grad = param.grad.index_select(0, rows)
-        exp_avg = state["exp_avg"].index_select(0, rows).lerp_(grad, 1 - beta1)
-        exp_avg_sq = state["exp_avg_sq"].index_select(0, rows).mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        per_row = (-1,) + (1,) * (param.ndim - 1)
-        bias_correction1 = (1 - beta1**steps).view(per_row)
-        bias_correction2 = (1 - beta2**steps).view(per_row)
-        values = param.index_select(0, rows).mul_(1 - lr * weight_decay)
-        denom = (exp_avg_sq / bias_correction2).sqrt_().add_(eps)
-        values.addcdiv_(exp_avg / bias_correction1, denom, value=-lr)
-        param.index_copy_(0, rows, values)
-        state["exp_avg"].index_copy_(0, rows, exp_avg)
-        state["exp_avg_sq"].index_copy_(0, rows, exp_avg_sq)
-        state["row_steps"].index_copy_(0, rows, steps)
+        rows, steps, grads, exp_avgs, exp_avg_sqs, values = [], [], [], [], [], []
+        for param in params:
+            state = self.state[param]
+            if not state:
+                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state["row_steps"] = torch.zeros(param.shape[0], dtype=torch.float32, device=param.device)
+            active = self.active_tasks if self.active_tasks is not None else torch.arange(param.shape[0], device=param.device)
+            rows.append(active)
+            steps.append(state["row_steps"].index_select(0, active))
+            grads.append(param.grad.index_select(0, active))
+            exp_avgs.append(state["exp_avg"].index_select(0, active))
+            exp_avg_sqs.append(state["exp_avg_sq"].index_select(0, active))
+            values.append(param.index_select(0, active))
+        torch._foreach_add_(steps, 1.0)
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        # Per-row bias corrections 1 - beta^t, shaped to broadcast over each table's row.
+        shapes = [(-1,) + (1,) * (value.ndim - 1) for value in values]
+        correction1 = [c.view(shape) for c, shape in zip(_one_minus_powers(beta1, steps), shapes)]
+        correction2 = [c.view(shape) for c, shape in zip(_one_minus_powers(beta2, steps), shapes)]
+        torch._foreach_mul_(values, 1 - lr * weight_decay)
+        denominators = torch._foreach_div(exp_avg_sqs, correction2)
+        torch._foreach_sqrt_(denominators)
+        torch._foreach_add_(denominators, eps)
+        torch._foreach_addcdiv_(values, torch._foreach_div(exp_avgs, correction1), denominators, value=-lr)
+        for param, active, value, exp_avg, exp_avg_sq, step in zip(params, rows, values, exp_avgs, exp_avg_sqs, steps):
+            state = self.state[param]
+            param.index_copy_(0, active, value)
+            state["exp_avg"].index_copy_(0, active, exp_avg)
+            state["exp_avg_sq"].index_copy_(0, active, exp_avg_sq)
+            state["row_steps"].index_copy_(0, active, step)
+
+
+def _one_minus_powers(beta: float, steps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``1 - beta ** t`` for each tensor of step counts ``t``."""
+    powers = torch._foreach_pow(beta, steps)
+    torch._foreach_neg_(powers)
+    torch._foreach_add_(powers, 1.0)
+    return powers
 
 
 def task_row_parameters(network: nn.Module) -> set[int]:
