@@ -1,7 +1,29 @@
+import os
+
 import numpy as np
 import pytest
 
 from _tiny import FILLER, KEYWORDS, tiny_backbone
+from skillfit import backbones
+from skillfit.estimators import _base, _saving
+
+# Where device="auto" trains in the tests. The reference numbers are float32 CPU numbers,
+# so the default is the CPU even on a GPU machine; SKILLFIT_TEST_DEVICE=auto (or cuda)
+# runs the whole suite on the GPU. Tests that ask for device="cuda" get it either way.
+TEST_DEVICE = os.environ.get("SKILLFIT_TEST_DEVICE", "cpu")
+
+
+@pytest.fixture(autouse=True)
+def _auto_device(monkeypatch):
+    if TEST_DEVICE == "auto":
+        return
+    resolve = backbones.resolve_device
+
+    def resolve_for_tests(device: str):
+        return resolve(TEST_DEVICE if device == "auto" else device)
+
+    monkeypatch.setattr(_base, "resolve_device", resolve_for_tests)
+    monkeypatch.setattr(_saving, "resolve_device", resolve_for_tests)
 
 
 def make_multitask(n_per_task: int = 80, seed: int = 0, task_ids=("alpha", "beta", "gamma")):
