@@ -152,8 +152,9 @@ def cost_and_memory(args, device: str) -> tuple[list[str], list[str]]:
         for method, n_tasks in times
     ])
     last = args.tasks[-1]
-    table += ["", f"Per-task cost, from {first} to {last} tasks:", ""]
-    for method in METHODS:
+    if last > first:
+        table += ["", f"Per-task cost, from {first} to {last} tasks:", ""]
+    for method in METHODS if last > first else []:
         per_task = (params[method, last] - params[method, first]) / (last - first)
         table.append(f"- {method}: {per_task:,.0f} trainable parameters per task ({per_task * 16 / 2**10:.0f} KiB of training state)")
     return cost + [""], table + [""], curves
