@@ -105,6 +105,13 @@ class TaskContext:
         finally:
             self.inference_cache, self.merge, self.cache_bytes_left = previous
 
+    def reserve_cache_bytes(self, size: int) -> bool:
+        """Take ``size`` bytes of the inference cache budget; False (nothing taken) when they do not fit."""
+        fits = size <= self.cache_bytes_left
+        if fits:
+            self.cache_bytes_left -= size
+        return fits
+
     @contextmanager
     def every_task(self, n_tasks: int, device: torch.device) -> Iterator[torch.Tensor]:
         """Task indices ``-1, 0, ..., n_tasks - 1``: row ``i`` is task ``i - 1``, row 0 the unknown task.

@@ -206,13 +206,7 @@ class SkillLinear(nn.Module):
 
     def _exclusive_factors(self, tasks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Exclusive part (C-Poly, Wang et al. 2023); zero for an unknown task, which has none."""
-        if self.exclusive_mixer.exclusive_logits is None:  # one exclusive skill: its weight is 1
-            return self.context.per_task(
-                tasks, lambda known: (self.exclusive_A[known][:, :, 0], self.exclusive_B[known][:, :, 0]), 0.0
-            )
-        weights = self.exclusive_mixer(tasks, self.context).to(self.exclusive_A.dtype)
-        A, B = self.context.per_task(tasks, lambda known: (self.exclusive_A[known], self.exclusive_B[known]), 0.0)
-        return torch.einsum("uhe,uhedr->uhdr", weights, A), torch.einsum("uhe,uhero->uhro", weights, B)
+        return self.exclusive_mixer.mix(tasks, self.context, self.exclusive_A, self.exclusive_B)
 
     def _as_matrices(self, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-head blocks to ``(U, d_in, r)`` and ``(U, r, d_out)``: heads split A's rows, B's columns."""
@@ -267,9 +261,10 @@ class SkillLinear(nn.Module):
         rows = self.dropout(x).reshape(x.shape[0], -1, self.in_features)
         segments = context.segments(x.shape[0]) if len(batch_tasks) <= sliced_tasks_limit(x.device) else None
         delta = None
+        autocast = autocast_dtype(x.device) is not None  # under autocast the products cast for themselves
         # Skills are mixed once per task of the batch (task_products), never per example.
         for A, B, scale in self.task_products(batch_tasks):
-            if autocast_dtype(x.device) is None:  # under autocast the products cast for themselves
+            if not autocast:
                 rows = rows.to(A.dtype)
             # The scale goes on B (U x r x d_out), not on the (rows x d_out) output.
             update = low_rank_update(rows, A, scale * B, example_group, segments)
@@ -306,9 +301,7 @@ class SkillLinear(nn.Module):
                 terms = self.task_products(tasks)
             A = torch.cat([A for A, _, _ in terms], dim=-1)
             B = torch.cat([scale * B for _, B, scale in terms], dim=-2)
-            size = A.numel() * A.element_size() + B.numel() * B.element_size()
-            fits = size <= context.cache_bytes_left
-            context.cache_bytes_left -= size if fits else 0
+            fits = context.reserve_cache_bytes(A.numel() * A.element_size() + B.numel() * B.element_size())
             context.inference_cache[key] = (A, B) if fits else None
         return context.inference_cache[key]
 
@@ -333,9 +326,7 @@ class SkillLinear(nn.Module):
         """The factors in autocast's ``dtype``, cast once per scope within the cache budget (else as they are)."""
         context, key = self.context, (id(self), "factors", dtype)
         if key not in context.inference_cache:
-            size = (A.numel() + B.numel()) * dtype.itemsize
-            fits = size <= context.cache_bytes_left
-            context.cache_bytes_left -= size if fits else 0
+            fits = context.reserve_cache_bytes((A.numel() + B.numel()) * dtype.itemsize)
             context.inference_cache[key] = (A.to(dtype), B.to(dtype)) if fits else (A, B)
         return context.inference_cache[key]
 

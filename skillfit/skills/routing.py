@@ -218,6 +218,21 @@ class ExclusiveMixer(nn.Module):
             return torch.ones(len(tasks), self.n_splits, 1, device=tasks.device)
         return torch.softmax(self.exclusive_logits[tasks], dim=-1)
 
+    def mix(
+        self, tasks: torch.Tensor, context: TaskContext, A: torch.Tensor, B: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each task's factors from its own skills ``A (T, H, E, d_in/H, r)``, ``B (T, H, E, r, d_out/H)``.
+
+        Returns ``(U, H, d_in/H, r)`` and ``(U, H, r, d_out/H)``; zero for an unknown
+        task. With one exclusive skill its weight is exactly 1: the task's skill is
+        read as it is, with no mixing arithmetic.
+        """
+        if self.exclusive_logits is None:
+            return context.per_task(tasks, lambda known: (A[known][:, :, 0], B[known][:, :, 0]), 0.0)
+        weights = self(tasks, context).to(A.dtype)
+        A, B = context.per_task(tasks, lambda known: (A[known], B[known]), 0.0)
+        return torch.einsum("uhe,uhedr->uhdr", weights, A), torch.einsum("uhe,uhero->uhro", weights, B)
+
     def per_task_parameters(self) -> list[nn.Parameter]:
         """Parameters whose first dimension is the task."""
         return [] if self.exclusive_logits is None else [self.exclusive_logits]
