@@ -11,8 +11,9 @@ and its settings. Around the chain stand small helpers with one job each:
 - :class:`EarlyStopping`: the best validation score, its snapshot, and when to stop;
 - :func:`interruptible`: the one place Ctrl-C is handled.
 
-Data-parallel training or checkpoints plug in by subclassing the loop (its batches, its
-step, its epoch end), never by touching an estimator or a method class.
+Data-parallel training (``_distributed.DataParallelLoop``) plugs in by subclassing the
+loop (its step, its validation, who prints), never by touching an estimator or a method
+class.
 """
 
 from __future__ import annotations
@@ -168,6 +169,9 @@ class TrainingLoop:
         self.stage = ""
         self.best_score: float | None = None
         self.kept_task_scores: dict | None = None
+        self.is_main_process = True  # prints and draws progress bars (rank 0 of a data-parallel fit)
+        # Routing noise of step i is seeded from (this, i): the same in one process and on every rank.
+        self.noise_seed, self.steps_taken = torch.initial_seed(), 0
 
     def make_optimizer(self, n_steps: int, weight_decay: float | None = None):
         """The optimizer and scheduler of a loop of ``n_steps`` steps (see :func:`make_optimizer`)."""
@@ -216,13 +220,13 @@ class TrainingLoop:
         """One pass over ``batches``; returns the mean loss per example."""
         self.network.train()
         progress = None
-        if self.settings.verbose >= 2:
+        if self.settings.verbose >= 2 and self.is_main_process:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=len(batches), desc=description, file=sys.stderr)
         total, count = 0.0, 0
         for indices in batches:
-            loss = self.train_step(self.make_batch(indices, encoded), optimizer, scheduler)
+            loss = self.step_on_rows(indices, encoded, optimizer, scheduler)
             total += loss * len(indices)
             count += len(indices)
             if progress is not None:
@@ -232,11 +236,15 @@ class TrainingLoop:
             progress.close()
         return total / count
 
+    def step_on_rows(self, indices: np.ndarray, encoded: dict[str, Any], optimizer, scheduler) -> float:
+        """One optimisation step on the rows ``indices`` of ``encoded``; returns the batch's mean loss."""
+        return self.train_step(self.make_batch(indices, encoded), optimizer, scheduler)
+
     def train_step(self, batch: Batch, optimizer, scheduler) -> float:
         """One optimisation step on ``batch``; returns its loss."""
         optimizer.zero_grad(set_to_none=True)
         # The task ids stay set through backward: with gradient checkpointing, skill layers run again there.
-        with self.network.context.tasks(batch["tasks"]):
+        with self.network.context.tasks(batch["tasks"], noise_seed=self.next_noise_seed()):
             with autocast(self.device):
                 loss = self.batch_loss(batch)
             loss.backward()
@@ -246,6 +254,12 @@ class TrainingLoop:
         optimizer.step()
         scheduler.step()
         return float(loss.detach())
+
+    def next_noise_seed(self) -> int:
+        """The seed of the next step's training noise (see :meth:`~skillfit.skills.TaskContext.uniform_noise`)."""
+        state = np.random.SeedSequence([self.noise_seed, self.steps_taken]).generate_state(1, np.uint64)[0]
+        self.steps_taken += 1
+        return int(state >> np.uint64(1))
 
     # ------------------------------------------------------------- epoch ends
     def end_epoch(
@@ -290,7 +304,7 @@ class TrainingLoop:
 
     def _say(self, message: str) -> None:
         """Print a line tagged with the estimator and stage, at ``verbose >= 1``."""
-        if self.settings.verbose >= 1:
+        if self.settings.verbose >= 1 and self.is_main_process:
             print(f"[{self.name}{' ' + self.stage if self.stage else ''}] {message}", flush=True)
 
 

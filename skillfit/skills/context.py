@@ -38,6 +38,13 @@ class TaskContext:
         per scope (every task's factors, merged weights), dropped when the scope ends.
     merge : bool
         Inside :meth:`inference`: whether a single-task batch runs one merged weight.
+
+    Training noise (the routers' relaxed-Bernoulli samples) is drawn by
+    :meth:`uniform_noise`: once per router and outermost :meth:`tasks` scope (one
+    training step), for the router's
+    whole table, so a forward pass that runs again in backward (gradient
+    checkpointing) sees the same sample, and so does every rank of a data-parallel
+    fit, whatever share of the batch it holds.
     """
 
     def __init__(self) -> None:
@@ -52,9 +59,12 @@ class TaskContext:
         self._task_counts: list[int] | None = None
         # (device, batch size) -> (batch tasks, example group) already on that device.
         self._on_device: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._noise: dict[int, torch.Tensor] | None = None
+        self._noise_seed: int | None = None
+        self._noise_generator: torch.Generator | None = None
 
     @contextmanager
-    def tasks(self, task_ids: torch.Tensor | list[int]) -> Iterator[None]:
+    def tasks(self, task_ids: torch.Tensor | list[int], noise_seed: int | None = None) -> Iterator[None]:
         """Route the examples of the enclosed forward passes to ``task_ids``.
 
         Parameters
@@ -63,11 +73,19 @@ class TaskContext:
             Task index of each example, -1 for a task unseen in training. Best given
             as a CPU tensor: grouping happens on the host, and the results are moved
             to the device once per call.
+        noise_seed : int, optional
+            Seed of the training noise drawn inside (see :meth:`uniform_noise`). By
+            default, a scope inside another shares that scope's noise, and an
+            outermost scope draws from torch's global generator.
         """
         task_ids = torch.as_tensor(task_ids, dtype=torch.long).cpu()
         if task_ids.ndim != 1:
             raise ValueError(f"task_ids must be one-dimensional, got shape {tuple(task_ids.shape)}.")
-        previous = (self._batch_tasks, self._example_group, self._task_counts, self._on_device, self.has_unknown)
+        previous = (self._batch_tasks, self._example_group, self._task_counts, self._on_device, self.has_unknown,
+                    self._noise, self._noise_seed, self._noise_generator)
+        if noise_seed is not None or self._noise is None:
+            self._noise, self._noise_seed, self._noise_generator = {}, noise_seed, None
+        # else: a scope inside another (the network's, inside the training step's) shares its noise
         self._batch_tasks, self._example_group, counts = torch.unique(task_ids, return_inverse=True, return_counts=True)
         # Rows sorted by task make contiguous segments: each task's rows are then one slice.
         contiguous = bool((self._example_group[1:] >= self._example_group[:-1]).all())
@@ -77,7 +95,24 @@ class TaskContext:
         try:
             yield
         finally:
-            self._batch_tasks, self._example_group, self._task_counts, self._on_device, self.has_unknown = previous
+            (self._batch_tasks, self._example_group, self._task_counts, self._on_device, self.has_unknown,
+             self._noise, self._noise_seed, self._noise_generator) = previous
+
+    def uniform_noise(self, owner: torch.nn.Module, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+        """Uniform [0, 1) noise of ``shape`` for ``owner``, drawn once per :meth:`tasks` scope.
+
+        Owners draw for their whole per-task table and index the batch's rows, so the
+        sample of a task does not depend on which other tasks share the batch. With the
+        scope's ``noise_seed``, the owners draw in turn from one generator so seeded.
+        """
+        if self._noise is None:  # outside a tasks() scope
+            return torch.rand(shape, device=like.device, dtype=like.dtype)
+        key = id(owner)
+        if key not in self._noise:
+            if self._noise_seed is not None and self._noise_generator is None:
+                self._noise_generator = torch.Generator(device=like.device).manual_seed(self._noise_seed)
+            self._noise[key] = torch.rand(shape, generator=self._noise_generator, device=like.device, dtype=like.dtype)
+        return self._noise[key]
 
     @contextmanager
     def inference(self, merge: bool = True, cache_bytes: int = INFERENCE_CACHE_BYTES) -> Iterator[None]:

@@ -115,15 +115,18 @@ class PolyRouter(Router):
         if self.routing_logits.shape[-1] == 1:
             # One skill per head: normalisation makes its weight 1 whatever is sampled.
             return self.routing_logits.new_ones(len(tasks), *self.routing_logits.shape[1:])
-        return context.per_task(tasks, self._known_weights, lambda: self.eval_weights().mean(dim=0))
+        return context.per_task(
+            tasks, lambda known: self._known_weights(known, context), lambda: self.eval_weights().mean(dim=0)
+        )
 
-    def _known_weights(self, tasks: torch.Tensor) -> torch.Tensor:
+    def _known_weights(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
         logits = self.routing_logits[tasks]
         if self.training:
             # Relaxed Bernoulli (Gumbel-sigmoid) sample of the task-skill allocation:
             # sigma((Z + log u - log(1 - u)) / tau), u ~ U(0, 1).
             eps = torch.finfo(logits.dtype).eps
-            uniform = torch.rand_like(logits).clamp_(eps, 1.0 - eps)
+            table = context.uniform_noise(self, self.routing_logits.shape, logits)  # every task's sample, once per step
+            uniform = table[tasks].clamp_(eps, 1.0 - eps)
             noise = torch.log(uniform) - torch.log1p(-uniform)
             weights = torch.sigmoid((logits + noise) / self.temperature)  # Ponti et al. 2022, Eq. 2
         else:
