@@ -20,7 +20,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -318,7 +318,28 @@ class _CacheEntry:
 
 _CACHE: OrderedDict[tuple, _CacheEntry] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
+_LOADING: dict[tuple, threading.Lock] = {}  # one lock per key being loaded: concurrent fits load once
 _cache_size = 2
+_counts = {"hits": 0, "misses": 0}
+
+
+class BackboneCacheInfo(NamedTuple):
+    """What :func:`backbone_cache_info` reports, as :func:`functools.lru_cache` does."""
+
+    hits: int
+    misses: int
+    maxsize: int
+    currsize: int
+
+
+def backbone_cache_info() -> BackboneCacheInfo:
+    """Hits and misses (loads from disk) of this process's backbone cache, its size limit and fill.
+
+    A search on a cluster should load each backbone once per worker process: ``misses``
+    counts those loads (e.g. ``client.run(backbone_cache_info)`` with Dask).
+    """
+    with _CACHE_LOCK:
+        return BackboneCacheInfo(_counts["hits"], _counts["misses"], _cache_size, len(_CACHE))
 
 
 def _files_stamp(source: str) -> tuple:
@@ -332,27 +353,35 @@ def _cached_load(kind: str, name: str, revision: str | None, dtype: torch.dtype 
     source, config = load_config(name, revision=revision)
     key = (kind, source, revision, str(dtype), _files_stamp(source))
     with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-    model_class = _model_class(kind, name, config)
-    model, tokenizer = _load_model_and_tokenizer(name, source, model_class, revision, dtype)
-    entry = _CacheEntry(model, tokenizer, config, source, getattr(config, "_commit_hash", None) or revision)
-    with _CACHE_LOCK:
-        _CACHE[key] = entry
-        while len(_CACHE) > _cache_size:
-            _CACHE.popitem(last=False)
+        loading = _LOADING.setdefault(key, threading.Lock())
+    with loading:  # a second thread asking for the same backbone waits for the first load
+        with _CACHE_LOCK:
+            if key in _CACHE:
+                _CACHE.move_to_end(key)
+                _counts["hits"] += 1
+                return _CACHE[key]
+        model_class = _model_class(kind, name, config)
+        model, tokenizer = _load_model_and_tokenizer(name, source, model_class, revision, dtype)
+        entry = _CacheEntry(model, tokenizer, config, source, getattr(config, "_commit_hash", None) or revision)
+        with _CACHE_LOCK:
+            _counts["misses"] += 1
+            _CACHE[key] = entry
+            while len(_CACHE) > _cache_size:
+                _CACHE.popitem(last=False)
+            _LOADING.pop(key, None)
     return entry
 
 
 def clear_backbone_cache() -> int:
     """Forget every cached backbone so its memory can be freed; return how many there were.
 
-    Estimators that are alive keep the weights they use.
+    Estimators that are alive keep the weights they use. The counts of
+    :func:`backbone_cache_info` start again from zero.
     """
     with _CACHE_LOCK:
         count = len(_CACHE)
         _CACHE.clear()
+        _counts.update(hits=0, misses=0)
     return count
 
 
@@ -409,14 +438,56 @@ def frozen_weights_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+# GPUs whose free memory is within this of the roomiest count as equally free (see roomiest_gpu).
+GPU_FREE_MEMORY_BAND = 1 << 30
+
+
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; other strings name a torch device."""
+    """``"auto"`` is the CUDA device with the most free memory when CUDA is available, else the CPU.
+
+    Other strings name a torch device. See :func:`roomiest_gpu` for how ``"auto"``
+    chooses among several GPUs.
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda", roomiest_gpu()) if torch.cuda.is_available() else torch.device("cpu")
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available; use device='auto' or 'cpu'.")
     return resolved
+
+
+def roomiest_gpu() -> int:
+    """The index of the visible GPU with the most free memory.
+
+    GPUs within ``GPU_FREE_MEMORY_BAND`` (1 GiB) of the roomiest count as equally free;
+    among them, worker ``i`` of a process pool (joblib's loky workers, multiprocessing
+    pools) takes the ``i``-th, so the workers of a search that start together on idle
+    GPUs spread over them instead of all choosing the first. Free memory is read
+    through NVML when available, which creates no CUDA context on the GPUs it
+    only looks at.
+    """
+    count = torch.cuda.device_count()
+    if count <= 1:
+        return 0
+    free = [_free_memory(index) for index in range(count)]
+    roomiest = [index for index in range(count) if free[index] >= max(free) - GPU_FREE_MEMORY_BAND]
+    return roomiest[_worker_number() % len(roomiest)]
+
+
+def _free_memory(index: int) -> int:
+    """Free bytes on GPU ``index``: total minus NVML's used, else CUDA's ``mem_get_info``."""
+    try:
+        return torch.cuda.get_device_properties(index).total_memory - torch.cuda.device_memory_used(index)
+    except Exception:  # no NVML (pynvml) here: ask CUDA, at the cost of a context on that GPU
+        return torch.cuda.mem_get_info(index)[0]
+
+
+def _worker_number() -> int:
+    """0 in a plain process; ``i - 1`` in the ``i``-th worker a process pool started."""
+    import multiprocessing
+
+    identity = multiprocessing.current_process()._identity
+    return identity[-1] - 1 if identity else 0
 
 
 # ------------------------------------------------------------- a backbone inside a saved folder

@@ -78,9 +78,13 @@ MODEL_CLASSES = {
 }
 
 
-def tiny_backbone(kind: str = "bert") -> str:
-    """Path of a saved tiny ``kind`` model with its tokenizer (built on first use)."""
-    tag = f"skillfit-tiny-{kind}-tf{transformers.__version__}-v2"
+def tiny_backbone(kind: str = "bert", *, dropout: bool = True) -> str:
+    """Path of a saved tiny ``kind`` model with its tokenizer (built on first use).
+
+    ``dropout=False`` zeroes every dropout probability of the config: training is then
+    a deterministic function of the data and the routing noise.
+    """
+    tag = f"skillfit-tiny-{kind}-tf{transformers.__version__}-v2" + ("" if dropout else "-nodropout")
     path = os.path.join(tempfile.gettempdir(), tag)
     if os.path.isdir(path):
         return path
@@ -89,7 +93,12 @@ def tiny_backbone(kind: str = "bert") -> str:
     tokenizer = _tokenizer()
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = MODEL_CLASSES.get(kind, transformers.AutoModel).from_config(_config(kind, len(tokenizer)))
+        config = _config(kind, len(tokenizer))
+        if not dropout:
+            for name, value in config.to_dict().items():
+                if ("dropout" in name or "pdrop" in name) and isinstance(value, float):
+                    setattr(config, name, 0.0)
+        model = MODEL_CLASSES.get(kind, transformers.AutoModel).from_config(config)
     staging = tempfile.mkdtemp(prefix=tag + "-")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
 if TYPE_CHECKING:
@@ -38,10 +38,20 @@ from .._validation import (
 from ..backbones import DEFAULT_BACKBONE, load_backbone_of_kind, resolve_device
 from ..skills import UNKNOWN_TASK, SkillConfig, add_tasks, centred_cosine, routing_update_gram, train_only_new_tasks
 from ._batching import evaluation_batches, pad_sequences, token_lengths
+from ._distributed import (
+    BACKENDS,
+    DataParallelLoop,
+    broadcast_seed,
+    join_runner_group,
+    launched_by_runner,
+    rank_and_world,
+    rank_device,
+    run_data_parallel,
+)
 from ._hooks import EstimatorHooks
 from ._params import estimator_parameters, parameter, parameter_constraints
 from ._registry import register
-from ._runtime import autocast, quiet_libraries, reproducible_torch, resolve_seed
+from ._runtime import autocast, follow_thread_budget, quiet_libraries, reproducible_torch, resolve_seed
 from ._saving import PersistenceMixin
 from ._training import TrainingLoop, TrainingSettings, interruptible
 from ._validation_split import stratified_split
@@ -89,6 +99,8 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
     merged_inference: bool = parameter(True, Options(False, True))
     gradient_checkpointing: bool = parameter(False, Options(False, True))
     torch_compile: bool = parameter(False, Options(False, True))
+    n_devices: int = parameter(1, Interval(Integral, 1, None))
+    distributed_backend: str = parameter("auto", Options(*BACKENDS))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -163,11 +175,17 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         Ctrl-C (KeyboardInterrupt) during training keeps the weights of the best
         epoch so far and returns with a warning; before the first epoch ends, it
         leaves the estimator as it was and re-raises.
+
+        With ``n_devices > 1``, the fit runs data-parallel on that many new processes
+        and this estimator takes over the result; under ``torchrun`` or ``accelerate
+        launch`` it trains in the running process group (``docs/scaling.md``).
         """
         self._validate_params()
         texts, tasks = self._validated_inputs(X)
         if (X_val is None) != (y_val is None):
             raise ValueError("Pass both X_val and y_val, or neither.")
+        if self._starts_processes():
+            return self._run_on_new_processes(clone(self), "fit", (X, y, X_val, y_val), resolve_device(self.device))
         previous_state = dict(self.__dict__)
         try:
             self._fit_new_model(texts, tasks, y, X_val, y_val)
@@ -182,7 +200,9 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
     def _fit_new_model(self, texts: list[str], tasks: np.ndarray, y: Any, X_val: Any, y_val: Any) -> None:
         """Everything ``fit`` does after checking its inputs: data, network, training, summaries."""
         targets = self._check_targets(y, len(texts))
-        seed = resolve_seed(self.random_state)
+        follow_thread_budget()
+        self._join_process_group(resolve_device(self.device))
+        seed = broadcast_seed(resolve_seed(self.random_state))  # random_state=None: rank 0's draw
         rng = np.random.default_rng(seed)
         self.tasks_, task_index = np.unique(tasks, return_inverse=True)
         train, held_out, sized_for = self._split_for_validation(texts, task_index, targets, X_val, y_val, rng)
@@ -223,7 +243,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
 
     def _build_model(self, targets: Any, task_index: np.ndarray) -> None:
         """Load the backbone, put the method's skills into it and build the network on ``device_``."""
-        self.device_ = resolve_device(self.device)
+        self.device_ = rank_device(resolve_device(self.device))
         backbone = load_backbone_of_kind(self._backbone_kind, self.backbone, self.device_)
         self._backbone_reference = {"name": self.backbone, "revision": backbone.revision, "sha256": backbone.weights_sha256()}
         self.tokenizer_ = backbone.tokenizer
@@ -233,9 +253,15 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         self._configure_backbone(self.network_.backbone)
 
     def _training_loop(self, rng: np.random.Generator) -> TrainingLoop:
-        """A :class:`TrainingLoop` over ``network_`` with this estimator's settings and hooks; ``rng`` shuffles."""
-        return TrainingLoop(
+        """A :class:`TrainingLoop` over ``network_`` with this estimator's settings and hooks; ``rng`` shuffles.
+
+        In a process group of several ranks, a :class:`~._distributed.DataParallelLoop`.
+        """
+        data_parallel = rank_and_world()[1] > 1
+        extra = {"loss_units": self._loss_units} if data_parallel else {}
+        return (DataParallelLoop if data_parallel else TrainingLoop)(
             self.network_,
+            **extra,
             settings=TrainingSettings.from_params(self.get_params(deep=False)),
             make_batch=self._make_batch,
             batch_loss=self._batch_loss,
@@ -250,11 +276,33 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         """Summaries of ``history_`` and the introspection attributes, once training is over."""
         self.loss_curve_ = [record["loss"] for record in self.history_]
         self.n_iter_ = len(self.history_)
+        self.n_devices_ = rank_and_world()[1]
         scores = [record["validation_score"] for record in self.history_ if "validation_score" in record]
         self.validation_scores_ = np.asarray(scores, dtype=float)
         self.best_validation_score_ = loop.best_score
         self.validation_task_scores_ = None if loop.best_score is None else loop.kept_task_scores
         self._set_routing_attributes()
+
+    # ---------------------------------------------------------- several processes
+    def _starts_processes(self) -> bool:
+        """Whether this call starts ``n_devices`` processes (not when already one rank of a group)."""
+        return self.n_devices > 1 and not launched_by_runner()
+
+    def _run_on_new_processes(
+        self, estimator: "SkillEstimatorBase", method: str, args: tuple, device: torch.device, **kwargs: Any
+    ) -> "SkillEstimatorBase":
+        """Run ``estimator.<method>(*args, **kwargs)`` data-parallel on new processes; become rank 0's result on ``device``."""
+        fitted = run_data_parallel(estimator, method, args, kwargs, device)
+        fitted.network_.to(device)
+        fitted.device_ = device
+        self.__dict__.clear()
+        self.__dict__.update(fitted.__dict__)
+        return self
+
+    def _join_process_group(self, device: torch.device) -> None:
+        """Under torchrun / accelerate launch (or our own ranks), make sure this rank is in the group."""
+        if launched_by_runner():
+            join_runner_group(rank_device(device), self.distributed_backend)
 
     def _configure_backbone(self, model: torch.nn.Module) -> None:
         """Turn on gradient checkpointing in the backbone when asked (it acts in training mode only)."""
@@ -346,7 +394,11 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         texts, tasks = self._validated_inputs(X)
         new_tasks = self._new_tasks(tasks, mode)
         raw_targets = self._check_adapt_targets(y, len(texts))
-        seed = resolve_seed(self.random_state)
+        if self._starts_processes():
+            return self._run_on_new_processes(self, "adapt", (X, y), self.device_, mode=mode, max_epochs=max_epochs)
+        self._join_process_group(self.device_)
+        self.device_ = rank_device(self.device_)
+        seed = broadcast_seed(resolve_seed(self.random_state))
         with quiet_libraries(self.verbose), reproducible_torch(seed):
             n_old = len(self.tasks_)
             self.tasks_ = np.concatenate([self.tasks_, np.asarray(new_tasks, dtype=self.tasks_.dtype)])

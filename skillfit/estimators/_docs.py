@@ -34,7 +34,8 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
     max_length : int, default=128
         Texts are truncated to this many tokens.
     device : str, default="auto"
-        ``"auto"`` trains on CUDA when available (with bf16 autocast), else on CPU.
+        ``"auto"`` trains on CUDA when available (with bf16 autocast), on the GPU with
+        the most free memory, else on CPU.
     random_state : int or None, default=None
         Seeds initialisation, routing noise, dropout and shuffling; a CPU run with
         the same value repeats exactly. The global torch and numpy RNGs are untouched.
@@ -78,7 +79,17 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
         storing them: less memory for large backbones, about a third more compute.
     torch_compile : bool, default=False
         Train the backbone through ``torch.compile``, with the skill layers left eager
-        (experimental: compiling takes minutes, so it can only pay off on long GPU runs)."""
+        (experimental: compiling takes minutes, so it can only pay off on long GPU runs).
+    n_devices : int, default=1
+        Train data-parallel on this many processes: one per GPU on CUDA, CPU processes
+        otherwise. ``fit`` and ``adapt`` start them, split each batch of ``batch_size``
+        rows across them, and take the result back (the model one process would
+        train, up to float rounding, when dropout is off). Under ``torchrun`` or
+        ``accelerate launch``, the running process group is used instead, whatever
+        ``n_devices`` says. See ``docs/scaling.md``.
+    distributed_backend : {"auto", "gloo", "nccl"}, default="auto"
+        The ``torch.distributed`` backend of a data-parallel fit: ``"auto"`` is NCCL on
+        CUDA and gloo on the CPU."""
 
 CLASSIFIER_PARAMETERS = """\
 pooling : {"auto", "mean", "last", "first"}, default="auto"
@@ -112,6 +123,9 @@ tasks_ : ndarray of shape (n_tasks,)
         Mean training loss (target tokens) of each epoch.
     n_iter_ : int
         Epochs run.
+    n_devices_ : int
+        Processes that trained the model: 1 for a plain fit, the world size of a
+        data-parallel one.
     n_trainable_params_ : int
         Parameters trained.
     {training_attributes}"""
@@ -131,6 +145,9 @@ classes_ : ndarray of shape (n_classes,)
         Mean training loss of each epoch.
     n_iter_ : int
         Epochs run.
+    n_devices_ : int
+        Processes that trained the model: 1 for a plain fit, the world size of a
+        data-parallel one.
     n_trainable_params_ : int
         Parameters trained: skills, routers and the head.
     {training_attributes}"""

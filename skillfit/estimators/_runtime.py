@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -64,6 +65,19 @@ def reproducible_torch(seed: int) -> Iterator[None]:
             yield
         finally:
             torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+def follow_thread_budget() -> None:
+    """Make the tokenizers keep to torch's thread budget when it is a share of the cores.
+
+    Workers of a search (Dask's nanny, Ray, joblib's loky) get their share of the cores
+    through ``OMP_NUM_THREADS``, which torch follows; the Rust tokenizers would still
+    encode on every core. Then, unless the user set ``TOKENIZERS_PARALLELISM``, this
+    process's tokenizers run on one thread.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.get_num_threads() < cores:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def resolve_seed(random_state: int | None) -> int:

@@ -30,6 +30,7 @@ from ._persistence import (
     to_json,
     write_folder,
 )
+from ._distributed import is_main_process
 from ._model_card import model_card
 from ._registry import estimator_class
 from ._runtime import cpu_copy, quiet_libraries
@@ -73,8 +74,15 @@ class PersistenceMixin:
         scores : dict, optional
             Scores to show in the model card, e.g. ``{"accuracy": {"task": 0.9}}``;
             validation scores of ``fit`` are shown when known.
+
+        Notes
+        -----
+        In a process group (``torchrun``, ``accelerate launch``), only rank 0 writes;
+        the other ranks return at once, so the call may stand on every rank.
         """
         self._check_fitted()
+        if not is_main_process():
+            return
         payload = network_payload(self.network_, self._backbone_reference)
         params, fitted = self.get_params(deep=False), fitted_attributes(self)
         config = {
@@ -177,9 +185,11 @@ class PersistenceMixin:
         Classifiers also write ``skillfit_head.safetensors`` and
         ``skillfit_head.json`` (pooling, labels, the task's label mask): peft holds
         the backbone's adapter, the head reads its hidden states. See
-        ``docs/saving.md``.
+        ``docs/saving.md``. In a process group, only rank 0 writes.
         """
         self._check_fitted()
+        if not is_main_process():
+            return
         source = ExportSource(
             network=self.network_, tasks=self.tasks_, classes=getattr(self, "classes_", None),
             backbone_name=self.backbone, backbone_revision=self._backbone_reference.get("revision"),

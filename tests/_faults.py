@@ -1,0 +1,26 @@
+"""Estimators that fail on purpose inside a data-parallel fit (importable by spawned ranks)."""
+
+from __future__ import annotations
+
+import torch.distributed as dist
+
+from skillfit import PolyClassifier
+
+
+class FailsOnRankOne(PolyClassifier):
+    """Raises a ValueError in rank 1's third training step; the other ranks would wait for it."""
+
+    def _batch_loss(self, batch):
+        self._steps = getattr(self, "_steps", 0) + 1
+        if dist.is_initialized() and dist.get_rank() == 1 and self._steps == 3:
+            raise ValueError("injected failure in rank 1")
+        return super()._batch_loss(batch)
+
+
+class InterruptedInSecondEpoch(PolyClassifier):
+    """A Ctrl-C on every rank at the first step of the second epoch."""
+
+    def _batch_loss(self, batch):
+        if len(self.history_) == 1:
+            raise KeyboardInterrupt
+        return super()._batch_loss(batch)
