@@ -5,7 +5,8 @@
 #
 # Usage: bash benchmarks/device_check.sh OUTDIR [SECONDS]
 # Extra arguments for the benchmarks go in SPEED_ARGS and MANY_ARGS, their time limits
-# in SPEED_TIMEOUT and MANY_TIMEOUT (seconds, default 170 each; SPEED_TIMEOUT=0 skips speed.py).
+# in SPEED_TIMEOUT and MANY_TIMEOUT (seconds, default 170 each; SPEED_TIMEOUT=0 skips speed.py);
+# SCALING_TIMEOUT > 0 also runs scaling.py (needs skillfit[dask]; n_devices=2 needs two GPUs).
 set -u
 out=${1:?usage: device_check.sh OUTDIR [SECONDS]}
 budget=${2:-540}
@@ -32,6 +33,12 @@ if [ "${SPEED_TIMEOUT:-170}" -gt 0 ]; then
     echo "== speed.py ($(left)s left)"
     timeout "${SPEED_TIMEOUT:-170}" python benchmarks/speed.py --output "$out/speed-cuda.md" ${SPEED_ARGS:-} >>"$out/bench.log" 2>&1
     echo "speed.py exit $?"
+fi
+
+if [ "${SCALING_TIMEOUT:-0}" -gt 0 ]; then
+    echo "== scaling.py ($(left)s left)"
+    timeout "$SCALING_TIMEOUT" python benchmarks/scaling.py --output "$out/scaling-cuda.md" ${SCALING_ARGS:-} >>"$out/bench.log" 2>&1
+    echo "scaling.py exit $?"
 fi
 
 suite=$(($(left) - 15))

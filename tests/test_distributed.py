@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -10,11 +11,13 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from _faults import FailsOnRankOne, InterruptedInSecondEpoch
 from _tiny import tiny_backbone
 from conftest import make_multitask
-from skillfit import CPolyClassifier, PEMTClassifier, PolyClassifier, PolySeq2Seq
+from skillfit import CPolyClassifier, PEMTClassifier, PEMTSeq2Seq, PolyClassifier, PolySeq2Seq
+from skillfit.estimators._distributed import check_devices
 
 pytestmark = pytest.mark.skipif(os.cpu_count() < 2, reason="two CPU processes need two cores")
 
@@ -55,13 +58,17 @@ def test_two_processes_give_the_model_of_one(make_estimator, quiet_bert, data):
     np.testing.assert_array_equal(restored.predict(X[:10]), two.predict(X[:10]))
 
 
-def test_two_processes_generate_what_one_generates():
+@pytest.mark.parametrize("make_estimator", [
+    pytest.param(lambda **kw: PolySeq2Seq(n_skills=2, **kw), id="poly"),
+    pytest.param(lambda **kw: PEMTSeq2Seq(**kw), id="pemt-token-weighted-regulariser"),
+])
+def test_two_processes_generate_what_one_generates(make_estimator):
     from test_seq2seq import keyword_tasks
 
     X, y = keyword_tasks(40, seed=0)
-    settings = dict(n_skills=2, backbone=tiny_backbone("t5", dropout=False), max_epochs=2, batch_size=8,
+    settings = dict(backbone=tiny_backbone("t5", dropout=False), max_epochs=2, batch_size=8,
                     random_state=0, rank=2, max_new_tokens=3, learning_rate=1e-2)
-    one, two = fit_both(lambda **kw: PolySeq2Seq(**settings, **kw), X, y)
+    one, two = fit_both(lambda **kw: make_estimator(**settings, **kw), X, y)
     np.testing.assert_allclose(two.loss_curve_, one.loss_curve_, rtol=1e-4)
     np.testing.assert_array_equal(two.predict(X), one.predict(X))
 
@@ -111,6 +118,13 @@ def test_bad_setups_get_clear_errors(settings, message, quiet_bert, data):
         PolyClassifier(backbone=quiet_bert, device="cpu", **settings).fit(X, y)
 
 
+def test_more_processes_than_gpus_are_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ValueError, match="n_devices=4 asks for 4 GPUs, but 2 are visible"):
+        check_devices(4, torch.device("cuda"))
+    check_devices(2, torch.device("cuda"))
+
+
 def test_a_port_in_use_is_named(quiet_bert, data, monkeypatch):
     X, y = data
     with socket.socket() as busy:
@@ -139,6 +153,7 @@ dist.all_gather_object(every, proba)
 assert all(np.array_equal(p, every[0]) for p in every), "ranks disagree"
 assert est.n_devices_ == dist.get_world_size() == 2
 est.save_pretrained({folder!r})
+est.save_pretrained({folder!r} + f"-from-rank-{{dist.get_rank()}}")  # only rank 0 writes
 np.save({folder!r} + f"-proba-{{dist.get_rank()}}.npy", proba)
 """
 
@@ -154,8 +169,65 @@ def test_torchrun_joins_its_group_and_rank_zero_writes(quiet_bert, tmp_path):
                "--nproc_per_node", "2", str(script)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.count("[CPolyClassifier] epoch 1/2") == 1  # only rank 0 prints
+    assert done.stdout.count("[CPolyClassifier] epoch 1/2") == 1, done.stdout + done.stderr  # only rank 0 prints
+    assert (tmp_path / "model-from-rank-0").is_dir() and not (tmp_path / "model-from-rank-1").exists()
     loaded = CPolyClassifier.from_pretrained(folder)
     X, _ = make_multitask(n_per_task=30)
     np.testing.assert_allclose(loaded.predict_proba(X), np.load(f"{folder}-proba-0.npy"), atol=1e-6)
     np.testing.assert_array_equal(np.load(f"{folder}-proba-1.npy"), np.load(f"{folder}-proba-0.npy"))
+
+
+NOTEBOOK_LIKE_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import make_multitask
+from skillfit import PolyClassifier
+
+X, y = make_multitask(n_per_task=30)
+est = PolyClassifier(n_skills=2, backbone={backbone!r}, max_epochs=1, batch_size=16, rank=4, max_length=32,
+                     random_state=None, n_devices=2).fit(X, y)
+print("fitted", est.n_devices_, est.predict(X[:3]).shape)
+"""
+
+
+def test_launches_from_code_that_is_no_file(quiet_bert):
+    """Like a notebook cell (here stdin), with random_state=None: rank 0's seed is every rank's."""
+    code = NOTEBOOK_LIKE_SCRIPT.format(tests=os.path.dirname(__file__), backbone=quiet_bert)
+    done = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "fitted 2 (3,)" in done.stdout
+
+
+INTERRUPTED_SCRIPT = """
+import sys, warnings
+sys.path.insert(0, {tests!r})
+from conftest import make_multitask
+from skillfit import PolyClassifier
+
+X, y = make_multitask(n_per_task=30)
+est = PolyClassifier(n_skills=2, backbone={backbone!r}, max_epochs=500, batch_size=16, rank=4, max_length=32,
+                     random_state=0, verbose=1, n_devices=2)
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    est.fit(X, y)
+print("RESULT", est.n_iter_, est.n_devices_, any("interrupted" in str(w.message) for w in caught), flush=True)
+"""
+
+
+def test_ctrl_c_in_the_caller_reaches_the_ranks_and_keeps_their_weights(quiet_bert):
+    """As Jupyter's interrupt does: SIGINT to the caller only, which passes it on."""
+    code = INTERRUPTED_SCRIPT.format(tests=os.path.dirname(__file__), backbone=quiet_bert)
+    process = subprocess.Popen([sys.executable, "-u", "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)  # a terminal's Ctrl-C would reach the ranks too
+    try:
+        for line in process.stdout:
+            if "epoch 2/500" in line:
+                os.kill(process.pid, signal.SIGINT)
+                break
+        out, err = process.communicate(timeout=180)
+    finally:
+        process.kill()
+    result = [line.split() for line in out.splitlines() if line.startswith("RESULT")]
+    assert result, err
+    _, n_iter, n_devices, warned = result[0]
+    assert 2 <= int(n_iter) < 500 and n_devices == "2" and warned == "True"

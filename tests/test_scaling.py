@@ -61,7 +61,8 @@ def run_searches(backend: str, backbone: str, data, tmp_path: Path) -> None:
     """GridSearchCV, RandomizedSearchCV and cross_validate on ``backend``, each against its sequential run."""
     X, y = data
     searches = {
-        "grid": lambda scoring, n_jobs: GridSearchCV(estimator(backbone), GRID, cv=2, scoring=scoring, n_jobs=n_jobs, refit=False),
+        "grid": lambda scoring, n_jobs: GridSearchCV(
+            estimator(backbone), GRID, cv=2, scoring=scoring, n_jobs=n_jobs, refit=False),
         "randomized": lambda scoring, n_jobs: RandomizedSearchCV(
             estimator(backbone), GRID, n_iter=3, cv=2, scoring=scoring, n_jobs=n_jobs, refit=False, random_state=0),
     }

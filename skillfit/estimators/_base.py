@@ -291,7 +291,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
     def _run_on_new_processes(
         self, estimator: "SkillEstimatorBase", method: str, args: tuple, device: torch.device, **kwargs: Any
     ) -> "SkillEstimatorBase":
-        """Run ``estimator.<method>(*args, **kwargs)`` data-parallel on new processes; become rank 0's result on ``device``."""
+        """Run ``estimator.<method>(*args, **kwargs)`` on new processes; take rank 0's result, on ``device``."""
         fitted = run_data_parallel(estimator, method, args, kwargs, device)
         fitted.network_.to(device)
         fitted.device_ = device

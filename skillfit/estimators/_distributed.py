@@ -116,6 +116,22 @@ def broadcast_parameters(params: list[torch.nn.Parameter]) -> None:
             param.copy_(chunk.view_as(param))
 
 
+def check_ranks_agree(params: list[torch.nn.Parameter]) -> None:
+    """Raise if the ranks' values of ``params`` differ (they take the same steps, so they never should)."""
+    if not params:
+        return
+    with torch.no_grad():
+        sums = torch.stack([param.detach().double().sum() for param in params])
+        low, high = sums.clone(), sums.clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    if not torch.equal(low, high):
+        raise RuntimeError(
+            "The ranks of the data-parallel fit ended with different weights. Every rank must run the "
+            "same fit on the same data (same X, y and random_state); please report this if they did."
+        )
+
+
 def broadcast_seed(seed: int) -> int:
     """Rank 0's seed on every rank (a ``random_state=None`` fit draws its seed once)."""
     if rank_and_world()[1] == 1:
@@ -147,9 +163,12 @@ class DataParallelLoop(TrainingLoop):
         self.score_validation = lambda validation: _from_rank_zero(score_validation(validation))
 
     def fit_loop(self, encoded: dict[str, Any], n_epochs: int, **kwargs: Any) -> list[float]:
-        """As :meth:`TrainingLoop.fit_loop`, from rank 0's values of the trainable parameters."""
-        broadcast_parameters([param for param in self.network.parameters() if param.requires_grad])
-        return super().fit_loop(encoded, n_epochs, **kwargs)
+        """As :meth:`TrainingLoop.fit_loop`, from rank 0's values; checks that the ranks end equal."""
+        trainable = [param for param in self.network.parameters() if param.requires_grad]
+        broadcast_parameters(trainable)
+        losses = super().fit_loop(encoded, n_epochs, **kwargs)
+        check_ranks_agree(trainable)
+        return losses
 
     def step_on_rows(self, indices: np.ndarray, encoded: dict[str, Any], optimizer, scheduler) -> float:
         """One step on the global batch ``indices``, of which this rank computes every ``world``-th row."""
@@ -178,11 +197,15 @@ class DataParallelLoop(TrainingLoop):
         scheduler.step()
         return loss_sum / total_units
 
-    def _all_reduce_gradients(self, trainable: list[torch.nn.Parameter], local_sum: torch.Tensor, units: int) -> tuple[float, float]:
+    def _all_reduce_gradients(
+        self, trainable: list[torch.nn.Parameter], local_sum: torch.Tensor, units: int
+    ) -> tuple[float, float]:
         """Sum gradients, loss sums, units and use flags over the ranks in one ``all_reduce``; set mean gradients."""
         device = self.device
-        pieces = [param.grad.reshape(-1).float() if param.grad is not None else torch.zeros(param.numel(), device=device)
-                  for param in trainable]
+        pieces = [
+            param.grad.reshape(-1).float() if param.grad is not None else torch.zeros(param.numel(), device=device)
+            for param in trainable
+        ]
         used = torch.tensor([param.grad is not None for param in trainable], dtype=torch.float32, device=device)
         flat = torch.cat(pieces + [used, local_sum.reshape(1), torch.tensor([float(units)], device=device)])
         dist.all_reduce(flat)
@@ -237,9 +260,9 @@ def free_port() -> int:
 def run_data_parallel(estimator: Any, method: str, args: tuple, kwargs: dict, device: torch.device) -> Any:
     """Run ``estimator.<method>(*args, **kwargs)`` on ``n_devices`` new processes; return rank 0's estimator.
 
-    Warnings raised on the rank whose result is kept are raised again here; an error in any rank is raised
-    here (the first one, with its rank named); a Ctrl-C is passed to the ranks, which
-    keep their last good weights as one process would.
+    Warnings of the rank whose result is kept are raised again here; an error in any
+    rank is raised here (the first one, with its rank named); a Ctrl-C is passed to the
+    ranks, which keep their last good weights as one process would.
     """
     n_devices = estimator.n_devices
     backend = choose_backend(estimator.distributed_backend, device)
@@ -326,7 +349,9 @@ def _raise_rank_error(workdir: Path, error: Exception) -> None:
     raise exception
 
 
-def _rank_main(rank: int, world_size: int, port: int, backend: str, device_type: str, threads: int, folder: str) -> None:
+def _rank_main(
+    rank: int, world_size: int, port: int, backend: str, device_type: str, threads: int, folder: str
+) -> None:
     """The body of one launched rank: join the group, run the call, rank 0 writes the result."""
     workdir = Path(folder)
     _interrupt_once()

@@ -124,6 +124,10 @@ class EstimatorHooks:
         """What the batch loss averages over: examples (classifiers) or target tokens (text-to-text). *Kind.*"""
         return len(batch["input_ids"])
 
+    def _row_units(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each row's share of :meth:`_loss_units` (1 per example, or its target tokens), on the device. *Kind.*"""
+        return torch.ones(len(batch["input_ids"]), device=batch["input_ids"].device)
+
     def _predict_encoded(self, encoded: dict[str, Any]) -> Any:
         """Predictions for encoded rows, comparable with the encoded targets. *Kind.*"""
         raise _missing("_predict_encoded")

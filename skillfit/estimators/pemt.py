@@ -75,13 +75,16 @@ class _PEMTMethod:
             return loss
         network = self.network_
         descriptions = network.task_descriptions
-        batch_tasks, counts = torch.unique(batch["tasks"], return_counts=True)
+        batch_tasks, row_task = torch.unique(batch["tasks"], return_inverse=True)
         batch_tasks = batch_tasks.to(descriptions.device)
         mean_gate = torch.stack([layer.router(batch_tasks, network.context)[:, 0] for layer in gated]).mean(dim=0)
         # Experts are the tasks of stage 1; tasks added by adapt() have no expert.
         per_task = task_sparsity_loss(mean_gate, descriptions[batch_tasks], descriptions[: mean_gate.shape[1]])
-        weights = counts.to(per_task.device, per_task.dtype) / counts.sum()
-        return loss + self.sparsity_weight * (per_task * weights).sum()
+        # Each task's term weighs its share of the loss units (examples, or target tokens), as
+        # the task loss does: the objective then adds up over any split of the batch (n_devices).
+        units = self._row_units(batch).to(per_task.device, per_task.dtype)
+        task_units = units.new_zeros(len(batch_tasks)).index_add_(0, row_task.to(units.device), units)
+        return loss + self.sparsity_weight * (per_task * task_units / task_units.sum()).sum()
 
     def _set_routing_attributes(self) -> None:
         super()._set_routing_attributes()
@@ -101,8 +104,9 @@ class PEMTClassifier(_PEMTMethod, SkillClassifierBase):
     descriptions and trains, per layer, a gate ``g = softmax(q_t W_g / tau)`` over all
     experts (``W_g`` starts at zero: a uniform mixture) plus a fresh adapter per task:
     ``y = W0 x + sum_s g_s s B_s A_s x + s B_t A_t x``. Its loss adds
-    ``sparsity_weight * sum_s g_s (1 - cos(q_t, q_s))``, which pushes each task's gate
-    towards experts of tasks described alike.
+    ``sparsity_weight * sum_s g_s (1 - cos(q_t, q_s))`` for each task of the batch
+    (weighted by the task's share of the batch's loss units), which pushes each task's
+    gate towards experts of tasks described alike.
 
     Where the text form simplifies the paper (Lin et al. 2024): the task description
     is one soft prompt token, not a prompt of several tokens; the gate reads the

@@ -113,6 +113,9 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
     def _loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         return int((batch["labels"] != IGNORE_INDEX).sum())
 
+    def _row_units(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return (batch["labels"] != IGNORE_INDEX).sum(dim=1).float()
+
     def _predict_encoded(self, encoded: dict[str, Any]) -> np.ndarray:
         predictions = np.empty(len(encoded["input_ids"]), dtype=object)
         self.network_.eval()
