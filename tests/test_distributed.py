@@ -143,6 +143,8 @@ sys.path.insert(0, {tests!r})
 from conftest import make_multitask
 from skillfit import CPolyClassifier
 
+if {initialise!r}:  # as accelerate's Accelerator() does before the user's code runs
+    dist.init_process_group("gloo")
 X, y = make_multitask(n_per_task=30)
 est = CPolyClassifier(n_shared=2, backbone={backbone!r}, max_epochs=2, batch_size=16, random_state=0,
                       rank=4, max_length=32, verbose=1, n_devices=1)
@@ -158,11 +160,14 @@ np.save({folder!r} + f"-proba-{{dist.get_rank()}}.npy", proba)
 """
 
 
-def test_torchrun_joins_its_group_and_rank_zero_writes(quiet_bert, tmp_path):
+@pytest.mark.parametrize("initialise", [False, True], ids=["environment", "initialised-group"])
+def test_torchrun_joins_its_group_and_rank_zero_writes(initialise, quiet_bert, tmp_path):
+    """fit finds WORLD_SIZE in the environment, or a group the script initialised itself."""
     folder = tmp_path / "model"
     script = tmp_path / "fit.py"
     tests = os.path.dirname(__file__)
-    script.write_text(textwrap.dedent(TORCHRUN_SCRIPT.format(tests=tests, backbone=quiet_bert, folder=str(folder))))
+    script.write_text(textwrap.dedent(
+        TORCHRUN_SCRIPT.format(tests=tests, backbone=quiet_bert, folder=str(folder), initialise=initialise)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # --standalone: a rendezvous on a free local port (what --nnodes 1 needs on a shared machine)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
