@@ -38,6 +38,12 @@ def _columns_of(X: Any, text_column: str, task_column: str) -> tuple[Sequence[An
                 f"X is missing the column(s) {missing}; it has columns {list(X.columns)}. "
                 "Name your columns with the estimator's text_column= and task_column= parameters."
             )
+        repeated = [column for column in dict.fromkeys((text_column, task_column)) if list(X.columns).count(column) > 1]
+        if repeated:
+            raise ValueError(
+                f"X has several columns named {repeated}; keep one of each (e.g. "
+                "X.loc[:, ~X.columns.duplicated()]) or rename them."
+            )
         return X[text_column].tolist(), X[task_column].tolist()
     if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
         raise TypeError(f"X must be {_X_FORMS}; got {type(X).__name__}.")
@@ -118,7 +124,11 @@ def _target_values(y: Any, n_samples: int) -> list[Any]:
         raise ValueError("This estimator requires y to be passed, but the target y is None.")
     if isinstance(y, str) or not (hasattr(y, "__len__") or hasattr(y, "__array__")):
         raise TypeError(f"y must be a 1-d array-like of targets; got {type(y).__name__}.")
-    array = np.asarray(y, dtype=object) if not hasattr(y, "iloc") else np.asarray(y.to_numpy(), dtype=object)
+    try:
+        array = np.asarray(y, dtype=object) if not hasattr(y, "iloc") else np.asarray(y.to_numpy(), dtype=object)
+    except ValueError as error:  # numpy's "inhomogeneous shape" of ragged nested lists
+        raise ValueError("y must be a 1-d array-like with one target per sample; got nested sequences "
+                         "of different lengths.") from error
     if array.ndim == 2 and array.shape[1] == 1:
         warnings.warn(
             "A column-vector y was passed when a 1d array was expected; it was flattened with ravel().",
@@ -130,7 +140,14 @@ def _target_values(y: Any, n_samples: int) -> list[Any]:
         raise ValueError(f"y must be 1-dimensional; got shape {array.shape}.")
     if len(array) != n_samples:
         raise ValueError(f"X and y have different lengths: X has {n_samples} samples, y has {len(array)}.")
-    return array.tolist()
+    values = array.tolist()
+    nested = next((i for i, value in enumerate(values) if isinstance(value, (list, tuple, set, dict, np.ndarray))), None)
+    if nested is not None:
+        raise ValueError(
+            f"y must hold one target per sample; y[{nested}] is a {type(values[nested]).__name__}. "
+            "Pass a 1-d array-like of labels (or of target texts)."
+        )
+    return values
 
 
 def check_labels(y: Any, n_samples: int) -> np.ndarray:

@@ -38,8 +38,8 @@ class Interval:
     def is_satisfied_by(self, value: Any) -> bool:
         if isinstance(value, bool) or not isinstance(value, self.kind):
             return False
-        if isinstance(value, float) and math.isnan(value):
-            return False
+        if isinstance(value, float) and not math.isfinite(value):
+            return False  # nan, and inf even where a side is unbounded: training could only diverge
         left_ok = self.left is None or (value >= self.left if self.closed in ("both", "left") else value > self.left)
         right_ok = self.right is None or (
             value <= self.right if self.closed in ("both", "right") else value < self.right

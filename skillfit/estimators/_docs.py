@@ -89,7 +89,13 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
         ``n_devices`` says. See ``docs/scaling.md``.
     distributed_backend : {"auto", "gloo", "nccl"}, default="auto"
         The ``torch.distributed`` backend of a data-parallel fit: ``"auto"`` is NCCL on
-        CUDA and gloo on the CPU."""
+        CUDA and gloo on the CPU.
+    trust_remote_code : bool, default=False
+        Run model code that a backbone's checkpoint ships (a config whose ``auto_map``
+        points to Python files). That code runs on your machine with your rights: allow
+        it only for checkpoints you trust. With False, such a backbone is refused with a
+        clear error, and skillfit never asks on stdin. ``from_pretrained`` never takes
+        this value from a saved folder."""
 
 CLASSIFIER_PARAMETERS = """\
 pooling : {"auto", "mean", "last", "first"}, default="auto"

@@ -109,7 +109,7 @@ class EstimatorHooks:
 
     def _encode(self, texts: list[str], task_index: np.ndarray, targets: Any) -> dict[str, Any]:
         """Token ids of the texts with their task indices and targets. *Kind.*"""
-        encoding = self.tokenizer_(texts, truncation=True, max_length=self.max_length)
+        encoding = self.tokenizer_(texts, truncation=True, max_length=self._length_limit())
         return {"input_ids": encoding["input_ids"], "tasks": task_index, "targets": targets}
 
     def _make_batch(self, indices: np.ndarray, encoded: dict[str, Any]) -> dict[str, torch.Tensor]:

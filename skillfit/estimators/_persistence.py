@@ -37,6 +37,8 @@ CONFIG_FILE = "skillfit_config.json"
 WEIGHTS_FILE = "skillfit_model.safetensors"
 BACKBONE_DIR = "backbone"
 CARD_FILE = "README.md"
+# Sections of the config file that loading reads.
+REQUIRED_SECTIONS = ("format_version", "estimator", "params", "fitted", "network", "backbone")
 
 
 # ------------------------------------------------------------------------------- JSON
@@ -175,7 +177,7 @@ def check_backbone_hash(backbone: Backbone, expected: str | None, name: str, whe
 
 def load_network(
     payload: dict[str, Any], *, network_class: type, kind: str, backbone_name: str, device: torch.device, where: str,
-    backbone: Backbone | None = None,
+    backbone: Backbone | None = None, trust_remote_code: bool = False,
 ) -> tuple[torch.nn.Module, Any]:
     """The network and tokenizer of a payload, on ``device``.
 
@@ -184,7 +186,9 @@ def load_network(
     """
     reference = payload["backbone"]
     if backbone is None:
-        backbone = load_backbone_of_kind(kind, backbone_name, device, revision=reference.get("revision"))
+        backbone = load_backbone_of_kind(
+            kind, backbone_name, device, revision=reference.get("revision"), trust_remote_code=trust_remote_code
+        )
         check_backbone_hash(backbone, reference.get("sha256"), backbone_name, where)
     network = rebuild_network(
         network_class, backbone, payload["blueprint"], payload["state"], backbone_name=backbone_name, where=where
@@ -227,7 +231,19 @@ def read_config(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
             f"{str(folder)!r} is not a folder written by save_pretrained: it has no {CONFIG_FILE}. "
             "Pass the folder that save_pretrained(path) created."
         )
-    config = json.loads(config_path.read_text())
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(
+            f"{str(config_path)!r} is not valid JSON ({error}); the folder is damaged. Save the model again, "
+            "or copy the folder anew."
+        ) from error
+    missing = [key for key in REQUIRED_SECTIONS if not isinstance(config, dict) or key not in config]
+    if missing:
+        raise ValueError(
+            f"{str(config_path)!r} lacks the section(s) {missing} that save_pretrained writes; the file is "
+            "damaged or was not written by skillfit. Save the model again, or copy the folder anew."
+        )
     version = config.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise ValueError(
@@ -239,10 +255,23 @@ def read_config(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
 
 
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    """The trained tensors of a folder."""
+    """The trained tensors of a folder; an OSError naming the file when it is missing or damaged."""
+    return read_safetensors(folder / WEIGHTS_FILE)
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; an OSError naming the file when it is missing or damaged."""
     from safetensors.torch import load_file
 
-    return load_file(str(folder / WEIGHTS_FILE))
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} is missing; the folder is incomplete. Save the model again.")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own SafetensorError on truncated or damaged files
+        raise OSError(
+            f"{str(path)!r} cannot be read ({type(error).__name__}: {error}); it is truncated or damaged. "
+            "Save the model again, or copy the folder anew."
+        ) from error
 
 
 def _warn_on_version_change(versions: dict[str, str], folder: Path) -> None:

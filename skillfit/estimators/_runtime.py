@@ -100,3 +100,16 @@ def cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
         cpu = tensor.detach().to("cpu")
         memo[id(tensor)] = torch.nn.Parameter(cpu, tensor.requires_grad) if isinstance(tensor, torch.nn.Parameter) else cpu
     return copy.deepcopy(module, memo)
+
+
+def copy_sharing_frozen(module: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``module`` whose frozen tensors (no grad) are shared, not copied.
+
+    What trains is copied, so changes to the copy (new task rows, training) leave
+    ``module`` as it was, at the cost of one copy of the trainable tensors only.
+    """
+    memo: dict[int, Any] = {}
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        if not tensor.requires_grad:
+            memo[id(tensor)] = tensor
+    return copy.deepcopy(module, memo)

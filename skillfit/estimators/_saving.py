@@ -102,7 +102,8 @@ class PersistenceMixin:
 
     @classmethod
     def from_pretrained(
-        cls, path: str | os.PathLike, *, device: str | None = None, backbone: str | None = None
+        cls, path: str | os.PathLike, *, device: str | None = None, backbone: str | None = None,
+        trust_remote_code: bool = False,
     ) -> "PersistenceMixin":
         """Load an estimator written by :meth:`save_pretrained`.
 
@@ -116,6 +117,9 @@ class PersistenceMixin:
         backbone : str, optional
             Another location (hub id or folder) of the same backbone weights; the
             weights must hash to the saved SHA-256.
+        trust_remote_code : bool, default=False
+            Run model code shipped with the backbone's checkpoint. A folder's saved
+            value is never used: only the caller can allow running code.
 
         Returns
         -------
@@ -131,6 +135,7 @@ class PersistenceMixin:
             )
         params = from_json(config["params"])
         params.update({key: value for key, value in (("device", device), ("backbone", backbone)) if value is not None})
+        params["trust_remote_code"] = trust_remote_code
         estimator = saved_class(**params)
         estimator._validate_params()
         for key, value in from_json(config["fitted"]).items():
@@ -163,7 +168,7 @@ class PersistenceMixin:
         """Set ``network_`` and ``tokenizer_`` from a payload, on ``device_``."""
         self.network_, self.tokenizer_ = load_network(
             payload, network_class=self._network_class, kind=self._backbone_kind, backbone_name=self.backbone,
-            device=self.device_, where=where, backbone=backbone,
+            device=self.device_, where=where, backbone=backbone, trust_remote_code=self.trust_remote_code,
         )
         self._configure_backbone(self.network_.backbone)
 

@@ -18,6 +18,7 @@ class.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -225,8 +226,15 @@ class TrainingLoop:
 
             progress = tqdm(total=len(batches), desc=description, file=sys.stderr)
         total, count = 0.0, 0
-        for indices in batches:
+        for step, indices in enumerate(batches):
             loss = self.step_on_rows(indices, encoded, optimizer, scheduler)
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"{self.name}: the training loss became {loss} in {description}"
+                    f"{' of ' + self.stage if self.stage else ''}, step {step + 1}; training stopped and the "
+                    f"estimator keeps its state from before. Lower learning_rate (now {self.settings.learning_rate}) "
+                    f"or router_learning_rate (now {self.settings.router_learning_rate}), or check the data."
+                )
             total += loss * len(indices)
             count += len(indices)
             if progress is not None:

@@ -97,7 +97,14 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
 
     # ---------------------------------------------------------------- adapt hooks
     def _check_adapt_targets(self, y: Any, n_samples: int) -> np.ndarray:
-        return check_labels(y, n_samples)
+        labels = check_labels(y, n_samples)
+        if (labels.dtype == object) != (self.classes_.dtype == object):
+            kind = lambda labels: "string" if labels.dtype == object else "numeric"  # noqa: E731
+            raise TypeError(
+                f"{type(self).__name__} was fitted with {kind(self.classes_)} labels; adapt() got {kind(labels)} "
+                "labels. Pass labels of the same type as classes_."
+            )
+        return labels
 
     def _add_task_outputs(
         self, labels: np.ndarray, task_index: np.ndarray, n_old_tasks: int

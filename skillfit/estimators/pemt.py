@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from numbers import Real
 from typing import Any
 
@@ -48,6 +50,15 @@ class _PEMTMethod:
         return pool_hidden_states(hidden, encoding["attention_mask"], "mean").float()
 
     def _initial_task_descriptions(self, backbone: Backbone) -> torch.Tensor:
+        unmatched = sorted(set(self.task_descriptions or {}) - set(self.tasks_.tolist()), key=str)
+        if unmatched:
+            warnings.warn(
+                f"task_descriptions describes task(s) {unmatched[:10]} that X does not have (tasks: "
+                f"{self.tasks_.tolist()[:10]}); they are not used. Check the ids for typos, or ignore this if "
+                "they are tasks you will add with adapt().",
+                UserWarning,
+                stacklevel=6,
+            )
         backbone.model.eval()
         return self._embed_descriptions(backbone.model, self.tasks_.tolist())
 

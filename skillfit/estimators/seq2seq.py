@@ -73,7 +73,9 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
     def _encode(self, texts: list[str], task_index: np.ndarray, targets: list[str] | None) -> dict[str, Any]:
         """Token ids of prompts and, when training, of prompt + target with the label ids."""
         tokenizer = self.tokenizer_
-        prompts = tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        # A decoder-only model reads the prompt and then the generated tokens in one sequence.
+        reserved = self.max_new_tokens if self.decoder_only_ and targets is None else 0
+        prompts = tokenizer(texts, truncation=True, max_length=self._length_limit(reserved))["input_ids"]
         encoded: dict[str, Any] = {"input_ids": prompts, "tasks": task_index}
         if targets is None:
             return encoded
@@ -88,6 +90,10 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
             max_length=self.max_target_length,
         )["input_ids"]
         continuations = [self._eos_terminated(ids) for ids in continuations]
+        positions = self._positions()
+        if positions is not None:  # prompt and target share the positions: cut the prompt first
+            prompts = [prompt[: max(1, positions - len(target))] for prompt, target in zip(prompts, continuations)]
+            continuations = [target[: positions - len(prompt)] for prompt, target in zip(prompts, continuations)]
         encoded["input_ids"] = [prompt + target for prompt, target in zip(prompts, continuations)]
         encoded["labels"] = [[IGNORE_INDEX] * len(prompt) + target for prompt, target in zip(prompts, continuations)]
         return encoded

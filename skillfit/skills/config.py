@@ -74,6 +74,10 @@ class SkillConfig:
     description_dim: int = 0
 
     def __post_init__(self) -> None:
+        # Numpy scalars (what a search passes) become Python numbers: the config is written as JSON.
+        for name, value in vars(self).items():
+            if hasattr(value, "item") and not isinstance(value, (bool, int, float, str)):
+                object.__setattr__(self, name, value.item())
         positive = {"n_tasks": self.n_tasks, "n_splits": self.n_splits, "rank": self.rank}
         for name, value in positive.items():
             if int(value) != value or value < 1:
