@@ -510,7 +510,11 @@ def resolve_device(device: str) -> torch.device:
     chooses among several GPUs.
     """
     if device == "auto":
-        return torch.device("cuda", roomiest_gpu()) if torch.cuda.is_available() else torch.device("cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        if "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())  # a rank's GPU
+        return torch.device("cuda", roomiest_gpu())
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
@@ -539,23 +543,26 @@ def roomiest_gpu() -> int:
     among them, worker ``i`` of a process pool (joblib's loky workers, multiprocessing
     pools) takes the ``i``-th, so the workers of a search that start together on idle
     GPUs spread over them instead of all choosing the first. Free memory is read
-    through NVML when available, which creates no CUDA context on the GPUs it
-    only looks at.
+    through NVML (``pynvml``), which opens no CUDA context; without NVML, memory is
+    not read (CUDA's own query would open a context on every GPU) and the workers
+    spread over all GPUs by number.
     """
     count = torch.cuda.device_count()
     if count <= 1:
         return 0
     free = [_free_memory(index) for index in range(count)]
+    if any(value is None for value in free):
+        return _worker_number() % count
     roomiest = [index for index in range(count) if free[index] >= max(free) - GPU_FREE_MEMORY_BAND]
     return roomiest[_worker_number() % len(roomiest)]
 
 
-def _free_memory(index: int) -> int:
-    """Free bytes on GPU ``index``: total minus NVML's used, else CUDA's ``mem_get_info``."""
+def _free_memory(index: int) -> int | None:
+    """Free bytes on GPU ``index`` from NVML (total minus used), or None without NVML."""
     try:
         return torch.cuda.get_device_properties(index).total_memory - torch.cuda.device_memory_used(index)
-    except Exception:  # no NVML (pynvml) here: ask CUDA, at the cost of a context on that GPU
-        return torch.cuda.mem_get_info(index)[0]
+    except Exception:  # no pynvml, or a torch without device_memory_used
+        return None
 
 
 def _worker_number() -> int:

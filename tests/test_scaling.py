@@ -139,11 +139,28 @@ class FakeCuda:
         return self.total - self.free[index]
 
 
-@pytest.mark.parametrize("nvml", [True, False])
-def test_auto_picks_the_gpu_with_the_most_free_memory(monkeypatch, nvml):
-    FakeCuda([10, 70, 30], nvml=nvml).install(monkeypatch)
+def test_auto_picks_the_gpu_with_the_most_free_memory(monkeypatch):
+    FakeCuda([10, 70, 30]).install(monkeypatch)
     assert backbones.resolve_device("auto") == torch.device("cuda", 1)
     assert backbones.resolve_device("cpu") == torch.device("cpu")
+
+
+def test_without_nvml_no_gpu_is_probed_and_workers_spread(monkeypatch):
+    FakeCuda([10, 70, 30], nvml=False).install(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: pytest.fail("opened a CUDA context to read memory"))
+    chosen = []
+    for worker in range(4):
+        monkeypatch.setattr(backbones, "_worker_number", lambda worker=worker: worker)
+        chosen.append(backbones.resolve_device("auto").index)
+    assert chosen == [0, 1, 2, 0]
+
+
+def test_a_rank_takes_its_local_gpu_without_probing(monkeypatch):
+    FakeCuda([10, 70, 30]).install(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "device_memory_used", lambda i: pytest.fail("probed memory in a rank"))
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("LOCAL_RANK", "2")
+    assert backbones.resolve_device("auto") == torch.device("cuda", 2)
 
 
 def test_workers_of_a_pool_spread_over_equally_free_gpus(monkeypatch):

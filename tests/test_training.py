@@ -438,3 +438,36 @@ def test_skill_tables_take_row_steps_and_everything_else_dense_steps(tiny_kwargs
         by_kind[group["task_rows"]] |= {names[id(param)].rsplit(".", 1)[-1] for param in group["params"]}
     assert by_kind[True] == {"exclusive_A", "exclusive_B", "routing_logits", "exclusive_logits"}
     assert "shared_A" in by_kind[False] and not by_kind[True] & by_kind[False]
+
+
+# ------------------------------------------------------------------------ warm start
+def test_warm_start_continues_from_the_fitted_weights(tiny_kwargs, multitask):
+    X, y = multitask
+    clf = PolyClassifier(**{**tiny_kwargs, "max_epochs": 1}).fit(X, y)
+    fitted = clf.predict_proba(X)
+    # With a vanishing learning rate, a warm fit stays where the first ended; a cold one at the start.
+    clf.set_params(warm_start=True, learning_rate=1e-12, router_learning_rate=1e-12)
+    clf.fit(X, y)
+    np.testing.assert_allclose(clf.predict_proba(X), fitted, atol=1e-6)
+    assert clf.n_iter_ == 2 and len(clf.loss_curve_) == 2
+    cold = PolyClassifier(**{**tiny_kwargs, "max_epochs": 1, "learning_rate": 1e-12, "router_learning_rate": 1e-12})
+    assert np.abs(cold.fit(X, y).predict_proba(X) - fitted).max() > 1e-3
+
+
+def test_warm_start_refuses_what_only_adapt_can_learn(tiny_kwargs, multitask):
+    X, y = multitask
+    clf = PolyClassifier(**{**tiny_kwargs, "max_epochs": 1, "warm_start": True}).fit(X, y)
+    before = clf.predict_proba(X)
+    with pytest.raises(ValueError, match=r"new task\(s\) \['omega'\]; learn them with adapt\(\)"):
+        clf.fit(list(X) + [("w1 w2", "omega")], list(y) + ["omega:yes"])
+    with pytest.raises(ValueError, match=r"new label\(s\) \['alpha:maybe'\]"):
+        clf.fit(X, ["alpha:maybe"] + list(y[1:]))
+    other = next(label for label in y if not label.startswith(X[0][1]))
+    with pytest.raises(ValueError, match="row 0 gives task .* which it did not have"):
+        clf.fit(X, [other] + list(y[1:]))
+    clf.set_params(learning_rate=1e30, max_epochs=3)
+    with pytest.raises(FloatingPointError):
+        clf.fit(X, y)
+    np.testing.assert_array_equal(clf.predict_proba(X), before)  # every refusal and failure left it as it was
+    with pytest.raises(ValueError, match="PEMTClassifier cannot continue a fit"):
+        PEMTClassifier(**{**tiny_kwargs, "max_epochs": 1, "warm_start": True}).fit(X, y).fit(X, y)

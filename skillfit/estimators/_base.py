@@ -110,6 +110,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
     n_devices: int = parameter(1, Interval(Integral, 1, None))
     distributed_backend: str = parameter("auto", Options(*BACKENDS))
     trust_remote_code: bool = parameter(False, Options(False, True))
+    warm_start: bool = parameter(False, Options(False, True))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -195,7 +196,8 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         if (X_val is None) != (y_val is None):
             raise ValueError("Pass both X_val and y_val, or neither.")
         if self._starts_processes():
-            return self._run_on_new_processes(clone(self), "fit", (X, y, X_val, y_val), resolve_device(self.device))
+            estimator = self if self._warm() else clone(self)
+            return self._run_on_new_processes(estimator, "fit", (X, y, X_val, y_val), resolve_device(self.device))
         previous_state = dict(self.__dict__)
         try:
             self._fit_new_model(texts, tasks, y, X_val, y_val)
@@ -209,20 +211,30 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
 
     def _fit_new_model(self, texts: list[str], tasks: np.ndarray, y: Any, X_val: Any, y_val: Any) -> None:
         """Everything ``fit`` does after checking its inputs: data, network, training, summaries."""
-        targets = self._check_targets(y, len(texts))
+        warm = self._warm()
+        if warm:
+            task_index = self._warm_start_task_indices(tasks)
+            targets = self._warm_start_targets(y, len(texts), task_index)
+        else:
+            targets = self._check_targets(y, len(texts))
         follow_thread_budget()
-        self._join_process_group(resolve_device(self.device))
+        self._join_process_group()
         seed = broadcast_seed(resolve_seed(self.random_state))  # random_state=None: rank 0's draw
         rng = np.random.default_rng(seed)
-        self.tasks_, task_index = np.unique(tasks, return_inverse=True)
+        if not warm:
+            self.tasks_, task_index = np.unique(tasks, return_inverse=True)
         train, held_out, sized_for = self._split_for_validation(texts, task_index, targets, X_val, y_val, rng)
         with quiet_libraries(self.verbose), reproducible_torch(seed):
-            self._build_model(*sized_for)
+            if warm:  # continue from the fitted weights, on a copy: an error leaves the model as it was
+                self.device_ = self._continuing_device()
+                self.network_ = copy_sharing_frozen(self.network_).to(self.device_)
+            else:
+                self._build_model(*sized_for)
+                self.history_ = []
             encoded = self._encode(*train)
             validation = None
             if held_out is not None:
                 validation = {"encoded": self._encode(*held_out), "tasks": held_out[1], "targets": held_out[2]}
-            self.history_ = []
             loop = self._training_loop(rng)
             fit_name = f"{type(self).__name__}.fit"
             kept_note = ". Call fit again to train fully."
@@ -230,6 +242,28 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
                 with self._compiled_for_training():
                     self._train(loop, encoded, validation)
         self._finish_fit(loop)
+
+    def _warm(self) -> bool:
+        """Whether this ``fit`` continues the fitted model (``warm_start=True`` on a fitted estimator)."""
+        if not (self.warm_start and hasattr(self, "network_")):
+            return False
+        if not self._supports_warm_start:
+            raise ValueError(
+                f"{type(self).__name__} cannot continue a fit (warm_start=True): its stages convert the network. "
+                "Use warm_start=False, or adapt() for new tasks."
+            )
+        return True
+
+    def _warm_start_task_indices(self, tasks: np.ndarray) -> np.ndarray:
+        """Rows of ``tasks_`` for a warm-started fit, which may not bring new tasks."""
+        self._check_task_id_type(tasks, "fit")
+        index, unknown = self._lookup_tasks(tasks)
+        if unknown:
+            raise ValueError(
+                f"warm_start=True continues the fitted tasks, but X has new task(s) {unknown[:10]}; learn them "
+                "with adapt(), or set warm_start=False to fit from scratch."
+            )
+        return index
 
     def _split_for_validation(self, texts: list[str], task_index: np.ndarray, targets: Any, X_val: Any, y_val: Any, rng):
         """``(train, validation, sized_for)``: rows to train on, validation rows or None, and what the network is sized for.
@@ -343,10 +377,16 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         self.__dict__.update(fitted.__dict__)
         return self
 
-    def _join_process_group(self, device: torch.device) -> None:
+    def _continuing_device(self) -> torch.device:
+        """Where a call that continues a fitted model (adapt, a warm fit) trains: this rank's device in a group."""
+        if rank_and_world()[1] > 1:
+            return rank_device(resolve_device(self.device))
+        return self.device_
+
+    def _join_process_group(self) -> None:
         """Under torchrun / accelerate launch (or our own ranks), make sure this rank is in the group."""
         if launched_by_runner():
-            join_runner_group(rank_device(device), self.distributed_backend)
+            join_runner_group(rank_device(resolve_device(self.device)), self.distributed_backend)
 
     def _configure_backbone(self, model: torch.nn.Module) -> None:
         """Turn on gradient checkpointing in the backbone when asked (it acts in training mode only)."""
@@ -455,8 +495,8 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         self, texts: list[str], tasks: np.ndarray, new_tasks: list, raw_targets: Any, mode: str, max_epochs: int | None
     ) -> None:
         """Everything ``adapt`` does after checking its inputs: new rows, the freeze, training, summaries."""
-        self._join_process_group(self.device_)
-        self.device_ = rank_device(self.device_)
+        self._join_process_group()
+        self.device_ = self._continuing_device()
         seed = broadcast_seed(resolve_seed(self.random_state))
         with quiet_libraries(self.verbose), reproducible_torch(seed):
             n_old = len(self.tasks_)

@@ -56,8 +56,15 @@ BACKENDS = ("auto", "gloo", "nccl")
 
 # ------------------------------------------------------------------ where we are
 def launched_by_runner() -> bool:
-    """Whether this process is a rank of a group started outside skillfit (torchrun, accelerate, ours)."""
-    return dist.is_available() and (dist.is_initialized() or "WORLD_SIZE" in os.environ)
+    """Whether this process is a rank of a group (torchrun, accelerate, ours): one initialised, or WORLD_SIZE > 1."""
+    if not dist.is_available():
+        return False
+    if dist.is_initialized():
+        return True
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -242,6 +249,11 @@ def check_devices(n_devices: int, device: torch.device) -> None:
                 "(CUDA_VISIBLE_DEVICES); lower n_devices or run on a machine with more GPUs."
             )
         return
+    if device.type != "cpu":
+        raise ValueError(
+            f"n_devices={n_devices} runs one process per CUDA GPU or CPU processes, not on {device.type!r}; "
+            "use device='cuda' or device='cpu', or n_devices=1."
+        )
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if n_devices > cores:
         raise ValueError(
@@ -280,20 +292,24 @@ def run_data_parallel(estimator: Any, method: str, args: tuple, kwargs: dict, de
     with tempfile.TemporaryDirectory(prefix="skillfit-ddp-") as folder:
         workdir = Path(folder)
         with open(workdir / "job.pkl", "wb") as file:
-            pickle.dump((estimator, method, args, kwargs), file)
-        with _main_module_importable():
-            context = torch.multiprocessing.start_processes(
-                _rank_main, args=(n_devices, port, backend, device.type, threads, str(workdir)),
-                nprocs=n_devices, join=False, start_method="spawn",
-            )
+            pickle.dump((on_cpu(estimator), method, args, kwargs), file)  # each rank moves it to its own device
+        context = None
         interrupted = False
         try:
-            _join(context)
-        except KeyboardInterrupt:
-            interrupted = True
-            _interrupt(context)
-        except Exception as error:
-            _raise_rank_error(workdir, error)
+            with _main_module_importable():
+                context = torch.multiprocessing.start_processes(
+                    _rank_main, args=(n_devices, port, backend, device.type, threads, str(workdir)),
+                    nprocs=n_devices, join=False, start_method="spawn",
+                )
+            try:
+                _join(context)
+            except KeyboardInterrupt:
+                interrupted = True
+                _interrupt(context)
+            except Exception as error:
+                _raise_rank_error(workdir, error)
+        finally:
+            _end_all(context)  # never leave ranks running: a second Ctrl-C, an error while starting
         results = sorted(workdir.glob("result-*.pkl"), key=lambda path: int(path.stem.split("-")[1]))
         if not results:
             if interrupted:
@@ -321,6 +337,26 @@ def _main_module_importable() -> Iterator[None]:
             main.__file__ = path
 
 
+def on_cpu(estimator: Any) -> Any:
+    """A shallow copy of ``estimator`` that pickles, and so unpickles, on the CPU (no GPU touched)."""
+    import copy
+
+    if getattr(estimator, "device_", None) is None:
+        return estimator
+    moved = copy.copy(estimator)
+    moved.device_ = torch.device("cpu")
+    return moved
+
+
+def _end_all(context) -> None:
+    if context is None:
+        return
+    for process in context.processes:
+        if process.is_alive():
+            process.kill()
+        process.join(timeout=10)
+
+
 def _join(context) -> None:
     while not context.join(timeout=1.0):
         pass
@@ -340,21 +376,29 @@ def _interrupt(context) -> None:
 
 
 def _raise_rank_error(workdir: Path, error: Exception) -> None:
-    """Raise the first error any rank recorded (ranks that failed later failed because of it)."""
+    """Raise the first error any rank recorded (ranks that failed later failed because of it).
+
+    A rank that died without a Python error (killed, out of memory) recorded nothing;
+    then the join's own error, which names it, is what the caller sees.
+    """
     recorded = []
     for path in workdir.glob("error-*.pkl"):
         with open(path, "rb") as file:
             recorded.append(pickle.load(file))
+    failed = getattr(error, "error_index", None)
+    if failed is not None and failed not in {rank for _, rank, _, _ in recorded}:
+        recorded = []
     if not recorded:
         raise RuntimeError(
-            f"A process of the data-parallel fit ended before it could run ({error}); its output above says why."
+            f"A process of the data-parallel fit ended without a Python error ({error}); its output above, "
+            "or the system log (out of memory?), says why."
         ) from error
     when, rank, exception, text = min(recorded, key=lambda item: item[0])
     if exception is None:
         raise RuntimeError(f"Rank {rank} of the data-parallel fit failed:\n{text}") from error
     if hasattr(exception, "add_note"):
         exception.add_note(f"(raised in rank {rank} of the data-parallel fit; every rank was stopped)")
-    raise exception
+    raise exception from error
 
 
 def _rank_main(
@@ -382,14 +426,14 @@ def _rank_main(
         kept = [(str(w.message), w.category) for w in caught]
         partial = workdir / f"result-{rank}.partial"
         with open(partial, "wb") as file:
-            pickle.dump((estimator, kept), file)
+            pickle.dump((on_cpu(estimator), kept), file)
         partial.rename(workdir / f"result-{rank}.pkl")
     except BaseException as error:
         _record_error(workdir, rank, error)
-        raise
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        # No group teardown: peers may sit in a collective, and NCCL's teardown could then block.
+        sys.stderr.flush()
+        os._exit(1)
+    dist.destroy_process_group()
 
 
 def _record_error(workdir: Path, rank: int, error: BaseException) -> None:

@@ -90,6 +90,11 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
     distributed_backend : {"auto", "gloo", "nccl"}, default="auto"
         The ``torch.distributed`` backend of a data-parallel fit: ``"auto"`` is NCCL on
         CUDA and gloo on the CPU.
+    warm_start : bool, default=False
+        When True, ``fit`` on a fitted estimator continues from its skills, routers and
+        head (a fresh optimizer and schedule, ``history_`` extended) instead of starting
+        over. X may hold only fitted tasks, and y only labels each task had; new tasks
+        or labels are refused with a pointer to ``adapt``. Not for PEMT.
     trust_remote_code : bool, default=False
         Run model code that a backbone's checkpoint ships (a config whose ``auto_map``
         points to Python files). That code runs on your machine with your rights: allow

@@ -45,6 +45,9 @@ class EstimatorHooks:
         """The skill inventory every adapted layer gets, for ``n_tasks`` tasks. *Method, required.*"""
         raise _missing("_skill_config")
 
+    # Whether fit(warm_start=True) can continue a fitted model. *Method* (PEMT's stages cannot).
+    _supports_warm_start = True
+
     def _check_method_params(self) -> None:
         """Checks across the method's parameters, after the per-parameter table. *Method.*"""
 
@@ -90,6 +93,10 @@ class EstimatorHooks:
     def _check_targets(self, y: Any, n_samples: int) -> Any:
         """Validate ``y`` of ``fit``, set the target attributes (``classes_``), return encoded targets. *Kind.*"""
         raise _missing("_check_targets")
+
+    def _warm_start_targets(self, y: Any, n_samples: int, task_index: np.ndarray) -> Any:
+        """``y`` of a warm-started ``fit``, encoded as before; refuse what the fitted model cannot learn. *Kind.*"""
+        raise _missing("_warm_start_targets")
 
     def _check_validation_targets(self, y_val: Any, n_samples: int) -> Any:
         """``y_val`` encoded as ``fit`` encodes ``y``. *Kind.*"""

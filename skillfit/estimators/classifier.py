@@ -86,6 +86,25 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
             raise ValueError(f"y_val has label(s) {unknown[:10]} that y does not have; validate only on trained labels.")
         return np.asarray([column[label] for label in labels.tolist()], dtype=np.int64)
 
+    def _warm_start_targets(self, y: Any, n_samples: int, task_index: np.ndarray) -> np.ndarray:
+        labels = check_labels(y, n_samples)
+        column = {label: j for j, label in enumerate(self.classes_.tolist())}
+        unknown = sorted({label for label in labels.tolist() if label not in column}, key=str)
+        if unknown:
+            raise ValueError(
+                f"warm_start=True continues the fitted labels, but y has new label(s) {unknown[:10]}; learn them "
+                "with adapt(mode='all'), or set warm_start=False to fit from scratch."
+            )
+        targets = np.asarray([column[label] for label in labels.tolist()], dtype=np.int64)
+        allowed = self.network_.label_mask.cpu().numpy()[task_index, targets]
+        if not allowed.all():
+            row = int(np.flatnonzero(~allowed)[0])
+            raise ValueError(
+                f"warm_start=True keeps each task's labels, but row {row} gives task {self.tasks_[task_index[row]]!r} "
+                f"the label {labels[row]!r}, which it did not have; use adapt(mode='all') or warm_start=False."
+            )
+        return targets
+
     def _stratification_keys(self, task_index: np.ndarray, targets: np.ndarray) -> np.ndarray:
         return task_index * len(self.classes_) + targets
 

@@ -29,6 +29,8 @@ class _PEMTMethod:
     sparsity_weight: float = parameter(0.1, Interval(Real, 0, None))
     gate_temperature: float = parameter(1.0, Interval(Real, 0, None, closed="neither"))
 
+    _supports_warm_start = False  # stage 2 has converted the experts
+
     def _skill_config(self, n_tasks: int) -> SkillConfig:
         """Stage 1: one private LoRA expert per task."""
         return self._skills(n_tasks, n_shared=0, n_exclusive=1, routing="none")

@@ -53,6 +53,9 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
 
     _check_adapt_targets = _check_targets
 
+    def _warm_start_targets(self, y: Any, n_samples: int, task_index: np.ndarray) -> list[str]:
+        return check_target_texts(y, n_samples)
+
     def _add_task_outputs(
         self, targets: list[str], task_index: np.ndarray, n_old_tasks: int
     ) -> tuple[list[str], list[torch.nn.Parameter]]:
@@ -91,6 +94,8 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         )["input_ids"]
         continuations = [self._eos_terminated(ids) for ids in continuations]
         positions = self._positions()
+        if positions is not None and getattr(self.network_, "task_descriptions", None) is not None:
+            positions -= 1  # PEMT's soft prompt token comes first
         if positions is not None:  # prompt and target share the positions: cut the prompt first
             prompts = [prompt[: max(1, positions - len(target))] for prompt, target in zip(prompts, continuations)]
             continuations = [target[: positions - len(prompt)] for prompt, target in zip(prompts, continuations)]

@@ -47,6 +47,11 @@ class TaskContext:
     fit, whatever share of the batch it holds.
     """
 
+    # Class-level defaults: contexts pickled before these existed still load.
+    _noise: dict | None = None
+    _noise_seed: int | None = None
+    _noise_generator: torch.Generator | None = None
+
     def __init__(self) -> None:
         self.bypassed = False
         self.has_unknown = False
