@@ -297,7 +297,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         self.network_ = self._build_network(backbone, skill_config, targets, task_index).to(self.device_)
         self.n_trainable_params_ = sum(p.numel() for p in self.network_.parameters() if p.requires_grad)
         self._configure_backbone(self.network_.backbone)
-        positions = max_positions(backbone.config, self.tokenizer_)
+        positions = self._text_positions()
         if positions is not None and self.max_length > positions:
             warnings.warn(
                 f"max_length={self.max_length} is more than the {positions} positions of the backbone "
@@ -307,10 +307,16 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
                 stacklevel=4,  # the caller of fit
             )
 
-    def _positions(self) -> int | None:
-        """The most tokens the fitted backbone reads in one sequence (None: no fixed limit)."""
+    def _text_positions(self) -> int | None:
+        """The most text tokens one sequence holds (None: no fixed limit).
+
+        The backbone's positions, less PEMT's soft-prompt token, which goes in front of the text.
+        """
         config = getattr(self.network_.backbone, "config", None)  # a peer's wrapped backbone may have none
-        return None if config is None else max_positions(config, self.tokenizer_)
+        positions = None if config is None else max_positions(config, self.tokenizer_)
+        if positions is not None and getattr(self.network_, "task_descriptions", None) is not None:
+            positions -= 1
+        return positions
 
     def _length_limit(self, reserved: int = 0) -> int:
         """Most tokens of a text: ``max_length``, and no more than the backbone's positions less ``reserved``.
@@ -318,11 +324,9 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         ``reserved`` keeps room for what follows the text in the same sequence (a
         decoder-only model's target or generated tokens).
         """
-        positions = self._positions()
+        positions = self._text_positions()
         if positions is None:
             return self.max_length
-        if getattr(self.network_, "task_descriptions", None) is not None:
-            reserved += 1  # PEMT's soft prompt token goes in front of the text
         if positions - reserved < 1:
             raise ValueError(
                 f"The backbone {self.backbone!r} reads {positions} tokens, which leaves no room for a text "

@@ -26,6 +26,7 @@ weights stay equal without further communication.
 from __future__ import annotations
 
 import atexit
+import copy
 import os
 import pickle
 import signal
@@ -44,8 +45,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ._runtime import autocast
-from ._training import MAX_GRAD_NORM, TrainingLoop
+from ._runtime import available_cores
+from ._training import TrainingLoop, trainable_parameters
 
 # How long a rank waits for the others in a collective before it fails (never a hang).
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
@@ -149,11 +150,7 @@ def check_ranks_agree(params: list[torch.nn.Parameter]) -> None:
 
 def broadcast_seed(seed: int) -> int:
     """Rank 0's seed on every rank (a ``random_state=None`` fit draws its seed once)."""
-    if rank_and_world()[1] == 1:
-        return seed
-    holder = [seed]
-    dist.broadcast_object_list(holder, src=0)
-    return int(holder[0])
+    return seed if rank_and_world()[1] == 1 else int(_from_rank_zero(seed))
 
 
 # -------------------------------------------------------------------- the loop
@@ -188,7 +185,6 @@ class DataParallelLoop(TrainingLoop):
     def step_on_rows(self, indices: np.ndarray, encoded: dict[str, Any], optimizer, scheduler) -> float:
         """One step on the global batch ``indices``, of which this rank computes every ``world``-th row."""
         optimizer.zero_grad(set_to_none=True)
-        trainable = [param for group in optimizer.param_groups for param in group["params"]]
         local_rows = indices[self.rank::self.world_size]
         local_sum = torch.zeros((), device=self.device)
         units = 0
@@ -200,16 +196,10 @@ class DataParallelLoop(TrainingLoop):
             # generator is left as one process leaves it (nothing else is drawn in a step).
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 torch.manual_seed((noise_seed + self.rank + 1) % 2**63)
-                with self.network.context.tasks(batch["tasks"], noise_seed=noise_seed):
-                    with autocast(self.device):
-                        loss = self.batch_loss(batch)
-                    (loss * units).backward()  # the gradient of this rank's share of the loss sum
+                loss = self.backward(batch, noise_seed, scale=units)  # the gradient of this rank's loss sum
             local_sum = loss.detach().float() * units
-        total_units, loss_sum = self._all_reduce_gradients(trainable, local_sum, units)
-        torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
-        optimizer.set_active_tasks(torch.as_tensor(encoded["tasks"][indices]))
-        optimizer.step()
-        scheduler.step()
+        total_units, loss_sum = self._all_reduce_gradients(trainable_parameters(optimizer), local_sum, units)
+        self.update(optimizer, scheduler, torch.as_tensor(encoded["tasks"][indices]))  # the global batch's tasks
         return loss_sum / total_units
 
     def _all_reduce_gradients(
@@ -254,7 +244,7 @@ def check_devices(n_devices: int, device: torch.device) -> None:
             f"n_devices={n_devices} runs one process per CUDA GPU or CPU processes, not on {device.type!r}; "
             "use device='cuda' or device='cpu', or n_devices=1."
         )
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = available_cores()
     if n_devices > cores:
         raise ValueError(
             f"n_devices={n_devices} CPU processes on {cores} CPU core(s) would only compete for them; "
@@ -339,8 +329,6 @@ def _main_module_importable() -> Iterator[None]:
 
 def on_cpu(estimator: Any) -> Any:
     """A shallow copy of ``estimator`` that pickles, and so unpickles, on the CPU (no GPU touched)."""
-    import copy
-
     if getattr(estimator, "device_", None) is None:
         return estimator
     moved = copy.copy(estimator)

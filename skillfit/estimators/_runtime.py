@@ -67,6 +67,11 @@ def reproducible_torch(seed: int) -> Iterator[None]:
             torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity, where the OS reports one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def follow_thread_budget() -> None:
     """Make the tokenizers keep to torch's thread budget when it is a share of the cores.
 
@@ -75,8 +80,7 @@ def follow_thread_budget() -> None:
     encode on every core. Then, unless the user set ``TOKENIZERS_PARALLELISM``, this
     process's tokenizers run on one thread.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if torch.get_num_threads() < cores:
+    if torch.get_num_threads() < available_cores():
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -62,6 +62,11 @@ class TrainingSettings:
         return cls(**{field.name: params[field.name] for field in fields(cls)})
 
 
+def trainable_parameters(optimizer) -> list[torch.nn.Parameter]:
+    """Every parameter an optimizer steps, group after group."""
+    return [param for group in optimizer.param_groups for param in group["params"]]
+
+
 def is_router_parameter(name: str) -> bool:
     """Whether a trainable parameter is a routing logit (own learning rate, no decay)."""
     return name.endswith(ROUTER_PARAMETER_SUFFIXES)
@@ -190,7 +195,7 @@ class TrainingLoop:
         """
         n_batches = -(-len(encoded["input_ids"]) // self.settings.batch_size)
         optimizer, scheduler = self.make_optimizer(n_epochs * n_batches, weight_decay)
-        trainable = [param for group in optimizer.param_groups for param in group["params"]]
+        trainable = trainable_parameters(optimizer)
         self.losses, self.stage = [], stage
         self.kept = WeightSnapshot(trainable, f"the start of {stage}" if stage else "before training")
         self.stopping = EarlyStopping(self.settings.n_iter_no_change, self.settings.tol) if validation is not None else None
@@ -251,17 +256,25 @@ class TrainingLoop:
     def train_step(self, batch: Batch, optimizer, scheduler) -> float:
         """One optimisation step on ``batch``; returns its loss."""
         optimizer.zero_grad(set_to_none=True)
+        loss = self.backward(batch, self.next_noise_seed())
+        self.update(optimizer, scheduler, batch["tasks"])
+        return float(loss.detach())
+
+    def backward(self, batch: Batch, noise_seed: int, scale: float = 1.0) -> torch.Tensor:
+        """Back-propagate ``scale`` times the batch's loss; return the loss."""
         # The task ids stay set through backward: with gradient checkpointing, skill layers run again there.
-        with self.network.context.tasks(batch["tasks"], noise_seed=self.next_noise_seed()):
+        with self.network.context.tasks(batch["tasks"], noise_seed=noise_seed):
             with autocast(self.device):
                 loss = self.batch_loss(batch)
-            loss.backward()
-        trainable = [p for group in optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
-        optimizer.set_active_tasks(batch["tasks"])  # per-task tables step on these tasks' rows only
+            (loss * scale).backward()
+        return loss
+
+    def update(self, optimizer, scheduler, tasks: torch.Tensor) -> None:
+        """Clip the gradients and step the optimizer (on the rows of ``tasks`` of per-task tables) and schedule."""
+        torch.nn.utils.clip_grad_norm_(trainable_parameters(optimizer), MAX_GRAD_NORM)
+        optimizer.set_active_tasks(tasks)  # per-task tables step on these tasks' rows only
         optimizer.step()
         scheduler.step()
-        return float(loss.detach())
 
     def next_noise_seed(self) -> int:
         """The seed of the next step's training noise (see :meth:`~skillfit.skills.TaskContext.uniform_noise`)."""

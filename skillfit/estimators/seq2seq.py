@@ -93,9 +93,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
             max_length=self.max_target_length,
         )["input_ids"]
         continuations = [self._eos_terminated(ids) for ids in continuations]
-        positions = self._positions()
-        if positions is not None and getattr(self.network_, "task_descriptions", None) is not None:
-            positions -= 1  # PEMT's soft prompt token comes first
+        positions = self._text_positions()
         if positions is not None:  # prompt and target share the positions: cut the prompt first
             prompts = [prompt[: max(1, positions - len(target))] for prompt, target in zip(prompts, continuations)]
             continuations = [target[: positions - len(prompt)] for prompt, target in zip(prompts, continuations)]
