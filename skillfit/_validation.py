@@ -11,6 +11,7 @@ private API.
 from __future__ import annotations
 
 import math
+import os
 from numbers import Integral, Real
 from typing import Any, Iterable
 
@@ -100,6 +101,7 @@ class StringList:
 
 NONE = Options(None)
 STRING = InstanceOf(str, "a str")
+PATH = InstanceOf((str, os.PathLike), "a str or path-like folder")
 RANDOM_STATE = [Interval(Integral, 0, 2**32 - 1), NONE]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch.distributed as dist
 
 from skillfit import PolyClassifier
@@ -23,4 +25,14 @@ class InterruptedInSecondEpoch(PolyClassifier):
     def _batch_loss(self, batch):
         if len(self.history_) == 1:
             raise KeyboardInterrupt
+        return super()._batch_loss(batch)
+
+
+class PreemptedAtStep(PolyClassifier):
+    """Raises (a preemption, on every rank) before the training step ``SKILLFIT_TEST_PREEMPT_AT`` when it is set."""
+
+    def _batch_loss(self, batch):
+        self._steps = getattr(self, "_steps", 0) + 1
+        if self._steps == int(os.environ.get("SKILLFIT_TEST_PREEMPT_AT", "0")):
+            raise RuntimeError("preempted")
         return super()._batch_loss(batch)

@@ -67,6 +67,8 @@ def test_n_splits_must_divide_layer_width(tiny_kwargs):
         (CPolyClassifier(random_state="seed"), r"'random_state' parameter .* must be an int in the range \[0, 4294967295\] or None"),
         (CPolyClassifier(verbose=3), r"'verbose' parameter .* must be an int in the range \[0, 2\]"),
         (CPolyClassifier(target_modules=[]), r"'target_modules' parameter .* must be None, a non-empty list of str or a str"),
+        (CPolyClassifier(checkpoint_dir=5), r"'checkpoint_dir' parameter .* must be None or a str or path-like folder"),
+        (CPolyClassifier(checkpoint_every=0), r"'checkpoint_every' parameter .* must be None or an int in the range \[1, inf\)"),
     ],
 )
 def test_invalid_parameters(estimator, message):
@@ -291,3 +293,12 @@ def test_checkpoint_code_never_runs_unless_allowed(tiny_kwargs, tmp_path):
     with pytest.raises(ValueError, match="needs model code shipped with its checkpoint.*trust_remote_code=True"):
         PolyClassifier(**{**tiny_kwargs, "backbone": str(folder)}).fit(X_OK, Y_OK)
     assert not (folder / "code-ran").exists()
+
+
+def test_a_checkpoint_dir_that_cannot_hold_files_is_refused_before_training(tiny_kwargs, tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match=r"checkpoint_dir='.*file' is a file, not a folder"):
+        PolyClassifier(**tiny_kwargs, checkpoint_dir=a_file).fit(X_OK, Y_OK)
+    with pytest.raises(OSError, match=r"checkpoint_dir='.*file/sub' cannot be created .*pass a folder you can write"):
+        PolyClassifier(**tiny_kwargs, checkpoint_dir=a_file / "sub").fit(X_OK, Y_OK)

@@ -12,10 +12,11 @@ What happens where (``docs/architecture.md`` has the whole map):
 
 from __future__ import annotations
 
+import os
 import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 from .._inputs import check_texts_and_tasks
 from .._validation import (
     NONE,
+    PATH,
     RANDOM_STATE,
     STRING,
     Interval,
@@ -39,6 +41,7 @@ from .._validation import (
 from ..backbones import DEFAULT_BACKBONE, load_backbone_of_kind, max_positions, resolve_device
 from ..skills import UNKNOWN_TASK, SkillConfig, add_tasks, centred_cosine, routing_update_gram, train_only_new_tasks
 from ._batching import evaluation_batches, pad_sequences, token_lengths
+from ._checkpoint import FitCheckpoints, data_digest, fingerprint, model_digest
 from ._distributed import (
     BACKENDS,
     DataParallelLoop,
@@ -67,6 +70,8 @@ from ._validation_split import stratified_split
 ADAPT_MODES = ("routing", "average", "all")
 ADAPT_CONSTRAINTS = {"mode": [Options(*ADAPT_MODES)], "max_epochs": [Interval(Integral, 1, None), NONE]}
 TOP_K_CONSTRAINTS = {"top_k": [Interval(Integral, 1, None), NONE]}
+# Rows tokenized at once by predict: bounds its memory whatever the number of rows.
+PREDICT_CHUNK_ROWS = 8192
 
 
 @estimator_parameters
@@ -111,6 +116,8 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
     distributed_backend: str = parameter("auto", Options(*BACKENDS))
     trust_remote_code: bool = parameter(False, Options(False, True))
     warm_start: bool = parameter(False, Options(False, True))
+    checkpoint_dir: str | os.PathLike | None = parameter(None, NONE, PATH)
+    checkpoint_every: int | None = parameter(None, NONE, Interval(Integral, 1, None))
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -219,7 +226,11 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             targets = self._check_targets(y, len(texts))
         follow_thread_budget()
         self._join_process_group()
-        seed = broadcast_seed(resolve_seed(self.random_state))  # random_state=None: rank 0's draw
+        validation_data = self._validated_inputs(X_val) if X_val is not None else (None, None)
+        checkpoints = self._open_checkpoints(
+            {"call": "fit"}, (texts, tasks, y, *validation_data, y_val), start=self._start_digest() if warm else None
+        )
+        seed = self._fit_seed(checkpoints)
         rng = np.random.default_rng(seed)
         if not warm:
             self.tasks_, task_index = np.unique(tasks, return_inverse=True)
@@ -231,17 +242,42 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             else:
                 self._build_model(*sized_for)
                 self.history_ = []
+            if checkpoints is not None:
+                checkpoints.check_backbone(self._backbone_reference.get("sha256"))
             encoded = self._encode(*train)
             validation = None
             if held_out is not None:
                 validation = {"encoded": self._encode(*held_out), "tasks": held_out[1], "targets": held_out[2]}
-            loop = self._training_loop(rng)
+            loop = self._training_loop(rng, checkpoints)
             fit_name = f"{type(self).__name__}.fit"
             kept_note = ". Call fit again to train fully."
             with interruptible(loop, fit_name, needs_an_epoch=True, kept_note=kept_note, stacklevel=5):
                 with self._compiled_for_training():
                     self._train(loop, encoded, validation)
         self._finish_fit(loop)
+
+    # ------------------------------------------------------------- checkpoints
+    def _open_checkpoints(self, call: dict[str, Any], data: tuple, start: str | None = None) -> FitCheckpoints | None:
+        """This call's checkpoint file in ``checkpoint_dir`` (None without one), read if it exists.
+
+        ``call`` names the call and its arguments, ``data`` its inputs, ``start`` the
+        fitted model it continues (see ``_checkpoint.py``).
+        """
+        if self.checkpoint_dir is None:
+            return None
+        return FitCheckpoints(self.checkpoint_dir, fingerprint(self, call, data_digest(*data), start), self.checkpoint_every)
+
+    def _fit_seed(self, checkpoints: FitCheckpoints | None) -> int:
+        """The seed of this call: the checkpoint's when resuming, else ``random_state`` (None: rank 0's draw)."""
+        seed = checkpoints.saved_seed if checkpoints is not None and checkpoints.found else None
+        seed = broadcast_seed(resolve_seed(self.random_state) if seed is None else seed)
+        if checkpoints is not None:
+            checkpoints.seed = seed
+        return seed
+
+    def _start_digest(self) -> str:
+        """A fingerprint of the fitted model a warm fit or ``adapt`` continues."""
+        return model_digest(self.network_, self.tasks_, getattr(self, "classes_", None))
 
     def _warm(self) -> bool:
         """Whether this ``fit`` continues the fitted model (``warm_start=True`` on a fitted estimator)."""
@@ -334,7 +370,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             )
         return min(self.max_length, positions - reserved)
 
-    def _training_loop(self, rng: np.random.Generator) -> TrainingLoop:
+    def _training_loop(self, rng: np.random.Generator, checkpoints: FitCheckpoints | None = None) -> TrainingLoop:
         """A :class:`TrainingLoop` over ``network_`` with this estimator's settings and hooks; ``rng`` shuffles.
 
         In a process group of several ranks, a :class:`~._distributed.DataParallelLoop`.
@@ -352,6 +388,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             history=self.__dict__.setdefault("history_", []),  # estimators saved before history_ existed
             name=type(self).__name__,
             is_router=self._is_router_parameter,
+            checkpoints=checkpoints,
         )
 
     def _finish_fit(self, loop: TrainingLoop) -> None:
@@ -501,7 +538,10 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         """Everything ``adapt`` does after checking its inputs: new rows, the freeze, training, summaries."""
         self._join_process_group()
         self.device_ = self._continuing_device()
-        seed = broadcast_seed(resolve_seed(self.random_state))
+        checkpoints = self._open_checkpoints(
+            {"call": "adapt", "mode": mode, "max_epochs": max_epochs}, (texts, tasks, raw_targets), start=self._start_digest()
+        )
+        seed = self._fit_seed(checkpoints)
         with quiet_libraries(self.verbose), reproducible_torch(seed):
             n_old = len(self.tasks_)
             self.tasks_ = np.concatenate([self.tasks_, np.asarray(new_tasks, dtype=self.tasks_.dtype)])
@@ -513,7 +553,9 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             restore = self._freeze_for_adapt(mode, n_old, new_output_parameters)
             try:
                 self._check_something_trains(mode)
-                loop = self._training_loop(np.random.default_rng(seed))
+                if checkpoints is not None:
+                    checkpoints.check_backbone(self._backbone_reference.get("sha256"))
+                loop = self._training_loop(np.random.default_rng(seed), checkpoints)
                 unchanged = " and the fitted tasks are unchanged." if mode != "all" else "."
                 with interruptible(
                     loop, f"{type(self).__name__}.adapt", needs_an_epoch=False, kept_note=unchanged, stacklevel=5
@@ -644,6 +686,23 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         return evaluation_batches(
             token_lengths(encoded), encoded["tasks"], self.batch_size, one_task_per_batch=one_task_per_batch
         )
+
+    def _predict_in_chunks(self, X: Any, predict_encoded: Callable[[dict[str, Any]], np.ndarray]) -> np.ndarray:
+        """``predict_encoded`` over the rows of ``X``, tokenized ``PREDICT_CHUNK_ROWS`` at a time.
+
+        Token ids exist for one chunk at a time, so memory stays bounded however many
+        rows ``X`` has; one inference scope spans the chunks, so every task's factors are
+        still mixed once per call. Rows are sorted by length within each chunk.
+        """
+        self._check_fitted()
+        texts, tasks = self._validated_inputs(X)
+        task_index = self._task_indices(tasks)
+        with self._inference():
+            parts = [
+                predict_encoded(self._encode(texts[start:start + PREDICT_CHUNK_ROWS], task_index[start:start + PREDICT_CHUNK_ROWS], None))
+                for start in range(0, max(len(texts), 1), PREDICT_CHUNK_ROWS)
+            ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _inference(self):
         """The scope of a prediction pass: every task's factors mixed once, merged weights when ``merged_inference``."""

@@ -95,6 +95,16 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
         head (a fresh optimizer and schedule, ``history_`` extended) instead of starting
         over. X may hold only fitted tasks, and y only labels each task had; new tasks
         or labels are refused with a pointer to ``adapt``. Not for PEMT.
+    checkpoint_dir : str or path-like, optional
+        Make long fits resumable: ``fit`` and ``adapt`` write a checkpoint into this
+        folder at every epoch end (and every ``checkpoint_every`` steps), atomically,
+        and a later call with the same parameters and data resumes from the last one
+        (bit-identical on the CPU with ``random_state`` set). Each fit has its own file,
+        named by a fingerprint of its parameters and data; a checkpoint that does not
+        match is refused. See ``docs/saving.md``.
+    checkpoint_every : int, optional
+        With ``checkpoint_dir``: also write a checkpoint every this many training steps,
+        not only at epoch ends.
     trust_remote_code : bool, default=False
         Run model code that a backbone's checkpoint ships (a config whose ``auto_map``
         points to Python files). That code runs on your machine with your rights: allow

@@ -34,6 +34,16 @@ class TaskRowAdamW(torch.optim.AdamW):
         device = self.param_groups[0]["params"][0].device if self.param_groups[0]["params"] else "cpu"
         self.active_tasks = torch.unique(torch.as_tensor(tasks).cpu()).to(device, non_blocking=True)
 
+    def __setstate__(self, state: dict) -> None:
+        # Row-stepped tables count steps per row ("row_steps"), with no "step" for Adam's
+        # loading check to read (load_state_dict, when a fit resumes): lend them one meanwhile.
+        row_states = [values for values in state.get("state", {}).values() if "row_steps" in values and "step" not in values]
+        for values in row_states:
+            values["step"] = torch.tensor(0.0)
+        super().__setstate__(state)
+        for values in row_states:
+            del values["step"]
+
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
         loss = None

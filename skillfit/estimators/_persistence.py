@@ -62,8 +62,8 @@ def to_json(value: Any, where: str = "value") -> Any:
                 return {"__items__": [[key, to_json(item, where)] for key, item in value.items()]}
             return {key: to_json(item, where) for key, item in value.items()}
         return {"__items__": [[to_json(key, where), to_json(item, where)] for key, item in value.items()]}
-    if isinstance(value, torch.device):
-        return str(value)
+    if isinstance(value, (torch.device, os.PathLike)):
+        return os.fspath(value) if isinstance(value, os.PathLike) else str(value)
     raise TypeError(
         f"{where} holds a {type(value).__name__}, which save_pretrained cannot write as JSON. "
         "Use plain Python or numpy values for estimator parameters, or pickle the estimator instead."

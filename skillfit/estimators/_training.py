@@ -79,11 +79,45 @@ class WeightSnapshot:
         self.description = description
         self._pairs = [(param, param.detach().clone()) for param in params]
 
+    @classmethod
+    def of(cls, params: list[torch.nn.Parameter], values: list[torch.Tensor], description: str) -> "WeightSnapshot":
+        """A snapshot holding given ``values`` of ``params`` (one read back from a checkpoint)."""
+        snapshot = cls([], description)
+        snapshot._pairs = [(param, value.to(param.device, param.dtype)) for param, value in zip(params, values)]
+        return snapshot
+
+    def values(self) -> list[torch.Tensor]:
+        """The copied values, in the order of the parameters."""
+        return [value for _, value in self._pairs]
+
     def restore(self) -> None:
         """Write the copied values back into the parameters."""
         with torch.no_grad():
             for param, value in self._pairs:
                 param.copy_(value)
+
+
+@dataclass
+class LoopPosition:
+    """Where a loop of a fit stands: what a checkpoint records and a resumed loop starts from.
+
+    ``loop`` counts the :meth:`TrainingLoop.fit_loop` calls of one fit (PEMT's stage 2 is
+    loop 1); ``epoch`` the complete epochs of that loop; ``step`` the steps done in the
+    epoch in progress, whose running loss is ``loss_sum / loss_count`` and whose batches
+    were drawn from the numpy RNG state ``epoch_rng``. ``complete``: the loop has ended.
+    """
+
+    loop: int = 0
+    epoch: int = 0
+    step: int = 0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    epoch_rng: dict | None = None
+    complete: bool = False
+
+    def start_epoch(self, rng_state: dict) -> None:
+        """Begin the next epoch, whose batches are drawn from ``rng_state``."""
+        self.step, self.loss_sum, self.loss_count, self.epoch_rng = 0, 0.0, 0, rng_state
 
 
 class EarlyStopping:
@@ -141,6 +175,9 @@ class TrainingLoop:
         Shown in printed lines (the estimator's class name).
     is_router : callable
         Which trainable parameters take the router learning rate (e.g. :func:`is_router_parameter`).
+    checkpoints : FitCheckpoints, optional
+        Where the loop writes its state at epoch ends (and every ``checkpoint_every``
+        steps) and from which it resumes (see ``_checkpoint.py``).
 
     Attributes
     ----------
@@ -165,6 +202,7 @@ class TrainingLoop:
         history: list[dict[str, Any]],
         name: str,
         is_router: Callable[[str], bool],
+        checkpoints: Any = None,
     ) -> None:
         self.network, self.settings, self.rng, self.history, self.name = network, settings, rng, history, name
         self.make_batch, self.batch_loss, self.score_validation, self.is_router = make_batch, batch_loss, score_validation, is_router
@@ -178,6 +216,8 @@ class TrainingLoop:
         self.is_main_process = True  # prints and draws progress bars (rank 0 of a data-parallel fit)
         # Routing noise of step i is seeded from (this, i): the same in one process and on every rank.
         self.noise_seed, self.steps_taken = torch.initial_seed(), 0
+        self.checkpoints, self.loops_begun = checkpoints, 0
+        self.trainable: list[torch.nn.Parameter] = []  # what the running loop's optimizer steps
 
     def make_optimizer(self, n_steps: int, weight_decay: float | None = None):
         """The optimizer and scheduler of a loop of ``n_steps`` steps (see :func:`make_optimizer`)."""
@@ -192,46 +232,77 @@ class TrainingLoop:
 
         With validation data, scores it after each epoch; with ``early_stopping``, stops
         after ``n_iter_no_change`` epochs without improvement and restores the best epoch.
+        With :attr:`checkpoints`, resumes from a checkpoint of this loop, or skips the
+        loop when the checkpoint is of a later one (its weights come with it).
         """
+        self.losses, self.stage = [], stage
+        position = LoopPosition(loop=self.loops_begun)
+        self.loops_begun += 1
+        saved = self.checkpoints.saved_loop(position.loop) if self.checkpoints is not None else None
+        if saved is not None and saved.of_later_loop:
+            return self.losses
         n_batches = -(-len(encoded["input_ids"]) // self.settings.batch_size)
         optimizer, scheduler = self.make_optimizer(n_epochs * n_batches, weight_decay)
-        trainable = trainable_parameters(optimizer)
-        self.losses, self.stage = [], stage
+        self.trainable = trainable = trainable_parameters(optimizer)
         self.kept = WeightSnapshot(trainable, f"the start of {stage}" if stage else "before training")
         self.stopping = EarlyStopping(self.settings.n_iter_no_change, self.settings.tol) if validation is not None else None
+        if saved is not None:
+            position = saved.restore(self, optimizer, scheduler)
+            self._say(f"resumed from {saved.path}: {_describe(position, n_epochs)}")
         try:
-            for epoch in range(n_epochs):
-                start = time.perf_counter()
-                batches = self.training_batches(encoded)
-                loss = self.run_epoch(batches, encoded, optimizer, scheduler, f"epoch {epoch + 1}/{n_epochs}")
-                self.end_epoch(epoch, n_epochs, loss, trainable, validation, start)
-                if self.settings.early_stopping and self.stopping is not None and self.stopping.should_stop:
-                    self._say(f"early stop: no improvement for {self.stopping.epochs_without_improvement} epochs; "
-                              f"keeping {self.stopping.best_weights.description}")
-                    break
+            if not position.complete:
+                self.run_epochs(encoded, n_epochs, position, optimizer, scheduler, validation)
         finally:
             # Free gradients and Adam's moments now rather than at the next garbage collection.
             optimizer.zero_grad(set_to_none=True)
             optimizer.state.clear()
-        self._keep_final_weights()
+        if not position.complete:
+            self._keep_final_weights()
+            position.complete = True
+            if self.checkpoints is not None:
+                self.checkpoints.save(self, position)  # the final weights: a later fit returns them at once
         self.kept = None  # an interrupt between loops (PEMT's stages) finds no loop to restore
         return self.losses
+
+    def run_epochs(
+        self, encoded: dict[str, Any], n_epochs: int, position: LoopPosition, optimizer, scheduler,
+        validation: dict[str, Any] | None,
+    ) -> None:
+        """The epochs from ``position`` on, each ended by :meth:`end_epoch` and a checkpoint."""
+        for epoch in range(position.epoch, n_epochs):
+            if self.settings.early_stopping and self.stopping is not None and self.stopping.should_stop:
+                self._say(f"early stop: no improvement for {self.stopping.epochs_without_improvement} epochs; "
+                          f"keeping {self.stopping.best_weights.description}")
+                return
+            start = time.perf_counter()
+            if position.step == 0:
+                position.start_epoch(self.rng.bit_generator.state)
+            batches = self.training_batches(encoded)
+            loss = self.run_epoch(batches, encoded, optimizer, scheduler, f"epoch {epoch + 1}/{n_epochs}", position)
+            position.epoch, position.step = epoch + 1, 0
+            self.end_epoch(epoch, n_epochs, loss, self.trainable, validation, start)
+            if self.checkpoints is not None:
+                self.checkpoints.save(self, position, optimizer, scheduler)
 
     def training_batches(self, encoded: dict[str, Any]) -> list[np.ndarray]:
         """One epoch's batches of row indices (see :func:`~._batching.training_batches`)."""
         lengths = token_lengths(encoded) if self.settings.group_by_length else None
         return training_batches(encoded["tasks"], self.settings.batch_size, self.rng, lengths=lengths)
 
-    def run_epoch(self, batches: list[np.ndarray], encoded: dict[str, Any], optimizer, scheduler, description: str) -> float:
-        """One pass over ``batches``; returns the mean loss per example."""
+    def run_epoch(
+        self, batches: list[np.ndarray], encoded: dict[str, Any], optimizer, scheduler, description: str,
+        position: LoopPosition | None = None,
+    ) -> float:
+        """One pass over ``batches`` from ``position.step`` on; returns the mean loss per example."""
+        position = position if position is not None else LoopPosition()
         self.network.train()
         progress = None
         if self.settings.verbose >= 2 and self.is_main_process:
             from tqdm.auto import tqdm
 
-            progress = tqdm(total=len(batches), desc=description, file=sys.stderr)
-        total, count = 0.0, 0
-        for step, indices in enumerate(batches):
+            progress = tqdm(total=len(batches), initial=position.step, desc=description, file=sys.stderr)
+        for step in range(position.step, len(batches)):
+            indices = batches[step]
             loss = self.step_on_rows(indices, encoded, optimizer, scheduler)
             if not math.isfinite(loss):
                 raise FloatingPointError(
@@ -240,14 +311,17 @@ class TrainingLoop:
                     f"estimator keeps its state from before. Lower learning_rate (now {self.settings.learning_rate}) "
                     f"or router_learning_rate (now {self.settings.router_learning_rate}), or check the data."
                 )
-            total += loss * len(indices)
-            count += len(indices)
+            position.loss_sum += loss * len(indices)
+            position.loss_count += len(indices)
+            position.step = step + 1
             if progress is not None:
                 progress.update(1)
-                progress.set_postfix(loss=f"{total / count:.4f}")
+                progress.set_postfix(loss=f"{position.loss_sum / position.loss_count:.4f}")
+            if self.checkpoints is not None and step + 1 < len(batches) and self.checkpoints.step_due(self.steps_taken):
+                self.checkpoints.save(self, position, optimizer, scheduler)
         if progress is not None:
             progress.close()
-        return total / count
+        return position.loss_sum / position.loss_count
 
     def step_on_rows(self, indices: np.ndarray, encoded: dict[str, Any], optimizer, scheduler) -> float:
         """One optimisation step on the rows ``indices`` of ``encoded``; returns the batch's mean loss."""
@@ -327,6 +401,14 @@ class TrainingLoop:
         """Print a line tagged with the estimator and stage, at ``verbose >= 1``."""
         if self.settings.verbose >= 1 and self.is_main_process:
             print(f"[{self.name}{' ' + self.stage if self.stage else ''}] {message}", flush=True)
+
+
+def _describe(position: LoopPosition, n_epochs: int) -> str:
+    """Where a resumed loop stands, in words."""
+    if position.complete:
+        return "this training had ended; its final weights are kept"
+    within = f", step {position.step} of epoch {position.epoch + 1}" if position.step else ""
+    return f"{position.epoch} of {n_epochs} epochs done{within}"
 
 
 @contextmanager

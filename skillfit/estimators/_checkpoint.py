@@ -1,0 +1,409 @@
+"""Resumable fits: a training loop's whole state in one file, written atomically.
+
+With ``checkpoint_dir``, ``fit`` and ``adapt`` write a checkpoint at every epoch end
+(and every ``checkpoint_every`` steps when set). A later call with the same parameters
+and data finds it and resumes from it; on the CPU with ``random_state`` set, the result
+is bit for bit the one an uninterrupted call gives.
+
+**One file per fit.** The file's name carries a fingerprint of what decides the result:
+the estimator's class, the call (``fit`` or ``adapt`` and its arguments), the
+parameters except those that only say where or how fast to run (``HOW_PARAMETERS``),
+the data, and for a warm-started fit or ``adapt`` the fitted model it starts from.
+Fits of other parameters or data thus never resume each other's checkpoints, and the
+clones of a grid search can share one ``checkpoint_dir``. The fingerprint is also stored
+inside the file: a checkpoint that does not match the fit that reads it (a file copied
+or renamed, a backbone whose weights changed under the same name) is refused with a
+message that names the difference.
+
+**What a checkpoint holds** (safetensors; reading it unpickles nothing):
+
+- tensors ``network.<name>``: every tensor of the network that is not a frozen backbone
+  weight (skills, routers, head, masks, task descriptions), as ``save_pretrained``;
+- ``optimizer.<i>.<key>``: AdamW's moments and step counts; ``kept.<i>`` and
+  ``best.<i>``: the weights an interrupt puts back and the best epoch's (early stopping);
+  ``rng.torch`` / ``rng.cuda``: torch's generator states;
+- metadata (JSON): the fingerprint, where the loop stands (loop, epoch, step, the
+  running loss of the epoch and the shuffle state it drew its batches with), the seed,
+  the backbone's SHA-256, ``history_``, the schedule, early stopping and numpy's RNG.
+
+A write goes to a temporary file that is then renamed over the checkpoint, so a crash
+mid-write leaves the previous checkpoint whole. In a data-parallel fit rank 0 writes and
+rank 0 reads, and sends the bytes to the other ranks (no shared file system needed).
+A loop that has ended keeps a last, smaller checkpoint (its final weights, no optimizer),
+so calling ``fit`` again returns the trained model without training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._distributed import _from_rank_zero, rank_and_world
+from ._persistence import adapter_state, from_json, to_json
+from ._training import LoopPosition, TrainingLoop, WeightSnapshot
+
+CHECKPOINT_FORMAT = 1
+METADATA_KEY = "skillfit_checkpoint"
+# Parameters that say where or how fast a fit runs, not what it learns: a checkpoint
+# resumes across them (e.g. on other devices, or with more frequent checkpoints).
+HOW_PARAMETERS = frozenset({
+    "verbose", "device", "n_devices", "distributed_backend", "checkpoint_dir", "checkpoint_every",
+    "torch_compile", "gradient_checkpointing", "merged_inference", "embed_backbone",
+})
+
+
+# ------------------------------------------------------------------ fingerprints
+def data_digest(*parts: Any) -> str:
+    """SHA-256 of data parts (lists of texts, arrays of ids or labels, None), by the values' ``repr``."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(b"\x1e")
+        if part is None:
+            digest.update(b"None")
+            continue
+        # By value: a list, an array or a Series of the same labels give the same digest.
+        items = part if isinstance(part, list) else np.asarray(part, dtype=object).ravel().tolist()
+        for item in items:
+            item = item.item() if isinstance(item, np.generic) else item
+            digest.update(repr(item).encode("utf-8", "surrogatepass"))
+            digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def model_digest(network: torch.nn.Module, *attributes: Any) -> str:
+    """SHA-256 of a fitted model's trained tensors and of some fitted attributes (``tasks_``, ``classes_``)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(adapter_state(network).items()):
+        digest.update(f"{name}{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(data_digest(*attributes).encode())
+    return digest.hexdigest()
+
+
+def fingerprint(estimator: Any, call: dict[str, Any], data: str, start: str | None) -> dict[str, Any]:
+    """What a checkpoint must match: class, call, parameters (but ``HOW_PARAMETERS``), data and start."""
+    params = {key: value for key, value in estimator.get_params(deep=False).items() if key not in HOW_PARAMETERS}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "estimator": type(estimator).__name__,
+        "call": to_json(call, "an argument"),
+        "params": to_json(params, "a parameter"),
+        "data": data,
+        "start": start,
+    }
+
+
+def _differences(saved: dict[str, Any], current: dict[str, Any]) -> str:
+    """What differs between two fingerprints, in words."""
+    said = []
+    for section in ("estimator", "call", "params"):
+        old, new = saved.get(section), current.get(section)
+        if old == new:
+            continue
+        if isinstance(old, dict) and isinstance(new, dict):
+            keys = sorted(set(old) | set(new))
+            changes = [f"{key}: {old.get(key)!r} in the checkpoint, {new.get(key)!r} here" for key in keys if old.get(key) != new.get(key)]
+            said.append(f"{section} differ ({'; '.join(changes[:5])})")
+        else:
+            said.append(f"{section}: {old!r} in the checkpoint, {new!r} here")
+    if saved.get("data") != current.get("data"):
+        said.append("the data differ")
+    if saved.get("start") != current.get("start"):
+        said.append("the fitted model it started from differs")
+    if saved.get("format") != current.get("format"):
+        said.append(f"it has format {saved.get('format')!r}, this skillfit writes {current.get('format')!r}")
+    return "; ".join(said) or "the fingerprints differ"
+
+
+# ------------------------------------------------------------------ the file
+class FitCheckpoints:
+    """The checkpoint file of one fit: found and checked when opened, rewritten as training goes.
+
+    Parameters
+    ----------
+    folder : str or path-like
+        ``checkpoint_dir``.
+    fingerprint : dict
+        From :func:`fingerprint`; names the file and is checked against the one inside.
+    every : int or None
+        ``checkpoint_every``: also write every this many steps, not only at epoch ends.
+    """
+
+    def __init__(self, folder: str | os.PathLike, fingerprint: dict[str, Any], every: int | None = None) -> None:
+        self.folder, self.fingerprint, self.every = Path(folder), fingerprint, every
+        key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
+        call = fingerprint["call"]["call"] if isinstance(fingerprint["call"], dict) else "fit"
+        self.path = self.folder / f"{fingerprint['estimator']}-{call}-{key}.safetensors"
+        self.seed: int | None = None  # the fit's seed, stored so that random_state=None resumes too
+        self.backbone_sha256: str | None = None
+        self.is_writer = rank_and_world()[0] == 0
+        self.saved_meta: dict[str, Any] | None = None
+        self.saved_tensors: dict[str, torch.Tensor] | None = None
+        if self.is_writer:
+            self._check_folder()
+        self._read()
+        if self.is_writer:
+            self._remove_dead_writes()
+
+    def _check_folder(self) -> None:
+        """Create ``checkpoint_dir`` and make sure it takes files, before any training is at stake."""
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"checkpoint_dir={str(self.folder)!r} is a file, not a folder; pass a folder path.")
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OSError(f"checkpoint_dir={str(self.folder)!r} cannot be created ({error}); pass a folder you can write.") from error
+        if not os.access(self.folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"checkpoint_dir={str(self.folder)!r} is not writable; pass a folder you can write.")
+
+    @property
+    def found(self) -> bool:
+        """Whether a checkpoint of this fit was found."""
+        return self.saved_meta is not None
+
+    @property
+    def saved_seed(self) -> int | None:
+        """The seed the checkpointed fit ran with (None when there is no checkpoint)."""
+        return None if self.saved_meta is None else int(self.saved_meta["seed"])
+
+    def _read(self) -> None:
+        """Read the checkpoint (rank 0, sent to the others) and refuse one of another fit."""
+        data, error = None, None
+        if self.is_writer:
+            try:
+                data = self.path.read_bytes() if self.path.is_file() else None
+            except OSError as failure:
+                error = f"{type(failure).__name__}: {failure}"
+        if rank_and_world()[1] > 1:
+            data, error = _from_rank_zero((data, error))
+        if error is None and data is None:
+            return
+        if error is None:
+            try:
+                meta, tensors = _parse(data)
+            except Exception as failure:  # safetensors and json raise their own errors on damaged bytes
+                error = f"{type(failure).__name__}: {failure}"
+        if error is not None:
+            raise OSError(
+                f"The checkpoint {str(self.path)!r} cannot be read ({error}); it is damaged (checkpoints are "
+                "written whole or not at all, so something else changed it). Delete it to start this fit afresh."
+            )
+        if meta.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"The checkpoint {str(self.path)!r} is of another fit: {_differences(meta.get('fingerprint') or {}, self.fingerprint)}. "
+                "It cannot be resumed by this one. Delete the file, or pass another checkpoint_dir."
+            )
+        self.saved_meta, self.saved_tensors = meta, tensors
+
+    def _remove_dead_writes(self) -> None:
+        """Delete temporary files of this checkpoint left by processes that died while writing."""
+        for temporary in self.folder.glob(f"{self.path.name}.tmp*"):
+            pid = temporary.name.rsplit(".tmp", 1)[1]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                temporary.unlink(missing_ok=True)
+
+    def check_backbone(self, sha256: str | None) -> None:
+        """Refuse to resume on a backbone whose weights are not those the checkpoint trained on."""
+        self.backbone_sha256 = sha256
+        saved = None if self.saved_meta is None else self.saved_meta.get("backbone_sha256")
+        if saved is not None and sha256 is not None and saved != sha256:
+            raise ValueError(
+                f"The checkpoint {str(self.path)!r} was trained on backbone weights with SHA-256 {saved[:12]}…, "
+                f"but the backbone loaded now hashes to {sha256[:12]}…: its weights changed under the same name. "
+                "Restore the original weights, or delete the checkpoint to start over."
+            )
+
+    # -------------------------------------------------------------- the loop's side
+    def saved_loop(self, loop_index: int) -> "SavedLoop | None":
+        """The saved state for the ``loop_index``-th loop of the fit, or None to train it from the start."""
+        if self.saved_meta is None or self.saved_meta["position"]["loop"] < loop_index:
+            return None
+        return SavedLoop(self, self.saved_meta["position"]["loop"] > loop_index)
+
+    def step_due(self, steps_taken: int) -> bool:
+        """Whether a checkpoint is due after ``steps_taken`` steps (``checkpoint_every``)."""
+        return self.every is not None and steps_taken % self.every == 0
+
+    def save(self, loop: TrainingLoop, position: LoopPosition, optimizer=None, scheduler=None) -> None:
+        """Write the loop's state at ``position`` (rank 0 only): to a temporary file, then renamed over."""
+        if not self.is_writer:
+            return
+        meta, tensors = capture_loop(loop, position, optimizer, scheduler)
+        meta.update(fingerprint=self.fingerprint, seed=self.seed, backbone_sha256=self.backbone_sha256)
+        write_atomically(self.path, _serialise(meta, tensors))
+
+
+class SavedLoop:
+    """A checkpoint seen from one loop of the fit: of a later loop (skip this one) or of this one."""
+
+    def __init__(self, checkpoints: FitCheckpoints, of_later_loop: bool) -> None:
+        self.checkpoints, self.of_later_loop = checkpoints, of_later_loop
+        self.path = checkpoints.path
+
+    def restore(self, loop: TrainingLoop, optimizer, scheduler) -> LoopPosition:
+        """Put the saved state into ``loop``, its network, optimizer and schedule; return where it stands."""
+        return restore_loop(loop, self.checkpoints.saved_meta, self.checkpoints.saved_tensors, optimizer, scheduler)
+
+
+# ------------------------------------------------------------------ state of a loop
+def capture_loop(loop: TrainingLoop, position: LoopPosition, optimizer=None, scheduler=None) -> tuple[dict, dict]:
+    """``(metadata, tensors)`` of the loop at ``position``; optimizer and snapshots only while it runs."""
+    tensors = {f"network.{name}": tensor for name, tensor in adapter_state(loop.network).items()}
+    tensors["rng.torch"] = torch.get_rng_state()
+    if loop.device.type == "cuda":
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(loop.device)
+    meta: dict[str, Any] = {
+        "position": to_json(vars(position)),
+        "history": to_json(loop.history, "history_"),
+        "losses": list(loop.losses),
+        "numpy_rng": to_json(loop.rng.bit_generator.state),
+        "noise_seed": loop.noise_seed,
+        "steps_taken": loop.steps_taken,
+        "best_score": to_json(loop.best_score),
+        "kept_task_scores": to_json(loop.kept_task_scores),
+    }
+    if position.complete:
+        return meta, tensors
+    state = optimizer.state_dict()
+    scalars: dict[str, Any] = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{key}"] = value
+            else:
+                scalars[f"{index}.{key}"] = value
+    meta["optimizer"] = {"param_groups": to_json(state["param_groups"]), "scalars": to_json(scalars)}
+    meta["scheduler"] = to_json(scheduler.state_dict())
+    meta["kept"] = _snapshot_meta(loop.kept, "kept", tensors)
+    stopping = loop.stopping
+    if stopping is not None:
+        meta["stopping"] = {
+            "best_score": to_json(stopping.best_score),
+            "best_task_scores": to_json(stopping.best_task_scores),
+            "last_task_scores": to_json(stopping.last_task_scores),
+            "epochs_without_improvement": stopping.epochs_without_improvement,
+            "best_weights": None if stopping.best_weights is loop.kept else _snapshot_meta(stopping.best_weights, "best", tensors),
+        }
+    return meta, tensors
+
+
+def restore_loop(loop: TrainingLoop, meta: dict, tensors: dict, optimizer=None, scheduler=None) -> LoopPosition:
+    """Invert :func:`capture_loop` into a loop whose optimizer and schedule were just made."""
+    network_state = {name[len("network."):]: tensor for name, tensor in tensors.items() if name.startswith("network.")}
+    _load_network_state(loop.network, network_state)
+    position = LoopPosition(**from_json(meta["position"]))
+    loop.history[:] = from_json(meta["history"])
+    loop.losses = list(meta["losses"])
+    loop.noise_seed, loop.steps_taken = int(meta["noise_seed"]), int(meta["steps_taken"])
+    loop.best_score, loop.kept_task_scores = meta["best_score"], from_json(meta["kept_task_scores"])
+    # Mid-epoch, the shuffle is drawn again from the epoch's start state, giving the same batches.
+    loop.rng.bit_generator.state = from_json(position.epoch_rng if position.step else meta["numpy_rng"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and loop.device.type == "cuda":
+        torch.cuda.set_rng_state(tensors["rng.cuda"], loop.device)
+    if position.complete:
+        return position
+    scalars = from_json(meta["optimizer"]["scalars"])
+    state: dict[int, dict[str, Any]] = {}
+    for name, tensor in tensors.items():
+        if name.startswith("optimizer."):
+            _, index, key = name.split(".", 2)
+            state.setdefault(int(index), {})[key] = tensor
+    for name, value in scalars.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": from_json(meta["optimizer"]["param_groups"])})
+    scheduler.load_state_dict(from_json(meta["scheduler"]))
+    loop.kept = _snapshot(loop.trainable, meta["kept"], tensors)
+    saved_stopping = meta.get("stopping")
+    if loop.stopping is not None and saved_stopping is not None:
+        stopping = loop.stopping
+        stopping.best_score = saved_stopping["best_score"]
+        stopping.best_task_scores = from_json(saved_stopping["best_task_scores"])
+        stopping.last_task_scores = from_json(saved_stopping["last_task_scores"])
+        stopping.epochs_without_improvement = int(saved_stopping["epochs_without_improvement"])
+        best = saved_stopping["best_weights"]
+        stopping.best_weights = loop.kept if best is None else _snapshot(loop.trainable, best, tensors)
+    return position
+
+
+def _snapshot_meta(snapshot: WeightSnapshot | None, prefix: str, tensors: dict) -> dict | None:
+    if snapshot is None:
+        return None
+    for index, value in enumerate(snapshot.values()):
+        tensors[f"{prefix}.{index}"] = value
+    return {"description": snapshot.description, "prefix": prefix, "count": len(snapshot.values())}
+
+
+def _snapshot(params: list[torch.nn.Parameter], meta: dict | None, tensors: dict) -> WeightSnapshot | None:
+    if meta is None:
+        return None
+    values = [tensors[f"{meta['prefix']}.{index}"] for index in range(meta["count"])]
+    return WeightSnapshot.of(params, values, meta["description"])
+
+
+def _load_network_state(network: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    expected = set(adapter_state(network))
+    if set(state) != expected:
+        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise ValueError(
+            f"The checkpoint does not fit the network (missing {missing[:5]}, unexpected {extra[:5]}); "
+            "delete it to start this fit afresh."
+        )
+    network.load_state_dict(state, strict=False)
+
+
+# ------------------------------------------------------------------ bytes on disk
+def _serialise(meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    # Own CPU copies: safetensors refuses tensors that share memory, and device tensors.
+    plain = {name: tensor.detach().to("cpu", copy=True).contiguous() for name, tensor in tensors.items()}
+    return save(plain, metadata={METADATA_KEY: json.dumps(meta)})
+
+
+def _parse(data: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    from safetensors.torch import load
+
+    tensors = load(data)
+    header_size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + header_size])
+    return json.loads(header["__metadata__"][METADATA_KEY]), tensors
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process of this id runs on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed over it: ``path`` is always whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+        descriptor = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
