@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Process memory over repeated fits of cloned estimators, as GridSearchCV runs them.
 
-Each mode runs in a fresh Python process: one warm-up fit, then five rounds of
+Each mode runs in a fresh Python process: one warm-up fit, then ``--rounds`` (5) rounds of
 ``clone(template).set_params(random_state=i).fit(X, y)``, ``score``, ``del``. The
 table shows the resident set size (RSS, from ``/proc/self/status``) after each round
 and each fit's time.
@@ -16,6 +16,7 @@ and each fit's time.
 Usage::
 
     python benchmarks/memory.py            # all modes, MiniLM on the demo tasks
+    python benchmarks/memory.py --rounds 20 --modes cache    # 20 fits of clones, as a long search
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def rss_mib() -> float:
     return int(line.split()[1]) / 1024
 
 
-def run_mode(mode: str, n_rows: int) -> dict:
+def run_mode(mode: str, n_rows: int, rounds: int = ROUNDS) -> dict:
     from sklearn.base import clone
 
     from skillfit import PolyClassifier
@@ -55,7 +56,7 @@ def run_mode(mode: str, n_rows: int) -> dict:
     gc.collect()
     rows = [{"round": "warm-up", "rss_mib": rss_mib(), "fit_s": warm_up}]
     kept = []
-    for seed in range(ROUNDS):
+    for seed in range(rounds):
         start = time.perf_counter()
         estimator = clone(template).set_params(random_state=seed).fit(X, y)
         elapsed = time.perf_counter() - start
@@ -71,25 +72,29 @@ def run_mode(mode: str, n_rows: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=240, help="training rows per fit")
-    parser.add_argument("--mode", choices=MODES, help="run one mode in this process")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="fits of clones after the warm-up")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="modes to run")
+    parser.add_argument("--mode", choices=MODES, help="run one mode in this process (internal)")
     args = parser.parse_args()
     if args.mode:
-        print(json.dumps(run_mode(args.mode, args.rows)))
+        print(json.dumps(run_mode(args.mode, args.rows, args.rounds)))
         return
     results = []
-    for mode in MODES:
-        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--rows", str(args.rows)],
+    for mode in args.modes:
+        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--rows", str(args.rows), "--rounds", str(args.rounds)],
                              check=True, capture_output=True, text=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
-    print(f"PolyClassifier on all-MiniLM-L6-v2, {args.rows} rows, 1 epoch per fit, {ROUNDS} fits of clones\n")
-    print("| mode | warm-up RSS (MiB) | RSS after each fit (MiB) | growth over 5 fits (MiB) | median fit (s) |")
+    print(f"PolyClassifier on all-MiniLM-L6-v2, {args.rows} rows, 1 epoch per fit, {args.rounds} fits of clones\n")
+    print(f"| mode | warm-up RSS (MiB) | RSS after each fit (MiB) | growth over {args.rounds} fits (MiB) | "
+          "growth over the last half (MiB) | median fit (s) |")
     print("|---|---:|---|---:|---:|")
     for result in results:
         rows = result["rows"]
         after = [row["rss_mib"] for row in rows[1:]]
         fits = sorted(row["fit_s"] for row in rows[1:])
         print(f"| {result['mode']} | {rows[0]['rss_mib']:.0f} | {', '.join(f'{v:.0f}' for v in after)} | "
-              f"{after[-1] - rows[0]['rss_mib']:+.1f} | {fits[len(fits) // 2]:.2f} |")
+              f"{after[-1] - rows[0]['rss_mib']:+.1f} | {after[-1] - after[len(after) // 2 - 1]:+.1f} | "
+              f"{fits[len(fits) // 2]:.2f} |")
 
 
 if __name__ == "__main__":

@@ -369,3 +369,27 @@ def test_many_tasks_take_one_gathered_product_not_one_per_task(monkeypatch):
     with torch.no_grad(), context.tasks(torch.tensor([0, 0, 1, 1])):  # sorted, 2 tasks: slices on CPU
         model(input_ids=torch.randint(5, 40, (4, 5)))
     assert calls and all(segments == [(0, 2), (2, 4)] for segments in calls)
+
+
+def test_predict_in_chunks_equals_predict_at_once_and_mixes_once(tiny_kwargs, multitask, monkeypatch):
+    from skillfit.estimators import _base
+    from skillfit.skills import context as context_module
+
+    X, y = multitask
+    clf = CPolyClassifier(**tiny_kwargs).fit(X, y)
+    seq = PolySeq2Seq(n_skills=2, backbone=tiny_backbone("t5"), max_length=32, **FAST).fit(*keyword_tasks(24, seed=0))
+    whole = clf.predict_proba(X), seq.predict(keyword_tasks(24, seed=1)[0])
+    scopes = []
+    original = context_module.TaskContext.inference
+
+    def counted(context, *args, **kwargs):
+        scopes.append(context.inference_cache is None)  # a fresh cache, or nested in one
+        return original(context, *args, **kwargs)
+
+    monkeypatch.setattr(context_module.TaskContext, "inference", counted)
+    monkeypatch.setattr(_base, "PREDICT_CHUNK_ROWS", 7)  # 240 rows: 35 chunks, the last of 2 rows
+    chunked = clf.predict_proba(X), seq.predict(keyword_tasks(24, seed=1)[0])
+    np.testing.assert_allclose(chunked[0], whole[0], atol=1e-6)
+    np.testing.assert_array_equal(chunked[1], whole[1])
+    assert scopes.count(True) == 2  # one cache per predict call, whatever the number of chunks
+    assert len(scopes) > 2 + 35

@@ -167,9 +167,7 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         ndarray of shape (n_samples, n_classes)
             Zero outside the labels each row's task was trained with.
         """
-        self._check_fitted()
-        texts, tasks = self._validated_inputs(X)
-        return self._predict_proba_encoded(self._encode(texts, self._task_indices(tasks), None))
+        return self._predict_in_chunks(X, self._predict_proba_encoded)
 
     def _predict_proba_encoded(self, encoded: dict[str, Any]) -> np.ndarray:
         probabilities = np.zeros((len(encoded["input_ids"]), len(self.classes_)), dtype=np.float64)

@@ -163,9 +163,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         -------
         ndarray of str, shape (n_samples,)
         """
-        self._check_fitted()
-        texts, tasks = self._validated_inputs(X)
-        return self._predict_encoded(self._encode(texts, self._task_indices(tasks), None))
+        return self._predict_in_chunks(X, self._predict_encoded)
 
     def score(self, X: Any, y: Any, sample_weight: None = None) -> float:
         """Mean ROUGE-L F1 (``scoring="rougeL"``) or exact match of the predictions.

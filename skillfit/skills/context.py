@@ -138,6 +138,9 @@ class TaskContext:
         cache_bytes : int
             Most bytes the model's layers may spend on every task's factors.
         """
+        if self.inference_cache is not None and self.merge == merge:
+            yield  # nested in a scope of its own kind (a prediction in chunks): keep its cache
+            return
         previous = (self.inference_cache, self.merge, self.cache_bytes_left)
         self.inference_cache, self.merge, self.cache_bytes_left = {}, merge, cache_bytes
         try:
