@@ -87,7 +87,7 @@ def main() -> None:
     print(f"PolyClassifier on all-MiniLM-L6-v2, {args.rows} rows, 1 epoch per fit, {args.rounds} fits of clones\n")
     print(f"| mode | warm-up RSS (MiB) | RSS after each fit (MiB) | growth over {args.rounds} fits (MiB) | "
           "growth over the last half (MiB) | median fit (s) |")
-    print("|---|---:|---|---:|---:|")
+    print("|---|---:|---|---:|---:|---:|")
     for result in results:
         rows = result["rows"]
         after = [row["rss_mib"] for row in rows[1:]]

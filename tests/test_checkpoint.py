@@ -34,15 +34,15 @@ def data():
 
 
 class StepCounter:
-    """Counts training steps; raises ``RuntimeError("preempted")`` before step ``stop_at`` (a preemption)."""
+    """Counts training steps; raises ``error()`` (a preemption) before step ``stop_at``."""
 
-    def __init__(self, monkeypatch, stop_at=None):
-        self.steps, self.stop_at = 0, stop_at
+    def __init__(self, monkeypatch, stop_at=None, error=lambda: RuntimeError("preempted")):
+        self.steps, self.stop_at, self.error = 0, stop_at, error
         original = _training.TrainingLoop.step_on_rows
 
         def counted(loop, *args, **kwargs):
             if self.stop_at is not None and loop.steps_taken + 1 == self.stop_at:
-                raise RuntimeError("preempted")
+                raise self.error()  # a new exception each time: a kept one would keep its frames alive
             self.steps += 1
             return original(loop, *args, **kwargs)
 
@@ -111,7 +111,8 @@ def preempt_then_resume(make, fit, stop_at, monkeypatch):
     with pytest.raises(RuntimeError, match="preempted"):
         fit(make())
     counter.stop_at, counter.steps = None, 0
-    resumed = fit(make())
+    with pytest.warns(UserWarning, match="resumed from the checkpoint '.*safetensors' .*Delete the file to train from the start"):
+        resumed = fit(make())
     return resumed, counter.steps
 
 
@@ -121,8 +122,10 @@ def preempt_then_resume(make, fit, stop_at, monkeypatch):
                  id="pemt-stage-2"),
     pytest.param(lambda **kw: PEMTClassifier(**kw), 3 * STEPS_PER_EPOCH + 1, 3 * STEPS_PER_EPOCH,
                  id="pemt-between-stages"),
-    pytest.param(lambda **kw: PolyClassifier(n_skills=2, early_stopping=True, n_iter_no_change=1,
-                                             **{**kw, "max_epochs": 6}), 10, None, id="early-stopping"),
+    # tol=1: no epoch counts as an improvement, so it stops after epoch 3 of 6 (7 steps each); stopped at step 17,
+    # resumed from the checkpoint of step 15.
+    pytest.param(lambda **kw: PolyClassifier(n_skills=2, early_stopping=True, n_iter_no_change=2, tol=1.0,
+                                             **{**kw, "max_epochs": 6}), 17, 6, id="early-stopping"),
 ])
 def test_every_stage_and_validation_state_resume(make, stop_at, expected_steps, bert_path, data, tmp_path, monkeypatch):
     X, y = data
@@ -132,6 +135,8 @@ def test_every_stage_and_validation_state_resume(make, stop_at, expected_steps, 
         assert steps == expected_steps
     reference = make(**{**settings, "checkpoint_dir": None}).fit(X, y)
     assert_same_model(resumed, reference, X)
+    if reference.early_stopping:
+        assert reference.n_iter_ < reference.max_epochs  # it did stop early, and so did the resumed fit
     assert resumed.best_validation_score_ == reference.best_validation_score_
     assert resumed.validation_task_scores_ == reference.validation_task_scores_
 
@@ -191,6 +196,44 @@ def test_a_finished_fit_is_returned_without_training_and_random_state_none_resum
     again = PolyClassifier(**settings).fit(X, y)
     assert counter.steps == 0
     assert_same_model(again, reference, X)
+
+
+def test_ctrl_c_then_the_same_call_resumes(bert_path, data, tmp_path, monkeypatch):
+    X, y = data
+    settings = dict(backbone=bert_path, n_skills=2, **SETTINGS, checkpoint_dir=str(tmp_path))
+    reference = PolyClassifier(**{**settings, "checkpoint_dir": None}).fit(X, y)
+    # A first fit keeps its last epoch and warns (as without checkpoints); fit again resumes.
+    counter = StepCounter(monkeypatch, stop_at=12, error=KeyboardInterrupt)
+    clf = PolyClassifier(**settings)
+    with pytest.warns(UserWarning, match="interrupted after 1 epoch"):
+        clf.fit(X, y)
+    counter.stop_at, counter.steps = None, 0
+    with pytest.warns(UserWarning, match="resumed from the checkpoint"):
+        clf.fit(X, y)
+    assert counter.steps == 2 * STEPS_PER_EPOCH
+    assert_same_model(clf, reference, X)
+    # A warm fit continues a fitted model: Ctrl-C puts it back and names the checkpoint; the same call resumes.
+    warm_reference = copy.deepcopy(reference).set_params(warm_start=True).fit(X, y)
+    clf.set_params(warm_start=True)
+    before = clf.predict_proba(X)
+    counter.stop_at = 12
+    with pytest.raises(KeyboardInterrupt) as interrupt:
+        clf.fit(X, y)
+    assert "the same call resumes from it" in "".join(interrupt.value.__notes__)
+    np.testing.assert_array_equal(clf.predict_proba(X), before)  # as it was
+    assert len(clf.history_) == 3
+    counter.stop_at, counter.steps = None, 0
+    with pytest.warns(UserWarning, match="resumed from the checkpoint"):
+        clf.fit(X, y)
+    assert counter.steps == 2 * STEPS_PER_EPOCH
+    assert_same_model(clf, warm_reference, X)
+
+
+def test_a_loaded_folder_does_not_bring_its_checkpoint_dir(bert_path, data, tmp_path):
+    X, y = data
+    clf = PolyClassifier(backbone=bert_path, n_skills=2, **SETTINGS, checkpoint_dir=str(tmp_path / "ck")).fit(X, y)
+    clf.save_pretrained(tmp_path / "model")
+    assert PolyClassifier.from_pretrained(tmp_path / "model").checkpoint_dir is None
 
 
 # ---------------------------------------------------------------- refusals
@@ -267,7 +310,7 @@ def test_a_grid_search_shares_one_checkpoint_dir(bert_path, data, tmp_path, monk
 @pytest.mark.skipif(os.cpu_count() < 2, reason="two CPU processes need two cores")
 def test_a_data_parallel_fit_resumes(data, tmp_path, monkeypatch):
     X, y = data
-    settings = dict(backbone=tiny_backbone("bert", dropout=False), n_skills=2, **SETTINGS, n_devices=2,
+    settings = dict(backbone=tiny_backbone("bert"), n_skills=2, **SETTINGS, n_devices=2,
                     checkpoint_dir=str(tmp_path), checkpoint_every=3)
     monkeypatch.setenv("SKILLFIT_TEST_PREEMPT_AT", "11")  # every rank, before its 11th step
     with pytest.raises(RuntimeError, match="preempted"):

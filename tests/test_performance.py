@@ -393,3 +393,9 @@ def test_predict_in_chunks_equals_predict_at_once_and_mixes_once(tiny_kwargs, mu
     np.testing.assert_array_equal(chunked[1], whole[1])
     assert scopes.count(True) == 2  # one cache per predict call, whatever the number of chunks
     assert len(scopes) > 2 + 35
+    # A chunk holds texts of similar length: the rows sorted by characters.
+    seen = []
+    monkeypatch.setattr(clf, "_predict_proba_encoded", lambda encoded: seen.append(encoded) or np.zeros((len(encoded["tasks"]), 6)))
+    clf.predict_proba(X)
+    lengths = [sorted(len(ids) for ids in encoded["input_ids"]) for encoded in seen]
+    assert all(first[-1] <= second[0] + 2 for first, second in zip(lengths, lengths[1:]))

@@ -227,9 +227,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         follow_thread_budget()
         self._join_process_group()
         validation_data = self._validated_inputs(X_val) if X_val is not None else (None, None)
-        checkpoints = self._open_checkpoints(
-            {"call": "fit"}, (texts, tasks, y, *validation_data, y_val), start=self._start_digest() if warm else None
-        )
+        checkpoints = self._open_checkpoints({"call": "fit"}, (texts, tasks, y, *validation_data, y_val), continues=warm)
         seed = self._fit_seed(checkpoints)
         rng = np.random.default_rng(seed)
         if not warm:
@@ -239,6 +237,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             if warm:  # continue from the fitted weights, on a copy: an error leaves the model as it was
                 self.device_ = self._continuing_device()
                 self.network_ = copy_sharing_frozen(self.network_).to(self.device_)
+                self.history_ = list(self.history_)
             else:
                 self._build_model(*sized_for)
                 self.history_ = []
@@ -251,21 +250,38 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             loop = self._training_loop(rng, checkpoints)
             fit_name = f"{type(self).__name__}.fit"
             kept_note = ". Call fit again to train fully."
-            with interruptible(loop, fit_name, needs_an_epoch=True, kept_note=kept_note, stacklevel=5):
+            resumable_from = str(checkpoints.path) if warm and checkpoints is not None else None
+            with interruptible(loop, fit_name, needs_an_epoch=True, kept_note=kept_note, stacklevel=5,
+                               resumable_from=resumable_from):
                 with self._compiled_for_training():
                     self._train(loop, encoded, validation)
         self._finish_fit(loop)
+        self._warn_if_resumed(loop, "fit", stacklevel=3)
 
     # ------------------------------------------------------------- checkpoints
-    def _open_checkpoints(self, call: dict[str, Any], data: tuple, start: str | None = None) -> FitCheckpoints | None:
+    def _open_checkpoints(self, call: dict[str, Any], data: tuple, *, continues: bool) -> FitCheckpoints | None:
         """This call's checkpoint file in ``checkpoint_dir`` (None without one), read if it exists.
 
-        ``call`` names the call and its arguments, ``data`` its inputs, ``start`` the
-        fitted model it continues (see ``_checkpoint.py``).
+        ``call`` names the call and its arguments, ``data`` its inputs; ``continues``:
+        the call continues the fitted model, which the fingerprint then includes (see
+        ``_checkpoint.py``).
         """
         if self.checkpoint_dir is None:
             return None
+        start = self._start_digest() if continues else None
         return FitCheckpoints(self.checkpoint_dir, fingerprint(self, call, data_digest(*data), start), self.checkpoint_every)
+
+    def _warn_if_resumed(self, loop: TrainingLoop, action: str, stacklevel: int) -> None:
+        """Say that this call resumed from a checkpoint rather than trained from the start."""
+        if loop.resumed is None:
+            return
+        path, where = loop.resumed
+        warnings.warn(
+            f"{type(self).__name__}.{action} resumed from the checkpoint {path!r} ({where}). Delete the file "
+            "to train from the start.",
+            UserWarning,
+            stacklevel=stacklevel + 1,
+        )
 
     def _fit_seed(self, checkpoints: FitCheckpoints | None) -> int:
         """The seed of this call: the checkpoint's when resuming, else ``random_state`` (None: rank 0's draw)."""
@@ -538,8 +554,9 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         """Everything ``adapt`` does after checking its inputs: new rows, the freeze, training, summaries."""
         self._join_process_group()
         self.device_ = self._continuing_device()
+        self.history_ = list(self.__dict__.get("history_", []))  # the loop appends to (or resumes) a list of its own
         checkpoints = self._open_checkpoints(
-            {"call": "adapt", "mode": mode, "max_epochs": max_epochs}, (texts, tasks, raw_targets), start=self._start_digest()
+            {"call": "adapt", "mode": mode, "max_epochs": max_epochs}, (texts, tasks, raw_targets), continues=True
         )
         seed = self._fit_seed(checkpoints)
         with quiet_libraries(self.verbose), reproducible_torch(seed):
@@ -558,7 +575,8 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
                 loop = self._training_loop(np.random.default_rng(seed), checkpoints)
                 unchanged = " and the fitted tasks are unchanged." if mode != "all" else "."
                 with interruptible(
-                    loop, f"{type(self).__name__}.adapt", needs_an_epoch=False, kept_note=unchanged, stacklevel=5
+                    loop, f"{type(self).__name__}.adapt", needs_an_epoch=False, kept_note=unchanged, stacklevel=5,
+                    resumable_from=None if checkpoints is None else str(checkpoints.path),
                 ):
                     loop.fit_loop(
                         self._encode(texts, task_index, targets), max_epochs or self.max_epochs,
@@ -568,6 +586,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             finally:
                 restore()
         self._set_routing_attributes()
+        self._warn_if_resumed(loop, "adapt", stacklevel=3)
 
     def _check_task_id_type(self, tasks: np.ndarray, action: str) -> None:
         """Task ids of another type than ``tasks_`` (int against str) can only be a mistake: refuse them."""
@@ -691,18 +710,26 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         """``predict_encoded`` over the rows of ``X``, tokenized ``PREDICT_CHUNK_ROWS`` at a time.
 
         Token ids exist for one chunk at a time, so memory stays bounded however many
-        rows ``X`` has; one inference scope spans the chunks, so every task's factors are
-        still mixed once per call. Rows are sorted by length within each chunk.
+        rows ``X`` has. The chunks follow the rows sorted by character length, so each
+        holds texts of similar length and its batches pad as little as batches sorted
+        over all rows; one inference scope spans the chunks, so every task's factors
+        are still mixed once per call.
         """
         self._check_fitted()
         texts, tasks = self._validated_inputs(X)
         task_index = self._task_indices(tasks)
+        if len(texts) <= PREDICT_CHUNK_ROWS:
+            return predict_encoded(self._encode(texts, task_index, None))
+        by_length = np.argsort(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), kind="stable")
+        predictions = None
         with self._inference():
-            parts = [
-                predict_encoded(self._encode(texts[start:start + PREDICT_CHUNK_ROWS], task_index[start:start + PREDICT_CHUNK_ROWS], None))
-                for start in range(0, max(len(texts), 1), PREDICT_CHUNK_ROWS)
-            ]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+            for start in range(0, len(texts), PREDICT_CHUNK_ROWS):
+                rows = by_length[start:start + PREDICT_CHUNK_ROWS]
+                part = predict_encoded(self._encode([texts[i] for i in rows], task_index[rows], None))
+                if predictions is None:
+                    predictions = np.empty((len(texts),) + part.shape[1:], dtype=part.dtype)
+                predictions[rows] = part
+        return predictions
 
     def _inference(self):
         """The scope of a prediction pass: every task's factors mixed once, merged weights when ``merged_inference``."""

@@ -6,7 +6,7 @@ and data finds it and resumes from it; on the CPU with ``random_state`` set, the
 is bit for bit the one an uninterrupted call gives.
 
 **One file per fit.** The file's name carries a fingerprint of what decides the result:
-the estimator's class, the call (``fit`` or ``adapt`` and its arguments), the
+skillfit's version, the estimator's class, the call (``fit`` or ``adapt`` and its arguments), the
 parameters except those that only say where or how fast to run (``HOW_PARAMETERS``),
 the data, and for a warm-started fit or ``adapt`` the fitted model it starts from.
 Fits of other parameters or data thus never resume each other's checkpoints, and the
@@ -38,17 +38,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
+import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .._version import __version__
 from ._distributed import _from_rank_zero, rank_and_world
 from ._persistence import adapter_state, from_json, to_json
 from ._training import LoopPosition, TrainingLoop, WeightSnapshot
 
 CHECKPOINT_FORMAT = 1
+# Optimizer settings that choose an implementation, not a result: taken from the running fit on resume.
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
 METADATA_KEY = "skillfit_checkpoint"
 # Parameters that say where or how fast a fit runs, not what it learns: a checkpoint
 # resumes across them (e.g. on other devices, or with more frequent checkpoints).
@@ -87,11 +93,14 @@ def model_digest(network: torch.nn.Module, *attributes: Any) -> str:
 
 
 def fingerprint(estimator: Any, call: dict[str, Any], data: str, start: str | None) -> dict[str, Any]:
-    """What a checkpoint must match: class, call, parameters (but ``HOW_PARAMETERS``), data and start."""
+    """What a checkpoint must match: skillfit's version, class, call, parameters (but ``HOW_PARAMETERS``), data and start."""
     params = {key: value for key, value in estimator.get_params(deep=False).items() if key not in HOW_PARAMETERS}
+    cls = type(estimator)
     return {
         "format": CHECKPOINT_FORMAT,
-        "estimator": type(estimator).__name__,
+        "skillfit": __version__,  # another version may train differently: its fits start afresh
+        "estimator": cls.__name__,
+        "class": f"{cls.__module__}.{cls.__qualname__}",
         "call": to_json(call, "an argument"),
         "params": to_json(params, "a parameter"),
         "data": data,
@@ -102,7 +111,7 @@ def fingerprint(estimator: Any, call: dict[str, Any], data: str, start: str | No
 def _differences(saved: dict[str, Any], current: dict[str, Any]) -> str:
     """What differs between two fingerprints, in words."""
     said = []
-    for section in ("estimator", "call", "params"):
+    for section in ("skillfit", "class", "call", "params"):
         old, new = saved.get(section), current.get(section)
         if old == new:
             continue
@@ -145,11 +154,42 @@ class FitCheckpoints:
         self.is_writer = rank_and_world()[0] == 0
         self.saved_meta: dict[str, Any] | None = None
         self.saved_tensors: dict[str, torch.Tensor] | None = None
-        if self.is_writer:
-            self._check_folder()
         self._read()
+
+    def _read(self) -> None:
+        """Check the folder, read the checkpoint and refuse one of another fit: on rank 0, for every rank.
+
+        Rank 0 decides and sends the bytes, or the error, to the other ranks, so that
+        every rank resumes from the same state or raises the same error.
+        """
+        data, failure = None, None
         if self.is_writer:
-            self._remove_dead_writes()
+            try:
+                self._check_folder()
+                self._remove_dead_writes()
+                data = self.path.read_bytes() if self.path.is_file() else None
+            except Exception as error:
+                failure = error
+        if rank_and_world()[1] > 1:
+            data, failure = _from_rank_zero((data, failure))
+        if failure is not None:
+            raise failure
+        if data is None:
+            return
+        try:
+            meta, tensors = _parse(data)
+        except Exception as error:  # safetensors and json raise their own errors on damaged bytes
+            raise OSError(
+                f"The checkpoint {str(self.path)!r} cannot be read ({type(error).__name__}: {error}); it is damaged "
+                "(checkpoints are written whole or not at all, so something else changed it). Delete it to start "
+                "this fit afresh."
+            ) from None
+        if meta.get("fingerprint") != self.fingerprint:
+            raise ValueError(
+                f"The checkpoint {str(self.path)!r} is of another fit: {_differences(meta.get('fingerprint') or {}, self.fingerprint)}. "
+                "It cannot be resumed by this one. Delete the file, or pass another checkpoint_dir."
+            )
+        self.saved_meta, self.saved_tensors = meta, tensors
 
     def _check_folder(self) -> None:
         """Create ``checkpoint_dir`` and make sure it takes files, before any training is at stake."""
@@ -158,7 +198,7 @@ class FitCheckpoints:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise OSError(f"checkpoint_dir={str(self.folder)!r} cannot be created ({error}); pass a folder you can write.") from error
+            raise OSError(f"checkpoint_dir={str(self.folder)!r} cannot be created ({error}); pass a folder you can write.") from None
         if not os.access(self.folder, os.W_OK | os.X_OK):
             raise PermissionError(f"checkpoint_dir={str(self.folder)!r} is not writable; pass a folder you can write.")
 
@@ -172,44 +212,16 @@ class FitCheckpoints:
         """The seed the checkpointed fit ran with (None when there is no checkpoint)."""
         return None if self.saved_meta is None else int(self.saved_meta["seed"])
 
-    def _read(self) -> None:
-        """Read the checkpoint (rank 0, sent to the others) and refuse one of another fit."""
-        data, error = None, None
-        if self.is_writer:
-            try:
-                data = self.path.read_bytes() if self.path.is_file() else None
-            except OSError as failure:
-                error = f"{type(failure).__name__}: {failure}"
-        if rank_and_world()[1] > 1:
-            data, error = _from_rank_zero((data, error))
-        if error is None and data is None:
-            return
-        if error is None:
-            try:
-                meta, tensors = _parse(data)
-            except Exception as failure:  # safetensors and json raise their own errors on damaged bytes
-                error = f"{type(failure).__name__}: {failure}"
-        if error is not None:
-            raise OSError(
-                f"The checkpoint {str(self.path)!r} cannot be read ({error}); it is damaged (checkpoints are "
-                "written whole or not at all, so something else changed it). Delete it to start this fit afresh."
-            )
-        if meta.get("fingerprint") != self.fingerprint:
-            raise ValueError(
-                f"The checkpoint {str(self.path)!r} is of another fit: {_differences(meta.get('fingerprint') or {}, self.fingerprint)}. "
-                "It cannot be resumed by this one. Delete the file, or pass another checkpoint_dir."
-            )
-        self.saved_meta, self.saved_tensors = meta, tensors
-
     def _remove_dead_writes(self) -> None:
-        """Delete temporary files of this checkpoint left by processes that died while writing."""
-        for temporary in self.folder.glob(f"{self.path.name}.tmp*"):
-            pid = temporary.name.rsplit(".tmp", 1)[1]
-            if pid.isdigit() and not _process_alive(int(pid)):
+        """Delete temporary files of this checkpoint left by writers that died (see :func:`write_atomically`)."""
+        for temporary in self.folder.glob(f"{self.path.name}.tmp.*"):
+            if _abandoned(temporary):
                 temporary.unlink(missing_ok=True)
 
     def check_backbone(self, sha256: str | None) -> None:
-        """Refuse to resume on a backbone whose weights are not those the checkpoint trained on."""
+        """Refuse to resume on a backbone whose weights are not those the checkpoint trained on (rank 0's)."""
+        if rank_and_world()[1] > 1:
+            sha256 = _from_rank_zero(sha256)
         self.backbone_sha256 = sha256
         saved = None if self.saved_meta is None else self.saved_meta.get("backbone_sha256")
         if saved is not None and sha256 is not None and saved != sha256:
@@ -247,8 +259,20 @@ class SavedLoop:
         self.path = checkpoints.path
 
     def restore(self, loop: TrainingLoop, optimizer, scheduler) -> LoopPosition:
-        """Put the saved state into ``loop``, its network, optimizer and schedule; return where it stands."""
-        return restore_loop(loop, self.checkpoints.saved_meta, self.checkpoints.saved_tensors, optimizer, scheduler)
+        """Put the saved state into ``loop``, its network, optimizer and schedule; return where it stands.
+
+        The checkpoint read from disk is let go: it is restored once.
+        """
+        checkpoints = self.checkpoints
+        try:
+            return restore_loop(loop, checkpoints.saved_meta, checkpoints.saved_tensors, optimizer, scheduler)
+        except (KeyError, ValueError, RuntimeError) as error:
+            raise ValueError(
+                f"The checkpoint {str(self.path)!r} does not fit this fit's network or optimizer ({type(error).__name__}: "
+                f"{error}); delete it to start this fit afresh."
+            ) from error
+        finally:
+            checkpoints.saved_meta = checkpoints.saved_tensors = None
 
 
 # ------------------------------------------------------------------ state of a loop
@@ -288,7 +312,7 @@ def capture_loop(loop: TrainingLoop, position: LoopPosition, optimizer=None, sch
             "best_task_scores": to_json(stopping.best_task_scores),
             "last_task_scores": to_json(stopping.last_task_scores),
             "epochs_without_improvement": stopping.epochs_without_improvement,
-            "best_weights": None if stopping.best_weights is loop.kept else _snapshot_meta(stopping.best_weights, "best", tensors),
+            "best_weights": "kept" if stopping.best_weights is loop.kept else _snapshot_meta(stopping.best_weights, "best", tensors),
         }
     return meta, tensors
 
@@ -318,7 +342,10 @@ def restore_loop(loop: TrainingLoop, meta: dict, tensors: dict, optimizer=None, 
     for name, value in scalars.items():
         index, key = name.split(".", 1)
         state.setdefault(int(index), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": from_json(meta["optimizer"]["param_groups"])})
+    groups = from_json(meta["optimizer"]["param_groups"])
+    for group, current in zip(groups, optimizer.param_groups):  # how to step is this run's (fused on CUDA), not the saved one's
+        group.update({key: current[key] for key in IMPLEMENTATION_FLAGS if key in current})
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
     scheduler.load_state_dict(from_json(meta["scheduler"]))
     loop.kept = _snapshot(loop.trainable, meta["kept"], tensors)
     saved_stopping = meta.get("stopping")
@@ -329,7 +356,7 @@ def restore_loop(loop: TrainingLoop, meta: dict, tensors: dict, optimizer=None, 
         stopping.last_task_scores = from_json(saved_stopping["last_task_scores"])
         stopping.epochs_without_improvement = int(saved_stopping["epochs_without_improvement"])
         best = saved_stopping["best_weights"]
-        stopping.best_weights = loop.kept if best is None else _snapshot(loop.trainable, best, tensors)
+        stopping.best_weights = loop.kept if best == "kept" else _snapshot(loop.trainable, best, tensors)
     return position
 
 
@@ -377,23 +404,38 @@ def _parse(data: bytes) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     return json.loads(header["__metadata__"][METADATA_KEY]), tensors
 
 
-def _process_alive(pid: int) -> bool:
-    """Whether a process of this id runs on this machine."""
+# A temporary file older than this is abandoned whoever wrote it (a write takes seconds).
+ABANDONED_AFTER_SECONDS = 3600
+
+
+def _abandoned(temporary: Path) -> bool:
+    """Whether a temporary checkpoint file was left by a dead writer: one of this host whose process is
+    gone, or any that has not changed for ``ABANDONED_AFTER_SECONDS``."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        if time.time() - temporary.stat().st_mtime > ABANDONED_AFTER_SECONDS:
+            return True
+    except FileNotFoundError:
         return False
-    except PermissionError:  # alive, someone else's
+    parts = temporary.name.split(".tmp.", 1)[1].split("@")  # pid@host@random
+    if os.name != "posix" or len(parts) < 3 or parts[1] != socket.gethostname() or not parts[0].isdigit():
+        return False
+    try:
+        os.kill(int(parts[0]), 0)
+    except ProcessLookupError:
         return True
-    return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False
 
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file renamed over it: ``path`` is always whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    # A new file of a unique name (never a link followed), named by host and process for the clean-up.
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f"{path.name}.tmp.{os.getpid()}@{socket.gethostname()}@")
+    temporary = Path(name)
     try:
-        with open(temporary, "wb") as handle:
+        with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

@@ -136,6 +136,7 @@ class PersistenceMixin:
         params = from_json(config["params"])
         params.update({key: value for key, value in (("device", device), ("backbone", backbone)) if value is not None})
         params["trust_remote_code"] = trust_remote_code
+        params["checkpoint_dir"] = None  # a folder of the machine that saved it; set it anew to checkpoint here
         estimator = saved_class(**params)
         estimator._validate_params()
         for key, value in from_json(config["fitted"]).items():

@@ -19,6 +19,7 @@ class.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 import warnings
@@ -217,6 +218,7 @@ class TrainingLoop:
         # Routing noise of step i is seeded from (this, i): the same in one process and on every rank.
         self.noise_seed, self.steps_taken = torch.initial_seed(), 0
         self.checkpoints, self.loops_begun = checkpoints, 0
+        self.resumed: tuple[str, str] | None = None  # (checkpoint file, where its loop stood) once resumed
         self.trainable: list[torch.nn.Parameter] = []  # what the running loop's optimizer steps
 
     def make_optimizer(self, n_steps: int, weight_decay: float | None = None):
@@ -248,7 +250,9 @@ class TrainingLoop:
         self.stopping = EarlyStopping(self.settings.n_iter_no_change, self.settings.tol) if validation is not None else None
         if saved is not None:
             position = saved.restore(self, optimizer, scheduler)
-            self._say(f"resumed from {saved.path}: {_describe(position, n_epochs)}")
+            where = (f"{self.stage}: " if self.stage else "") + _describe(position, n_epochs)
+            self.resumed = (str(saved.path), where)
+            self._say(f"resumed from {saved.path}: {where}")
         try:
             if not position.complete:
                 self.run_epochs(encoded, n_epochs, position, optimizer, scheduler, validation)
@@ -269,11 +273,9 @@ class TrainingLoop:
         validation: dict[str, Any] | None,
     ) -> None:
         """The epochs from ``position`` on, each ended by :meth:`end_epoch` and a checkpoint."""
+        if self._stops_early():  # a checkpoint written at the epoch that stopped
+            return
         for epoch in range(position.epoch, n_epochs):
-            if self.settings.early_stopping and self.stopping is not None and self.stopping.should_stop:
-                self._say(f"early stop: no improvement for {self.stopping.epochs_without_improvement} epochs; "
-                          f"keeping {self.stopping.best_weights.description}")
-                return
             start = time.perf_counter()
             if position.step == 0:
                 position.start_epoch(self.rng.bit_generator.state)
@@ -283,6 +285,17 @@ class TrainingLoop:
             self.end_epoch(epoch, n_epochs, loss, self.trainable, validation, start)
             if self.checkpoints is not None:
                 self.checkpoints.save(self, position, optimizer, scheduler)
+            if self._stops_early():
+                return
+
+    def _stops_early(self) -> bool:
+        """Whether early stopping ends the loop now (``n_iter_no_change`` epochs without improvement); says so."""
+        stopping = self.stopping
+        if not (self.settings.early_stopping and stopping is not None and stopping.should_stop):
+            return False
+        self._say(f"early stop: no improvement for {stopping.epochs_without_improvement} epochs; "
+                  f"keeping {stopping.best_weights.description}")
+        return True
 
     def training_batches(self, encoded: dict[str, Any]) -> list[np.ndarray]:
         """One epoch's batches of row indices (see :func:`~._batching.training_batches`)."""
@@ -413,7 +426,8 @@ def _describe(position: LoopPosition, n_epochs: int) -> str:
 
 @contextmanager
 def interruptible(
-    loop: TrainingLoop, action: str, *, needs_an_epoch: bool, kept_note: str = "", stacklevel: int = 4
+    loop: TrainingLoop, action: str, *, needs_an_epoch: bool, kept_note: str = "", stacklevel: int = 4,
+    resumable_from: str | None = None,
 ) -> Iterator[None]:
     """The one place Ctrl-C is handled: put back the loop's last good weights, then warn.
 
@@ -430,13 +444,24 @@ def interruptible(
         Appended to the warning, e.g. that the fitted tasks are unchanged.
     stacklevel : int, default=4
         Of the warning: 4 is the caller of the function that entered this scope.
+    resumable_from : str, optional
+        A checkpoint file that holds the progress of a call that continues a fitted
+        model (a warm fit, ``adapt``): the interrupt is then raised again with a note
+        naming it, and the caller puts the estimator back as it was, so that the same
+        call, made again, resumes from the checkpoint.
 
     A Ctrl-C outside a running loop (before the first, between PEMT's stages) finds no
     weights to keep and is re-raised.
     """
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
+        if resumable_from is not None and os.path.exists(resumable_from):
+            interrupt.add_note(
+                f"{action} was interrupted; the estimator is as it was before the call, and the checkpoint "
+                f"{resumable_from!r} keeps the progress: the same call resumes from it."
+            )
+            raise
         if loop.kept is None:
             raise
         kept = loop.restore_kept()
