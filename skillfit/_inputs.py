@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from numbers import Integral
+from collections.abc import Mapping, Set as AbstractSet
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,7 +24,10 @@ _X_FORMS = (
 
 
 def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    """None, NaN of any float type, and pandas' NA / NaT."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        return True
+    return type(value).__name__ in ("NAType", "NaTType")
 
 
 def _columns_of(X: Any, text_column: str, task_column: str) -> tuple[Sequence[Any], Sequence[Any]]:
@@ -47,6 +51,12 @@ def _columns_of(X: Any, text_column: str, task_column: str) -> tuple[Sequence[An
         return X[text_column].tolist(), X[task_column].tolist()
     if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
         raise TypeError(f"X must be {_X_FORMS}; got {type(X).__name__}.")
+    if isinstance(X, (AbstractSet, Mapping)) or type(X).__name__ in ("dict_keys", "dict_values", "dict_items"):
+        hint = "pd.DataFrame(X)" if isinstance(X, Mapping) else "a list, in the order of y"
+        raise TypeError(
+            f"X must be {_X_FORMS}; got a {type(X).__name__}, whose rows have no order to match y by. "
+            f"Pass {hint}."
+        )
     if isinstance(X, np.ndarray):
         one_dimensional = X.ndim == 1
         rows = X.tolist() if X.ndim == 2 and X.shape[1] == 2 else None
@@ -102,11 +112,23 @@ def check_texts_and_tasks(X: Any, *, text_column: str = "text", task_column: str
     texts, tasks = _columns_of(X, text_column, task_column)
     if len(texts) == 0:
         raise ValueError("X has 0 samples; at least one (text, task) pair is required.")
+    missing = next((i for i, text in enumerate(texts) if _is_missing(text)), None)
+    if missing is not None:
+        raise ValueError(f"Row {missing} has no text (None or NaN); drop the rows without text or fill them in.")
     _check_strings(
         texts, "Every text must be a str; row {i} holds {kind} {value!r}. Put the text first and the task id "
         "second in each pair.", "Row {i} holds an empty text; remove it or give it content.",
     )
-    return list(texts), _check_task_ids(tasks)
+    task_ids = _check_task_ids(tasks)
+    if len(texts) >= 20 and len(set(task_ids.tolist())) == len(texts):
+        warnings.warn(
+            f"Every one of the {len(texts)} rows of X has a task id of its own (e.g. {task_ids.tolist()[:2]}); "
+            "is each pair (task, text) instead of (text, task)? Put the text first, or name the DataFrame "
+            "columns with text_column= and task_column=.",
+            UserWarning,
+            stacklevel=4,
+        )
+    return list(texts), task_ids
 
 
 def _check_strings(values: Sequence[Any], not_a_string: str, empty: str) -> None:
@@ -118,10 +140,14 @@ def _check_strings(values: Sequence[Any], not_a_string: str, empty: str) -> None
             raise ValueError(empty.format(i=i))
 
 
-def _target_values(y: Any, n_samples: int) -> list[Any]:
-    """``y`` as a list of one target per sample (a column vector is flattened with a warning)."""
+def _target_values(y: Any, n_samples: int, names: tuple[str, str] = ("X", "y")) -> list[Any]:
+    """``y`` as a list of one target per sample (a column vector is flattened with a warning).
+
+    ``names`` are the arguments' names in messages (``("X_val", "y_val")`` for validation data).
+    """
+    x_name, y_name = names
     if y is None:
-        raise ValueError("This estimator requires y to be passed, but the target y is None.")
+        raise ValueError(f"This estimator requires {y_name} to be passed, but the target {y_name} is None.")
     if isinstance(y, str) or not (hasattr(y, "__len__") or hasattr(y, "__array__")):
         raise TypeError(f"y must be a 1-d array-like of targets; got {type(y).__name__}.")
     try:
@@ -139,7 +165,9 @@ def _target_values(y: Any, n_samples: int) -> list[Any]:
     if array.ndim != 1:
         raise ValueError(f"y must be 1-dimensional; got shape {array.shape}.")
     if len(array) != n_samples:
-        raise ValueError(f"X and y have different lengths: X has {n_samples} samples, y has {len(array)}.")
+        raise ValueError(
+            f"{x_name} and {y_name} have different lengths: {x_name} has {n_samples} samples, {y_name} has {len(array)}."
+        )
     values = array.tolist()
     nested = next((i for i, value in enumerate(values) if isinstance(value, (list, tuple, set, dict, np.ndarray))), None)
     if nested is not None:
@@ -150,14 +178,14 @@ def _target_values(y: Any, n_samples: int) -> list[Any]:
     return values
 
 
-def check_labels(y: Any, n_samples: int) -> np.ndarray:
+def check_labels(y: Any, n_samples: int, names: tuple[str, str] = ("X", "y")) -> np.ndarray:
     """Validate classification labels: one per sample, none missing, discrete.
 
     Returns
     -------
     ndarray of shape (n_samples,)
     """
-    values = _target_values(y, n_samples)
+    values = _target_values(y, n_samples, names)
     missing = [i for i, label in enumerate(values) if _is_missing(label)]
     if missing:
         raise ValueError(f"y has missing labels (None or NaN) at positions {missing[:10]}; drop those rows or label them.")
@@ -173,14 +201,14 @@ def check_labels(y: Any, n_samples: int) -> np.ndarray:
     return labels
 
 
-def check_target_texts(y: Any, n_samples: int) -> list[str]:
+def check_target_texts(y: Any, n_samples: int, names: tuple[str, str] = ("X", "y")) -> list[str]:
     """Validate text-to-text targets: one non-empty string per sample.
 
     Returns
     -------
     list of str
     """
-    values = _target_values(y, n_samples)
+    values = _target_values(y, n_samples, names)
     _check_strings(
         values, "Every target must be a str; position {i} holds {kind} {value!r}. Text-to-text estimators "
         "generate text: convert labels to words, or use a ...Classifier.",

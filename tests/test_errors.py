@@ -302,3 +302,75 @@ def test_a_checkpoint_dir_that_cannot_hold_files_is_refused_before_training(tiny
         PolyClassifier(**tiny_kwargs, checkpoint_dir=a_file).fit(X_OK, Y_OK)
     with pytest.raises(OSError, match=r"checkpoint_dir='.*file/sub' cannot be created .*pass a folder you can write"):
         PolyClassifier(**tiny_kwargs, checkpoint_dir=a_file / "sub").fit(X_OK, Y_OK)
+
+
+# ------------------------------------------------------------------ the second audit (a probe of ~120 inputs)
+X_WIDE = [("w1 apple w2", "a"), ("w3 w4 w5", "a"), ("banana w5", "b"), ("w6 w7 w9", "b")] * 3
+Y_WIDE = ["pos", "neg", "spam", "ham"] * 3
+
+
+@pytest.fixture(scope="module")
+def fitted(bert_path):
+    return PolyClassifier(backbone=bert_path, max_epochs=1, batch_size=8, random_state=0, rank=2, max_length=32,
+                          device="cpu").fit(X_WIDE, Y_WIDE)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    # Unordered X would pair texts with the wrong labels.
+    (lambda est: est.fit(set(X_WIDE), Y_WIDE[:8]), TypeError, "got a set, whose rows have no order"),
+    (lambda est: est.fit({"text": ["a"], "task": ["t"]}, ["x"]), TypeError, r"Pass pd.DataFrame\(X\)"),
+    # Missing values of pandas, and texts that are missing rather than misplaced.
+    (lambda est: est.fit([("a b", "a"), ("c d", pd.NA)] * 2, Y_OK), ValueError, r"Task ids are missing .* rows \[1"),
+    (lambda est: est.fit(pd.DataFrame({"text": ["a b", None] * 2, "task": ["a", "b"] * 2}), Y_OK), ValueError,
+     "Row 1 has no text"),
+    (lambda est: est.fit(X_OK, Y_OK, X_val=X_OK, y_val=Y_OK[:3]), ValueError,
+     "X_val and y_val have different lengths: X_val has 4 samples, y_val has 3"),
+    # Validation rows may not give a task a label it never trains with (it would join the task's labels).
+    (lambda est: est.fit(X_WIDE, Y_WIDE, X_val=[("w1", "a")], y_val=["spam"]), ValueError,
+     r"y_val\[0\] gives task 'a' the label 'spam', which y never gives that task"),
+    (lambda est: est.fit(X_OK, Y_OK, sample_weight=[1, 1, 1, 1]), TypeError, "Sample weights are not supported"),
+    (lambda est: est.set_params(text_column="x", task_column="x").fit(X_OK, Y_OK), ValueError,
+     "text_column and task_column are both 'x'"),
+    (lambda est: est.set_params(checkpoint_dir="").fit(X_OK, Y_OK), ValueError, "checkpoint_dir is an empty path"),
+    (lambda est: est.set_params(target_modules=["query", "nonexistent"]).fit(X_OK, Y_OK), ValueError,
+     r"target_modules entries \['nonexistent'\] match no linear layer of BertModel"),
+])
+def test_second_audit_fit_inputs(call, error, message, tiny_kwargs):
+    with pytest.raises(error, match=message):
+        call(PolyClassifier(**tiny_kwargs))
+
+
+@pytest.mark.parametrize("call, error, message", [
+    # Parameters changed after fit are checked by every method, not only by fit.
+    (lambda est: est.set_params(batch_size=0).predict(X_OK), InvalidParameterError, "'batch_size' parameter"),
+    (lambda est: est.set_params(handle_unknown_task="avg").predict(X_OK), InvalidParameterError,
+     "'handle_unknown_task' parameter"),
+    (lambda est: est.set_params(learning_rate=-1.0).adapt([("w1", "new")] * 2, ["x", "y"]), InvalidParameterError,
+     "'learning_rate' parameter"),
+    (lambda est: est.set_params(warm_start=True, rank=4).fit(X_WIDE, Y_WIDE), ValueError,
+     r"parameters that shape it changed \(rank: 2 at fit, 4 now\)"),
+    (lambda est: est.score(X_OK, [0, 1, 2, 3]), TypeError, "fitted with string labels; score\\(\\) got numeric labels"),
+    (lambda est: est.score(X_OK, Y_OK[:3]), ValueError, "X and y have different lengths: X has 4 samples, y has 3"),
+    (lambda est: est.score(X_OK, Y_OK, sample_weight=[1, 2]), ValueError, "sample_weight has shape \\(2,\\)"),
+    (lambda est: est.save_pretrained(__file__), ValueError, "is a file, not a folder"),
+    (lambda est: est.save_pretrained("/tmp/skillfit-never-written", scores=[0.9]), TypeError, "scores must be a dict"),
+])
+def test_second_audit_fitted_model_calls(call, error, message, fitted):
+    import copy
+
+    estimator = copy.deepcopy(fitted)
+    with pytest.raises(error, match=message):
+        call(estimator)
+
+
+def test_second_audit_warnings(tiny_kwargs):
+    with pytest.warns(UserWarning, match="task id of its own .* is each pair \\(task, text\\)"):
+        PolyClassifier(**tiny_kwargs).fit([(f"task{i}", f"some text {i}") for i in range(24)], ["a", "b"] * 12)
+    with pytest.warns(UserWarning, match="checkpoint_every is set but checkpoint_dir is None"):
+        PolyClassifier(**tiny_kwargs, checkpoint_every=5).fit(X_OK, Y_OK)
+
+
+def test_boolean_labels_are_not_merged_into_integer_classes(tiny_kwargs):
+    clf = PolyClassifier(**tiny_kwargs).fit(X_OK, [0, 1, 2, 3])
+    with pytest.raises(TypeError, match="numpy would merge with them"):
+        clf.adapt([("w1 w2", "new"), ("w3", "new")], [True, False])

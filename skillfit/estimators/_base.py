@@ -67,6 +67,16 @@ from ._saving import PersistenceMixin
 from ._training import TrainingLoop, TrainingSettings, interruptible
 from ._validation_split import stratified_split
 
+# What a warm-started fit may change: how it trains and runs. Any other parameter shapes
+# the fitted model (backbone, layers, rank, skills, head), so a change needs a new fit.
+WARM_START_ADJUSTABLE = frozenset({
+    "learning_rate", "router_learning_rate", "weight_decay", "warmup_fraction", "max_epochs", "batch_size",
+    "max_length", "device", "random_state", "verbose", "text_column", "task_column", "handle_unknown_task",
+    "early_stopping", "validation_fraction", "n_iter_no_change", "tol", "validation_scoring", "embed_backbone",
+    "group_by_length", "merged_inference", "gradient_checkpointing", "torch_compile", "n_devices",
+    "distributed_backend", "trust_remote_code", "warm_start", "checkpoint_dir", "checkpoint_every",
+    "max_target_length", "max_new_tokens", "num_beams", "do_sample", "scoring",
+})
 ADAPT_MODES = ("routing", "average", "all")
 ADAPT_CONSTRAINTS = {"mode": [Options(*ADAPT_MODES)], "max_epochs": [Interval(Integral, 1, None), NONE]}
 TOP_K_CONSTRAINTS = {"top_k": [Interval(Integral, 1, None), NONE]}
@@ -130,13 +140,21 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
     # ------------------------------------------------------------- validation
     def _validate_params(self) -> None:
         validate_parameters(self, parameter_constraints(self))
+        if self.text_column == self.task_column:
+            raise ValueError(
+                f"text_column and task_column are both {self.text_column!r}; name the two different columns of X."
+            )
+        if self.checkpoint_dir is not None and not os.fspath(self.checkpoint_dir).strip():
+            raise ValueError("checkpoint_dir is an empty path; pass a folder, or None for no checkpoints.")
         self._check_method_params()
 
     def _validated_inputs(self, X: Any) -> tuple[list[str], np.ndarray]:
         return check_texts_and_tasks(X, text_column=self.text_column, task_column=self.task_column)
 
     def _check_fitted(self) -> None:
+        """Raise NotFittedError before ``fit``; check the parameters, which ``set_params`` may have changed since."""
         check_is_fitted(self, "network_")
+        self._validate_params()
 
     def _task_indices(self, tasks: np.ndarray) -> np.ndarray:
         """Map task ids to rows of the router.
@@ -169,7 +187,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         return np.asarray([lookup.get(task, UNKNOWN_TASK) for task in tasks.tolist()], dtype=np.int64), unknown
 
     # ------------------------------------------------------------------- fit
-    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> "SkillEstimatorBase":
+    def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None, **fit_params: Any) -> "SkillEstimatorBase":
         """Train the skills, routers and head on ``(text, task)`` pairs.
 
         Parameters
@@ -199,6 +217,14 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         launch`` it trains in the running process group (``docs/scaling.md``).
         """
         self._validate_params()
+        if fit_params:
+            raise TypeError(
+                f"{type(self).__name__}.fit() takes X, y, X_val and y_val; got {sorted(fit_params)}. Sample "
+                "weights are not supported: repeat or drop rows to weigh examples."
+            )
+        if self.checkpoint_every is not None and self.checkpoint_dir is None:
+            warnings.warn("checkpoint_every is set but checkpoint_dir is None: no checkpoints are written. "
+                          "Pass checkpoint_dir= to write them.", UserWarning, stacklevel=2)
         texts, tasks = self._validated_inputs(X)
         if (X_val is None) != (y_val is None):
             raise ValueError("Pass both X_val and y_val, or neither.")
@@ -304,6 +330,17 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
                 f"{type(self).__name__} cannot continue a fit (warm_start=True): its stages convert the network. "
                 "Use warm_start=False, or adapt() for new tasks."
             )
+        fitted_with = getattr(self, "_fitted_params", None)
+        if fitted_with is not None:
+            now = self.get_params(deep=False)
+            changed = [key for key in now if key not in WARM_START_ADJUSTABLE and key in fitted_with
+                       and not _same_value(now[key], fitted_with[key])]
+            if changed:
+                shown = "; ".join(f"{key}: {fitted_with[key]!r} at fit, {now[key]!r} now" for key in changed[:5])
+                raise ValueError(
+                    f"warm_start=True continues the fitted model, but parameters that shape it changed ({shown}). "
+                    "Set them back, or set warm_start=False to fit a new model."
+                )
         return True
 
     def _warm_start_task_indices(self, tasks: np.ndarray) -> np.ndarray:
@@ -321,14 +358,15 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         """``(train, validation, sized_for)``: rows to train on, validation rows or None, and what the network is sized for.
 
         Each is a ``(texts, task indices, targets)`` triple (``sized_for`` a pair of
-        targets and task indices: labels seen anywhere get a head row).
+        targets and task indices: the labels each task gets in the head). Validation
+        rows must be of labels their task trains with.
         """
         if X_val is not None:
             val_texts, val_tasks = self._validated_inputs(X_val)
             val_index = self._validation_task_indices(val_tasks)
             val_targets = self._check_validation_targets(y_val, len(val_texts))
-            sized_for = (_concatenate(targets, val_targets), np.concatenate([task_index, val_index]))
-            return (texts, task_index, targets), (val_texts, val_index, val_targets), sized_for
+            self._check_validation_pairs(task_index, targets, val_index, val_targets)
+            return (texts, task_index, targets), (val_texts, val_index, val_targets), (targets, task_index)
         if not self.early_stopping:
             return (texts, task_index, targets), None, (targets, task_index)
         keys = self._stratification_keys(task_index, targets)
@@ -409,6 +447,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
 
     def _finish_fit(self, loop: TrainingLoop) -> None:
         """Summaries of ``history_`` and the introspection attributes, once training is over."""
+        self._fitted_params = self.get_params(deep=False)  # what a warm start must keep (see _warm)
         self.loss_curve_ = [record["loss"] for record in self.history_]
         self.n_iter_ = len(self.history_)
         self.n_devices_ = rank_and_world()[1]
@@ -741,6 +780,9 @@ def _subset(targets: Any, rows: np.ndarray) -> Any:
     return targets[rows] if isinstance(targets, np.ndarray) else [targets[i] for i in rows]
 
 
-def _concatenate(first: Any, second: Any) -> Any:
-    """Encoded targets of ``first`` followed by those of ``second``."""
-    return np.concatenate([first, second]) if isinstance(first, np.ndarray) else list(first) + list(second)
+def _same_value(first: Any, second: Any) -> bool:
+    """Parameter equality that also holds for numpy scalars and arrays (``rank=np.int64(8)`` is ``8``)."""
+    try:
+        return bool(np.all(first == second)) if first is not None and second is not None else first is second
+    except (TypeError, ValueError):
+        return first is second

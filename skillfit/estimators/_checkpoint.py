@@ -49,7 +49,7 @@ import torch
 
 from .._version import __version__
 from ._distributed import _from_rank_zero, rank_and_world
-from ._persistence import adapter_state, from_json, to_json
+from ._persistence import adapter_state, from_json, prepare_folder, to_json
 from ._training import LoopPosition, TrainingLoop, WeightSnapshot
 
 CHECKPOINT_FORMAT = 1
@@ -165,7 +165,7 @@ class FitCheckpoints:
         data, failure = None, None
         if self.is_writer:
             try:
-                self._check_folder()
+                prepare_folder(self.folder, "checkpoint_dir")  # before any training is at stake
                 self._remove_dead_writes()
                 data = self.path.read_bytes() if self.path.is_file() else None
             except Exception as error:
@@ -190,17 +190,6 @@ class FitCheckpoints:
                 "It cannot be resumed by this one. Delete the file, or pass another checkpoint_dir."
             )
         self.saved_meta, self.saved_tensors = meta, tensors
-
-    def _check_folder(self) -> None:
-        """Create ``checkpoint_dir`` and make sure it takes files, before any training is at stake."""
-        if self.folder.exists() and not self.folder.is_dir():
-            raise ValueError(f"checkpoint_dir={str(self.folder)!r} is a file, not a folder; pass a folder path.")
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OSError(f"checkpoint_dir={str(self.folder)!r} cannot be created ({error}); pass a folder you can write.") from None
-        if not os.access(self.folder, os.W_OK | os.X_OK):
-            raise PermissionError(f"checkpoint_dir={str(self.folder)!r} is not writable; pass a folder you can write.")
 
     @property
     def found(self) -> bool:

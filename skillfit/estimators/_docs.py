@@ -94,7 +94,9 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
         When True, ``fit`` on a fitted estimator continues from its skills, routers and
         head (a fresh optimizer and schedule, ``history_`` extended) instead of starting
         over. X may hold only fitted tasks, and y only labels each task had; new tasks
-        or labels are refused with a pointer to ``adapt``. Not for PEMT.
+        or labels are refused with a pointer to ``adapt``, and so is a change of a
+        parameter that shapes the model (backbone, layers, rank, skills); how it
+        trains (learning rates, epochs, batch size, device) may change. Not for PEMT.
     checkpoint_dir : str or path-like, optional
         Make long fits resumable: ``fit`` and ``adapt`` write a checkpoint into this
         folder at every epoch end (and every ``checkpoint_every`` steps), atomically,

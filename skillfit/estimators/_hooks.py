@@ -102,6 +102,9 @@ class EstimatorHooks:
         """``y_val`` encoded as ``fit`` encodes ``y``. *Kind.*"""
         raise _missing("_check_validation_targets")
 
+    def _check_validation_pairs(self, task_index: np.ndarray, targets: Any, val_index: np.ndarray, val_targets: Any) -> None:
+        """Refuse validation rows the fitted model cannot predict (a label its task never had). *Kind.*"""
+
     def _check_adapt_targets(self, y: Any, n_samples: int) -> Any:
         """Validate ``y`` of ``adapt`` (new labels allowed), before anything changes. *Kind.*"""
         raise _missing("_check_adapt_targets")

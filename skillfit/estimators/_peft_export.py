@@ -26,7 +26,7 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from ..skills import skill_layers
-from ._persistence import to_json
+from ._persistence import prepare_folder, to_json
 
 FORMATS = ("lora", "poly")
 HEAD_WEIGHTS_FILE = "skillfit_head.safetensors"
@@ -220,8 +220,7 @@ def export_peft(source: ExportSource, path: Any, *, task: Any, format: str) -> N
     if format not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {format!r}.")
     _check_exportable(source)
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = prepare_folder(path, "path")
     if format == "poly":
         if task is not None:
             raise ValueError("format='poly' holds every task; leave task= unset.")

@@ -205,6 +205,22 @@ def library_versions() -> dict[str, str]:
     return {"skillfit": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "scikit-learn": sklearn.__version__}
 
 
+def prepare_folder(path: Any, what: str) -> Path:
+    """Create the folder ``path`` (``what`` names it in messages, e.g. ``"checkpoint_dir"``) and check it takes files."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
+        raise TypeError(f"{what} must be a folder path (str or path-like); got {path!r}.")
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{what}={str(folder)!r} is a file, not a folder; pass a folder path.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"{what}={str(folder)!r} cannot be created ({error}); pass a folder you can write.") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise PermissionError(f"{what}={str(folder)!r} is not writable; pass a folder you can write.")
+    return folder
+
+
 def write_folder(
     path: str | os.PathLike, config: dict[str, Any], state: dict[str, torch.Tensor], card: str,
     embedded_backbone: tuple[torch.nn.Module, Any] | None = None,
@@ -212,8 +228,7 @@ def write_folder(
     """Write ``config`` (JSON), ``state`` (safetensors), the model card and, if given, the bare backbone."""
     from safetensors.torch import save_file
 
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = prepare_folder(path, "path")
     save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
     if embedded_backbone is not None:
         save_bare_backbone(*embedded_backbone, folder / BACKBONE_DIR)

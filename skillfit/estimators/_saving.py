@@ -9,6 +9,7 @@ estimators.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from typing import Any
@@ -81,6 +82,12 @@ class PersistenceMixin:
         the other ranks return at once, so the call may stand on every rank.
         """
         self._check_fitted()
+        if scores is not None and not isinstance(scores, dict):
+            raise TypeError(
+                f"scores must be a dict such as {{'accuracy': {{task: 0.9}}}} or {{'accuracy': 0.9}}; got {type(scores).__name__}."
+            )
+        if not isinstance(include_backbone, bool):
+            raise TypeError(f"include_backbone must be True or False; got {include_backbone!r}.")
         if not is_main_process():
             return
         payload = network_payload(self.network_, self._backbone_reference)
@@ -139,6 +146,7 @@ class PersistenceMixin:
         params["checkpoint_dir"] = None  # a folder of the machine that saved it; set it anew to checkpoint here
         estimator = saved_class(**params)
         estimator._validate_params()
+        estimator._fitted_params = estimator.get_params(deep=False)
         for key, value in from_json(config["fitted"]).items():
             setattr(estimator, key, value)
         estimator.device_ = estimator._device_for_loading(f"{str(folder)!r} was saved with device={estimator.device!r}", device is None)
@@ -224,6 +232,8 @@ class PersistenceMixin:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
+        for field in dataclasses.fields(self):  # parameters added since the pickle was made take their defaults
+            state.setdefault(field.name, field.default)
         payload = state.pop("_network_payload", None)
         super().__setstate__(state)
         device = getattr(self, "device_", None)

@@ -78,24 +78,36 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         return F.cross_entropy(logits, batch["labels"])
 
     # ------------------------------------------------------------ validation hooks
-    def _check_validation_targets(self, y_val: Any, n_samples: int) -> np.ndarray:
-        labels = check_labels(y_val, n_samples)
+    def _label_columns(self, labels: np.ndarray, unknown_message: str) -> np.ndarray:
+        """Each label's column in ``classes_``; a ValueError ``unknown_message`` (with ``{unknown}``) for others."""
         column = {label: j for j, label in enumerate(self.classes_.tolist())}
         unknown = sorted({label for label in labels.tolist() if label not in column}, key=str)
         if unknown:
-            raise ValueError(f"y_val has label(s) {unknown[:10]} that y does not have; validate only on trained labels.")
+            raise ValueError(unknown_message.format(unknown=unknown[:10]))
         return np.asarray([column[label] for label in labels.tolist()], dtype=np.int64)
+
+    def _check_validation_targets(self, y_val: Any, n_samples: int) -> np.ndarray:
+        labels = check_labels(y_val, n_samples, ("X_val", "y_val"))
+        return self._label_columns(labels, "y_val has label(s) {unknown} that y does not have; validate only on trained labels.")
+
+    def _check_validation_pairs(
+        self, task_index: np.ndarray, targets: np.ndarray, val_index: np.ndarray, val_targets: np.ndarray
+    ) -> None:
+        trained = set(zip(task_index.tolist(), targets.tolist()))
+        row = next((i for i, pair in enumerate(zip(val_index.tolist(), val_targets.tolist())) if pair not in trained), None)
+        if row is not None:
+            raise ValueError(
+                f"y_val[{row}] gives task {self.tasks_[val_index[row]]!r} the label {self.classes_[val_targets[row]]!r}, "
+                "which y never gives that task; a task predicts only the labels it is trained with. Drop such "
+                "rows from the validation data, or add examples of them to X and y."
+            )
 
     def _warm_start_targets(self, y: Any, n_samples: int, task_index: np.ndarray) -> np.ndarray:
         labels = check_labels(y, n_samples)
-        column = {label: j for j, label in enumerate(self.classes_.tolist())}
-        unknown = sorted({label for label in labels.tolist() if label not in column}, key=str)
-        if unknown:
-            raise ValueError(
-                f"warm_start=True continues the fitted labels, but y has new label(s) {unknown[:10]}; learn them "
-                "with adapt(mode='all'), or set warm_start=False to fit from scratch."
-            )
-        targets = np.asarray([column[label] for label in labels.tolist()], dtype=np.int64)
+        targets = self._label_columns(
+            labels, "warm_start=True continues the fitted labels, but y has new label(s) {unknown}; learn them "
+            "with adapt(mode='all'), or set warm_start=False to fit from scratch.",
+        )
         allowed = self.network_.label_mask.cpu().numpy()[task_index, targets]
         if not allowed.all():
             row = int(np.flatnonzero(~allowed)[0])
@@ -117,6 +129,12 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
     # ---------------------------------------------------------------- adapt hooks
     def _check_adapt_targets(self, y: Any, n_samples: int) -> np.ndarray:
         labels = check_labels(y, n_samples)
+        is_bool = lambda values: values.dtype == bool  # noqa: E731
+        if is_bool(labels) != is_bool(self.classes_):
+            raise TypeError(
+                f"{type(self).__name__} was fitted with {self.classes_.dtype} labels; adapt() got {labels.dtype} "
+                "labels, which numpy would merge with them (True == 1). Pass labels of the same type as classes_."
+            )
         if (labels.dtype == object) != (self.classes_.dtype == object):
             kind = lambda labels: "string" if labels.dtype == object else "numeric"  # noqa: E731
             raise TypeError(
@@ -198,6 +216,23 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         """
         probabilities = self.predict_proba(X)
         return self.classes_[np.argmax(probabilities, axis=1)]
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy of :meth:`predict` on ``(X, y)``, optionally weighted by ``sample_weight``."""
+        self._check_fitted()
+        n_samples = len(X) if hasattr(X, "__len__") and not isinstance(X, (str, bytes)) else len(self._validated_inputs(X)[0])
+        labels = check_labels(y, n_samples)
+        if (labels.dtype == object) != (self.classes_.dtype == object):
+            kind = lambda values: "string" if values.dtype == object else "numeric"  # noqa: E731
+            raise TypeError(
+                f"{type(self).__name__} was fitted with {kind(self.classes_)} labels; score() got {kind(labels)} "
+                "labels. Pass labels of the same type as classes_."
+            )
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=float)
+            if sample_weight.shape != (n_samples,):
+                raise ValueError(f"sample_weight has shape {sample_weight.shape}; score() needs one weight per row of X ({n_samples}).")
+        return float(np.average(self.predict(X) == labels, weights=sample_weight))
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Log of :meth:`predict_proba`; ``-inf`` outside each row's task labels."""

@@ -117,7 +117,8 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         return self.network_(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["tasks"])
 
     # ------------------------------------------------------------ validation hooks
-    _check_validation_targets = _check_targets
+    def _check_validation_targets(self, y_val: Any, n_samples: int) -> list[str]:
+        return check_target_texts(y_val, n_samples, ("X_val", "y_val"))
 
     def _loss_units(self, batch: dict[str, torch.Tensor]) -> int:
         return int((batch["labels"] != IGNORE_INDEX).sum())

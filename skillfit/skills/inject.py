@@ -40,13 +40,18 @@ def target_layer_names(model: nn.Module, target_modules: str | Sequence[str]) ->
         and ".base_layer" not in name
         and _is_target(name, module, target_modules, output_layer)
     ]
-    if not targets:
+    unmatched = []
+    if not isinstance(target_modules, str):
+        unmatched = [t for t in target_modules if not any(name == t or name.endswith("." + t) for name in targets)]
+    if not targets or unmatched:
         linear_names = sorted(
             {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, (nn.Linear, Conv1D))}
         )
+        what = f"target_modules={target_modules!r} matches no linear layer" if not targets else (
+            f"target_modules entries {unmatched} match no linear layer"
+        )
         raise ValueError(
-            f"target_modules={target_modules!r} matches no linear layer of {type(model).__name__}. "
-            f"Its linear layers are named {linear_names}; pass some of these names."
+            f"{what} of {type(model).__name__}. Its linear layers are named {linear_names}; pass some of these names."
         )
     return targets
 
