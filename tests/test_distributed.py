@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
@@ -182,6 +183,44 @@ def test_torchrun_joins_its_group_and_rank_zero_writes(initialise, quiet_bert, t
     X, _ = make_multitask(n_per_task=30)
     np.testing.assert_allclose(loaded.predict_proba(X), np.load(f"{folder}-proba-0.npy"), atol=1e-6)
     np.testing.assert_array_equal(np.load(f"{folder}-proba-1.npy"), np.load(f"{folder}-proba-0.npy"))
+
+
+ACCELERATE_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+import numpy as np
+import torch.distributed as dist
+from accelerate import PartialState
+
+state = PartialState(cpu=True)  # under `accelerate launch --cpu`: the gloo group of the MPI processes
+from conftest import make_multitask
+from skillfit import PolyClassifier
+
+X, y = make_multitask(n_per_task=30)
+est = PolyClassifier(n_skills=2, backbone={backbone!r}, max_epochs=2, batch_size=16, random_state=0, rank=4,
+                     max_length=32, device="cpu").fit(X, y)
+assert est.n_devices_ == dist.get_world_size() == 2
+if state.is_main_process:
+    np.save({out!r}, est.predict_proba(X))
+"""
+
+
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="accelerate launches CPU processes through mpirun")
+def test_accelerate_launch_on_cpu_processes_gives_the_model_of_one(quiet_bert, data, tmp_path):
+    pytest.importorskip("accelerate")
+    script, out = tmp_path / "fit.py", tmp_path / "proba.npy"
+    script.write_text(textwrap.dedent(ACCELERATE_SCRIPT.format(tests=os.path.dirname(__file__), backbone=quiet_bert,
+                                                               out=str(out))))
+    (tmp_path / "hosts").write_text("localhost slots=2\n")
+    env = {**os.environ, "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+               "--mpirun_hostfile", str(tmp_path / "hosts"), "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    X, y = data
+    one = PolyClassifier(n_skills=2, backbone=quiet_bert, **{**SETTINGS, "max_epochs": 2}, device="cpu").fit(X, y)
+    np.testing.assert_allclose(np.load(out), one.predict_proba(X), atol=1e-4)
 
 
 NOTEBOOK_LIKE_SCRIPT = """
