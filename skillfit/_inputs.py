@@ -110,6 +110,60 @@ def check_texts_and_tasks(X: Any, *, text_column: str = "text", task_column: str
         ``int64`` when every task id is an integer, else ``object`` holding strings.
     """
     texts, tasks = _columns_of(X, text_column, task_column)
+    _check_texts(texts)
+    task_ids = _check_task_ids(tasks)
+    _warn_if_swapped(task_ids)
+    return list(texts), task_ids
+
+
+def is_text_only(X: Any, text_column: str = "text", task_column: str = "task") -> bool:
+    """Whether ``X`` holds texts without task ids: a 1-d sequence of strings, or a DataFrame without the task column."""
+    if hasattr(X, "columns") and hasattr(X, "iloc"):
+        return text_column in X.columns and task_column not in X.columns
+    if isinstance(X, (str, bytes, AbstractSet, Mapping)) or not hasattr(X, "__len__") or hasattr(X, "tocsr"):
+        return False
+    if isinstance(X, np.ndarray):
+        return X.ndim == 1 and len(X) > 0 and all(isinstance(text, str) for text in X.tolist())
+    return len(X) > 0 and all(isinstance(text, str) for text in X)
+
+
+def check_texts_and_optional_tasks(
+    X: Any, *, text_column: str = "text", task_column: str = "task"
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Validate prediction inputs, whose task ids may be missing.
+
+    Accepts what :func:`check_texts_and_tasks` accepts, with missing task ids (None,
+    NaN, pandas NA) allowed, and texts alone: a list, Series or 1-d array of strings,
+    or a DataFrame without the task column.
+
+    Returns
+    -------
+    texts : list of str
+    tasks : ndarray of shape (n_samples,)
+        The given task ids (``int64`` or ``object``); a placeholder where missing.
+    has_task : ndarray of bool, shape (n_samples,)
+        Where a task id is given.
+    """
+    if is_text_only(X, text_column, task_column):
+        texts = X[text_column].tolist() if hasattr(X, "columns") else list(X)
+        tasks: Sequence[Any] = [None] * len(texts)
+    else:
+        texts, tasks = _columns_of(X, text_column, task_column)
+    _check_texts(texts)
+    has_task = np.asarray([not _is_missing(task) for task in tasks], dtype=bool)
+    given = _check_task_ids([task for task, present in zip(tasks, has_task) if present]) if has_task.any() else None
+    if given is None or given.dtype == object:
+        task_ids = np.full(len(texts), None, dtype=object)
+    else:
+        task_ids = np.zeros(len(texts), dtype=np.int64)
+    if given is not None:
+        task_ids[has_task] = given
+    if has_task.all():
+        _warn_if_swapped(task_ids)
+    return list(texts), task_ids, has_task
+
+
+def _check_texts(texts: Sequence[Any]) -> None:
     if len(texts) == 0:
         raise ValueError("X has 0 samples; at least one (text, task) pair is required.")
     missing = next((i for i, text in enumerate(texts) if _is_missing(text)), None)
@@ -119,16 +173,17 @@ def check_texts_and_tasks(X: Any, *, text_column: str = "text", task_column: str
         texts, "Every text must be a str; row {i} holds {kind} {value!r}. Put the text first and the task id "
         "second in each pair.", "Row {i} holds an empty text; remove it or give it content.",
     )
-    task_ids = _check_task_ids(tasks)
-    if len(texts) >= 20 and len(set(task_ids.tolist())) == len(texts):
+
+
+def _warn_if_swapped(task_ids: np.ndarray) -> None:
+    if len(task_ids) >= 20 and len(set(task_ids.tolist())) == len(task_ids):
         warnings.warn(
-            f"Every one of the {len(texts)} rows of X has a task id of its own (e.g. {task_ids.tolist()[:2]}); "
+            f"Every one of the {len(task_ids)} rows of X has a task id of its own (e.g. {task_ids.tolist()[:2]}); "
             "is each pair (task, text) instead of (text, task)? Put the text first, or name the DataFrame "
             "columns with text_column= and task_column=.",
             UserWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
-    return list(texts), task_ids
 
 
 def _check_strings(values: Sequence[Any], not_a_string: str, empty: str) -> None:

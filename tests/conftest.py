@@ -26,16 +26,19 @@ def _auto_device(monkeypatch):
     monkeypatch.setattr(_saving, "resolve_device", resolve_for_tests)
 
 
-def make_multitask(n_per_task: int = 80, seed: int = 0, task_ids=("alpha", "beta", "gamma")):
+def make_multitask(n_per_task: int = 80, seed: int = 0, task_ids=("alpha", "beta", "gamma"), own_words: bool = False):
     """Keyword tasks that need different features: task i's label says if KEYWORDS[i] occurs.
 
     Labels are task-specific strings (e.g. "alpha:yes"), so label spaces differ per task.
+    With ``own_words``, task i draws its filler from ten words of its own, so the text
+    also tells the task.
     """
     rng = np.random.default_rng(seed)
     X, y = [], []
     for i, task in enumerate(task_ids):
+        filler = FILLER[10 * i: 10 * i + 10] if own_words else FILLER
         for j in range(n_per_task):
-            words = list(rng.choice(FILLER, size=6))
+            words = list(rng.choice(filler, size=6))
             words += list(rng.choice([k for k in KEYWORDS if k != KEYWORDS[i]], size=1))
             positive = j % 2 == 0
             if positive:

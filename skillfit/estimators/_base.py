@@ -40,7 +40,7 @@ from .._validation import (
 )
 from ..backbones import DEFAULT_BACKBONE, load_backbone_of_kind, max_positions, resolve_device
 from ..skills import UNKNOWN_TASK, SkillConfig, add_tasks, centred_cosine, routing_update_gram, train_only_new_tasks
-from ._batching import evaluation_batches, pad_sequences, token_lengths
+from ._batching import PREDICT_CHUNK_ROWS, evaluation_batches, pad_sequences, token_lengths
 from ._checkpoint import FitCheckpoints, data_digest, fingerprint, model_digest
 from ._distributed import (
     BACKENDS,
@@ -65,6 +65,7 @@ from ._runtime import (
 )
 from ._saving import PersistenceMixin
 from ._training import TrainingLoop, TrainingSettings, interruptible
+from ._unknown_tasks import INFERRING_MODES, UNKNOWN_TASK_MODES, UnknownTaskMixin
 from ._validation_split import stratified_split
 
 # What a warm-started fit may change: how it trains and runs. Any other parameter shapes
@@ -75,17 +76,16 @@ WARM_START_ADJUSTABLE = frozenset({
     "early_stopping", "validation_fraction", "n_iter_no_change", "tol", "validation_scoring", "embed_backbone",
     "group_by_length", "merged_inference", "gradient_checkpointing", "torch_compile", "n_devices",
     "distributed_backend", "trust_remote_code", "warm_start", "checkpoint_dir", "checkpoint_every",
+    "unknown_task_threshold", "route_top_k", "route_temperature",
     "max_target_length", "max_new_tokens", "num_beams", "do_sample", "scoring",
 })
 ADAPT_MODES = ("routing", "average", "all")
 ADAPT_CONSTRAINTS = {"mode": [Options(*ADAPT_MODES)], "max_epochs": [Interval(Integral, 1, None), NONE]}
 TOP_K_CONSTRAINTS = {"top_k": [Interval(Integral, 1, None), NONE]}
-# Rows tokenized at once by predict: bounds its memory whatever the number of rows.
-PREDICT_CHUNK_ROWS = 8192
 
 
 @estimator_parameters
-class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
+class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, BaseEstimator):
     """Common parameters, ``fit`` and ``adapt`` of skillfit estimators.
 
     Not meant to be used directly: use a method class such as
@@ -111,7 +111,10 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
     verbose: int = parameter(0, Interval(Integral, 0, 2))
     text_column: str = parameter("text", STRING)
     task_column: str = parameter("task", STRING)
-    handle_unknown_task: str = parameter("error", Options("error", "average"))
+    handle_unknown_task: str = parameter("error", Options(*UNKNOWN_TASK_MODES))
+    unknown_task_threshold: float = parameter(0.0, Interval(Real, 0, 1, closed="both"))
+    route_top_k: int = parameter(2, Interval(Integral, 1, None))
+    route_temperature: float = parameter(1.0, Interval(Real, 0, None, closed="neither"))
     early_stopping: bool = parameter(False, Options(False, True))
     validation_fraction: float = parameter(0.1, Interval(Real, 0, 1, closed="neither"))
     n_iter_no_change: int = parameter(3, Interval(Integral, 1, None))
@@ -147,6 +150,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         if self.checkpoint_dir is not None and not os.fspath(self.checkpoint_dir).strip():
             raise ValueError("checkpoint_dir is an empty path; pass a folder, or None for no checkpoints.")
         self._check_method_params()
+        self._check_unknown_task_params()
 
     def _validated_inputs(self, X: Any) -> tuple[list[str], np.ndarray]:
         return check_texts_and_tasks(X, text_column=self.text_column, task_column=self.task_column)
@@ -157,10 +161,10 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         self._validate_params()
 
     def _task_indices(self, tasks: np.ndarray) -> np.ndarray:
-        """Map task ids to rows of the router.
+        """Map given task ids to rows of the router.
 
-        Unknown tasks raise a ValueError naming them, or map to ``UNKNOWN_TASK`` (-1,
-        average routing, no exclusive skills) with ``handle_unknown_task="average"``.
+        Unseen ids raise a ValueError naming them with ``handle_unknown_task="error"``,
+        else map to ``UNKNOWN_TASK`` (-1), which prediction resolves (``_unknown_tasks.py``).
         """
         self._check_task_id_type(tasks, "predict")
         index, unknown = self._lookup_tasks(tasks)
@@ -168,7 +172,8 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             raise ValueError(
                 f"Unknown task id(s) {unknown[:10]} at predict time; {type(self).__name__} was fitted on "
                 f"tasks {self.tasks_.tolist()[:20]}. Predict only for fitted tasks, learn new ones with "
-                "adapt(), or set handle_unknown_task='average' to use the average routing."
+                "adapt(), or set handle_unknown_task to 'infer' (the task is inferred from the text), "
+                "'route' (skills chosen by content) or 'average'."
             )
         return index
 
@@ -282,6 +287,9 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
                 with self._compiled_for_training():
                     self._train(loop, encoded, validation)
         self._finish_fit(loop)
+        if self.handle_unknown_task in INFERRING_MODES and getattr(self.network_, "task_identifier", None) is None:
+            # The identifier reads the frozen backbone only: a warm fit keeps the one it has.
+            self._train_task_identifier(texts, task_index)
         self._warn_if_resumed(loop, "fit", stacklevel=3)
 
     # ------------------------------------------------------------- checkpoints
@@ -345,13 +353,17 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
 
     def _warm_start_task_indices(self, tasks: np.ndarray) -> np.ndarray:
         """Rows of ``tasks_`` for a warm-started fit, which may not bring new tasks."""
-        self._check_task_id_type(tasks, "fit")
+        return self._fitted_task_indices(
+            tasks, "fit", "warm_start=True continues the fitted tasks, but X has new task(s) {unknown}; learn them "
+            "with adapt(), or set warm_start=False to fit from scratch.",
+        )
+
+    def _fitted_task_indices(self, tasks: np.ndarray, action: str, refusal: str) -> np.ndarray:
+        """Rows of ``tasks_`` for task ids that must all be fitted; a ValueError ``refusal`` (with ``{unknown}``) if not."""
+        self._check_task_id_type(tasks, action)
         index, unknown = self._lookup_tasks(tasks)
         if unknown:
-            raise ValueError(
-                f"warm_start=True continues the fitted tasks, but X has new task(s) {unknown[:10]}; learn them "
-                "with adapt(), or set warm_start=False to fit from scratch."
-            )
+            raise ValueError(refusal.format(unknown=unknown[:10]))
         return index
 
     def _split_for_validation(self, texts: list[str], task_index: np.ndarray, targets: Any, X_val: Any, y_val: Any, rng):
@@ -456,6 +468,8 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         self.best_validation_score_ = loop.best_score
         self.validation_task_scores_ = None if loop.best_score is None else loop.kept_task_scores
         self._set_routing_attributes()
+        self._attach_routing_prototypes()
+        self._start_prediction_reports()
 
     # ---------------------------------------------------------- several processes
     def _starts_processes(self) -> bool:
@@ -601,7 +615,7 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
         with quiet_libraries(self.verbose), reproducible_torch(seed):
             n_old = len(self.tasks_)
             self.tasks_ = np.concatenate([self.tasks_, np.asarray(new_tasks, dtype=self.tasks_.dtype)])
-            task_index = self._task_indices(tasks)
+            task_index = self._lookup_tasks(tasks)[0]  # every task is known now
             targets, new_output_parameters = self._add_task_outputs(raw_targets, task_index, n_old)
             add_tasks(self.network_, len(new_tasks), average=mode == "average")
             self._add_task_inputs(new_tasks)
@@ -624,7 +638,9 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
                 self.adapt_loss_curve_ = loop.losses
             finally:
                 restore()
+            self._update_task_identifier(texts, task_index)
         self._set_routing_attributes()
+        self._attach_routing_prototypes()
         self._warn_if_resumed(loop, "adapt", stacklevel=3)
 
     def _check_task_id_type(self, tasks: np.ndarray, action: str) -> None:
@@ -745,18 +761,17 @@ class SkillEstimatorBase(PersistenceMixin, EstimatorHooks, BaseEstimator):
             token_lengths(encoded), encoded["tasks"], self.batch_size, one_task_per_batch=one_task_per_batch
         )
 
-    def _predict_in_chunks(self, X: Any, predict_encoded: Callable[[dict[str, Any]], np.ndarray]) -> np.ndarray:
-        """``predict_encoded`` over the rows of ``X``, tokenized ``PREDICT_CHUNK_ROWS`` at a time.
+    def _predict_rows(
+        self, texts: list[str], task_index: np.ndarray, predict_encoded: Callable[[dict[str, Any]], np.ndarray]
+    ) -> np.ndarray:
+        """``predict_encoded`` over ``texts`` of tasks ``task_index``, tokenized ``PREDICT_CHUNK_ROWS`` at a time.
 
         Token ids exist for one chunk at a time, so memory stays bounded however many
-        rows ``X`` has. The chunks follow the rows sorted by character length, so each
+        rows there are. The chunks follow the rows sorted by character length, so each
         holds texts of similar length and its batches pad as little as batches sorted
         over all rows; one inference scope spans the chunks, so every task's factors
         are still mixed once per call.
         """
-        self._check_fitted()
-        texts, tasks = self._validated_inputs(X)
-        task_index = self._task_indices(tasks)
         if len(texts) <= PREDICT_CHUNK_ROWS:
             return predict_encoded(self._encode(texts, task_index, None))
         by_length = np.argsort(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), kind="stable")

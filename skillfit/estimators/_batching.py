@@ -18,6 +18,9 @@ LENGTH_BUCKET = 8
 # Batches per pool that group_by_length sorts by length: more, less padding; fewer, more mixed batches.
 LENGTH_POOL_BATCHES = 50
 
+# Rows tokenized at once by predict: bounds its memory whatever the number of rows.
+PREDICT_CHUNK_ROWS = 8192
+
 
 def token_lengths(encoded: dict[str, Any]) -> np.ndarray:
     """Number of input tokens of each encoded row."""

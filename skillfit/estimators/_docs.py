@@ -44,9 +44,25 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
         per epoch, 2 shows a progress bar.
     text_column, task_column : str, default="text", "task"
         Column names used when ``X`` is a DataFrame.
-    handle_unknown_task : {"error", "average"}, default="error"
-        At predict time, a task id not seen in ``fit`` raises a ValueError, or uses
-        the average routing of the learned tasks (no exclusive skills).
+    handle_unknown_task : {"error", "average", "infer", "route", "infer_and_route"}, default="error"
+        What predict does with a row whose task id is missing (``X`` may then be
+        texts alone) or was not seen in ``fit``: ``"error"`` raises a ValueError;
+        ``"average"`` uses the average routing of the fitted tasks (no exclusive
+        skills, any label); ``"infer"`` uses the task that the task identifier
+        (trained by ``fit``, see :meth:`predict_task`) infers from the text: its
+        routing, exclusive skills and labels; ``"route"`` weighs the shared skills
+        per token by content (Arrow routing; Poly, Poly-S and C-Poly only; no
+        exclusive skills, any label); ``"infer_and_route"`` routes by content with
+        the inferred task's exclusive skills and labels. ``unknown_task_report_``
+        counts the rows of each kind after every prediction
+        (``docs/transfer.md``).
+    unknown_task_threshold : float, default=0.0
+        With ``"infer"`` or ``"infer_and_route"``, a row whose most probable task has
+        a lower probability falls back to ``"average"``.
+    route_top_k : int, default=2
+        Content routing keeps each token's ``route_top_k`` best-scoring skills per head.
+    route_temperature : float, default=1.0
+        Softmax temperature of content routing over the kept scores.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of ``X`` (stratified by task and label), or
         use ``fit``'s ``X_val, y_val``; stop after ``n_iter_no_change`` epochs
@@ -187,7 +203,13 @@ history_ : list of dict
     validation_task_scores_ : dict or None
         Validation score of each task for the weights kept.
     device_ : torch.device
-        Device the model lives on."""
+        Device the model lives on.
+    unknown_task_report_ : dict
+        After each prediction: how many of its ``rows`` were ``given`` a fitted task
+        id, ``inferred``, ``fell_back`` to the average routing, ``averaged`` and
+        ``routed`` by content, and the same as ``fractions`` (see
+        ``handle_unknown_task``). Predictions write it into a holder made by ``fit``,
+        so the estimator's attributes do not change."""
 
 FITTED_ATTRIBUTES = FITTED_ATTRIBUTES.replace("{training_attributes}", TRAINING_ATTRIBUTES)
 SEQ2SEQ_ATTRIBUTES = SEQ2SEQ_ATTRIBUTES.replace("{training_attributes}", TRAINING_ATTRIBUTES)

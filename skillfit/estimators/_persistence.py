@@ -31,6 +31,7 @@ import torch
 from .._version import __version__
 from ..backbones import Backbone, load_backbone_of_kind, save_bare_backbone
 from ..skills import SkillConfig, inject_skills, skill_layers
+from ._task_identifier import TaskIdentifier
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "skillfit_config.json"
@@ -119,10 +120,34 @@ def network_payload(network: torch.nn.Module, backbone_reference: dict[str, Any]
             "layers": {name: dataclasses.asdict(layer.config) for name, layer in skill_layers(network.backbone)},
             "trainable": [name for name, param in network.named_parameters() if param.requires_grad],
             "structure": network.structure(),
+            "task_free": task_free_blueprint(network),
         },
         "state": adapter_state(network),
         "backbone": dict(backbone_reference),
     }
+
+
+def task_free_blueprint(network: torch.nn.Module) -> dict[str, Any]:
+    """What prediction without task ids keeps besides skills: routing prototypes, the identifier's shape."""
+    identifier = getattr(network, "task_identifier", None)
+    return {
+        "prototypes": any(layer.route_prototypes is not None for _, layer in skill_layers(network.backbone)),
+        "identifier": None if identifier is None else list(identifier.means.shape),
+    }
+
+
+def restore_task_free(network: torch.nn.Module, blueprint: dict[str, Any] | None) -> None:
+    """Give a rebuilt network the buffers :func:`task_free_blueprint` describes (values loaded afterwards).
+
+    Folders saved before they existed have no such section, and get none.
+    """
+    if not blueprint:
+        return
+    if blueprint.get("prototypes"):
+        for _, layer in skill_layers(network.backbone):
+            layer.attach_prototypes()
+    if blueprint.get("identifier"):
+        network.task_identifier = TaskIdentifier(*blueprint["identifier"])
 
 
 def rebuild_network(
@@ -139,6 +164,7 @@ def rebuild_network(
             f"The skills in {where} do not fit the backbone {backbone_name!r}: {error} "
             "Load it with the backbone it was trained with."
         ) from error
+    restore_task_free(network, blueprint.get("task_free"))
     expected = set(adapter_state(network))
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:

@@ -160,6 +160,7 @@ class PersistenceMixin:
         payload = {"blueprint": config["network"], "state": read_weights(folder), "backbone": reference}
         estimator._restore_network(payload, where, backbone=embedded)
         estimator._set_routing_attributes()
+        estimator._start_prediction_reports()
         return estimator
 
     def _device_for_loading(self, saved_where: str, may_fall_back: bool) -> torch.device:
@@ -236,6 +237,8 @@ class PersistenceMixin:
             state.setdefault(field.name, field.default)
         payload = state.pop("_network_payload", None)
         super().__setstate__(state)
+        if "network_" in state or payload is not None:
+            self._start_prediction_reports()
         device = getattr(self, "device_", None)
         if device is not None and device.type == "cuda" and not torch.cuda.is_available():
             warnings.warn(

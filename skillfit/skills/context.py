@@ -13,6 +13,8 @@ from typing import Callable, Iterator, Union
 
 import torch
 
+from .content_routing import ContentRouting
+
 # What a task-wise computation returns: one tensor or several, each with one row per task.
 PerTask = Union[torch.Tensor, tuple[torch.Tensor, ...]]
 
@@ -38,6 +40,9 @@ class TaskContext:
         per scope (every task's factors, merged weights), dropped when the scope ends.
     merge : bool
         Inside :meth:`inference`: whether a single-task batch runs one merged weight.
+    content_routing : ContentRouting or None
+        Inside :meth:`content_routed`: skill layers with routing prototypes weigh their
+        shared skills per token by content instead of by task.
 
     Training noise (the routers' relaxed-Bernoulli samples) is drawn by
     :meth:`uniform_noise`: once per router and outermost :meth:`tasks` scope (one
@@ -51,6 +56,7 @@ class TaskContext:
     _noise: dict | None = None
     _noise_seed: int | None = None
     _noise_generator: torch.Generator | None = None
+    content_routing: ContentRouting | None = None
 
     def __init__(self) -> None:
         self.bypassed = False
@@ -58,6 +64,7 @@ class TaskContext:
         self.task_descriptions: torch.Tensor | None = None
         self.inference_cache: dict | None = None
         self.merge = False
+        self.content_routing: ContentRouting | None = None
         self.cache_bytes_left = 0
         self._batch_tasks: torch.Tensor | None = None
         self._example_group: torch.Tensor | None = None
@@ -147,6 +154,21 @@ class TaskContext:
             yield
         finally:
             self.inference_cache, self.merge, self.cache_bytes_left = previous
+
+    @contextmanager
+    def content_routed(self, routing: ContentRouting) -> Iterator[None]:
+        """Route the shared skills of the enclosed forward passes by content, per token.
+
+        Layers with routing prototypes ignore the router and weigh their shared skills
+        by each token's states (:func:`~skillfit.skills.content_routing.content_weights`);
+        exclusive skills still follow each row's task (none for task -1). For
+        prediction only: the layers check that no gradient is recorded.
+        """
+        previous, self.content_routing = self.content_routing, routing
+        try:
+            yield
+        finally:
+            self.content_routing = previous
 
     def reserve_cache_bytes(self, size: int) -> bool:
         """Take ``size`` bytes of the inference cache budget; False (nothing taken) when they do not fit."""

@@ -39,6 +39,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from .config import SkillConfig
+from .content_routing import content_weights, skill_prototypes
 from .context import TaskContext
 from .routing import ExclusiveMixer, GateRouter, PolyRouter, Router, UniformRouter, grown
 
@@ -130,6 +131,10 @@ class SkillLinear(nn.Module):
     shared_enabled : buffer of shape (T,)
         1 where a task uses the shared skills; 0 for tasks adapted with Poly-mu, which
         start from the skills' average as their own adapter.
+    route_prototypes : buffer of shape (H, K, d_in/H) or None
+        Each shared skill's routing prototype for content routing
+        (:meth:`attach_prototypes`); None until attached, and for layers whose skills
+        are not routed by task.
     """
 
     def __init__(self, base_layer: nn.Module, config: SkillConfig, context: TaskContext, name: str = "") -> None:
@@ -158,10 +163,12 @@ class SkillLinear(nn.Module):
         self.exclusive_B = nn.Parameter(torch.zeros(T, heads, E, r_ex, d_out)) if E else None
         self.exclusive_mixer = ExclusiveMixer(T, heads, E) if E else None
         self.register_buffer("shared_enabled", torch.ones(T))
+        self.register_buffer("route_prototypes", None)
         self.reset_skills()
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
+        self._buffers.setdefault("route_prototypes", None)  # pickled before content routing existed
         if self.shared_A is not None and self.router is None:
             # Pickled before plain LoRA had a UniformRouter (it held None); it keeps no state.
             self.router = UniformRouter(self.config.n_splits)
@@ -250,6 +257,8 @@ class SkillLinear(nn.Module):
         context = self.context
         if context.bypassed:
             return self.base_layer(x, *args, **kwargs)
+        if context.content_routing is not None and self.route_prototypes is not None:
+            return self._content_routed_forward(x, *args, **kwargs)
         if context.inference_cache is not None and not self.training and not torch.is_grad_enabled():
             factors = self._every_task_factors(x.device)
             if factors is not None:
@@ -345,6 +354,62 @@ class SkillLinear(nn.Module):
         if bias is not None:
             out = out + bias
         return out.reshape(*x.shape[:-1], self.out_features)
+
+    # --------------------------------------------------------- content routing
+    @property
+    def routes_by_content(self) -> bool:
+        """Whether content routing has a choice to make here: several shared skills routed by task."""
+        return self.config.routing == "poly" and self.config.n_shared > 1
+
+    def attach_prototypes(self) -> None:
+        """Compute the shared skills' routing prototypes from their current weights (see ``content_routing.py``)."""
+        if self.routes_by_content:
+            self.route_prototypes = skill_prototypes(self.shared_A, self.shared_B).to(self.shared_A.device)
+
+    def content_routing_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Each token's weights over the shared skills of each head, shape ``(..., H, K)``; rows sum to 1."""
+        heads = self.config.n_splits
+        rows = x.reshape(*x.shape[:-1], heads, self.in_features // heads)
+        return content_weights(rows, self.route_prototypes, self.context.content_routing)
+
+    def _content_routed_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``W0 x`` plus the shared skills mixed per token by content, and each row's exclusive skills.
+
+        Per token and head, with weights ``w_k`` from :meth:`content_routing_weights`,
+        the shared factors are mixed as Polytropon mixes them for a task:
+        ``x (sum_k w_k A_k)(sum_k w_k B_k)``, computed as ``z = sum_h sum_k w_hk x_h A_hk``
+        and, for output block ``h``, ``sum_k w_hk z B_hk``, without forming a per-token matrix. C-Poly's exclusive
+        factors of the row's task join ``z`` before ``B`` (``combine="weight"``) or
+        add their own product (``"output"``); task -1 has none.
+        """
+        if self.training or torch.is_grad_enabled():
+            raise RuntimeError("Content routing is for prediction: put the model in eval mode under torch.no_grad().")
+        context, config = self.context, self.config
+        result = self.base_layer(x, *args, **kwargs)
+        heads = config.n_splits
+        A, B = self.shared_A, self.shared_B
+        rows = x.reshape(x.shape[0], -1, heads, self.in_features // heads)
+        if autocast_dtype(x.device) is None:
+            rows = rows.to(A.dtype)
+        batch_tasks, example_group = context.groups(x.shape[0], x.device)
+        enabled = context.per_task(batch_tasks, lambda known: self.shared_enabled[known], 1.0)[example_group]
+        weights = self.content_routing_weights(rows.reshape(*rows.shape[:2], -1)).to(rows.dtype)
+        weights = weights * enabled.to(rows.dtype).view(-1, 1, 1, 1)  # Poly-mu tasks (infer) do not share
+        # Heads cut A's rows and B's columns (multi-head routing): z sums over the heads.
+        z = torch.einsum("nlhk,nlhkr->nlr", weights, torch.einsum("nlhd,hkdr->nlhkr", rows, A))
+        exclusive = None
+        if self.exclusive_A is not None:
+            A_ex, B_ex = (factor.index_select(0, example_group) for factor in self._exclusive_factors(batch_tasks))
+            exclusive = torch.einsum("nlhd,nhdr->nlr", rows, A_ex.to(rows.dtype)), B_ex.to(rows.dtype)
+        if exclusive is not None and config.combine == "weight":
+            z = z + exclusive[0]
+        mixed = weights.unsqueeze(-1) * z.unsqueeze(2).unsqueeze(2)  # (n, l, H, K, r)
+        update = config.scale * torch.einsum("nlhkr,hkro->nlho", mixed, B)
+        if exclusive is not None:
+            scale = config.scale if config.combine == "weight" else config.exclusive_scale
+            source = z if config.combine == "weight" else exclusive[0]
+            update = update + scale * torch.einsum("nlr,nhro->nlho", source, exclusive[1])
+        return result + update.reshape(result.shape).to(result.dtype)
 
     # --------------------------------------------------------------- new tasks
     def per_task_parameters(self) -> list[nn.Parameter]:
