@@ -99,13 +99,15 @@ def arrow_predictions(estimator, texts: list[str], top_k: int) -> tuple[np.ndarr
         return predictions, time.perf_counter() - start
 
 
-def run_one(method: str, seed: int, splits: dict, profile, arrow: bool) -> dict:
+def run_one(method: str, seed: int, splits: dict, profile, arrow: bool, **settings) -> dict:
+    """One fit of ``method`` and every measurement on it; ``settings`` override the estimator's (tests)."""
     fit, test = splits["fit"], splits["test"]
     texts = test["text"].tolist()
-    estimator = METHODS[method](
-        learning_rate=LEARNING_RATE, max_epochs=profile.max_epochs, batch_size=profile.batch_size,
-        max_length=profile.max_length, group_by_length=profile.group_by_length, random_state=seed,
-    )
+    estimator = METHODS[method](**{
+        "learning_rate": LEARNING_RATE, "max_epochs": profile.max_epochs, "batch_size": profile.batch_size,
+        "max_length": profile.max_length, "group_by_length": profile.group_by_length, "random_state": seed,
+        **settings,
+    })
     _, fit_seconds = timed(lambda: estimator.fit(fit[["text", "task"]], fit["label"]))
     _, identifier_seconds = timed(lambda: estimator.fit_task_identifier(fit[["text", "task"]]))
     record = dict(method=method, seed=seed, n_fit=len(fit), n_test=len(test), n_tasks=int(fit["task"].nunique()),

@@ -83,3 +83,23 @@ def test_peft_lora_peer_matches_shared_lora_size(bert_path, multitask):
     peer = PeftClassifier(peft_method="lora", backbone=bert_path, max_epochs=1, rank=4, max_length=32, random_state=0).fit(X, y)
     ours = quality.LoRAClassifier(backbone=bert_path, max_epochs=1, rank=4, max_length=32, random_state=0).fit(X, y)
     assert peer.n_trainable_params_ == ours.n_trainable_params_
+
+
+def test_task_free_benchmark_measures_every_mode_and_reports(bert_path):
+    from conftest import make_multitask
+
+    task_free = pytest.importorskip("task_free")
+    X, y = make_multitask(n_per_task=24, own_words=True)
+    frame = pd.DataFrame({"text": [text for text, _ in X], "task": [task for _, task in X], "label": y})
+    splits = {"fit": frame.iloc[:54].reset_index(drop=True), "test": frame.iloc[54:].reset_index(drop=True)}
+    record = task_free.run_one(
+        "C-Poly", 0, splits, quality.PROFILES["quick"], arrow=True, backbone=bert_path, max_epochs=1, rank=4,
+        max_length=32,
+    )
+    for mode in ("oracle",) + task_free.MODES + tuple(f"peft_arrow_top{k}" for k in task_free.ARROW_TOP_K):
+        assert 0.0 <= record[f"accuracy_{mode}"] <= 1.0
+    assert record["identifier_accuracy"] > 0.9  # each task's texts have words of their own
+    assert set(record["identifier_per_task"]) == {"alpha", "beta", "gamma"}
+    assert record["identifier_fit_s"] > 0 and record["n_test"] == 18
+    text = task_free.report([record, {**record, "seed": 1}], "title")
+    assert "| C-Poly | 2 |" in text and "identifier fit" in text
