@@ -45,6 +45,21 @@ def hidden_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: tor
     return base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
+def layer_mean_states(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Each text's mean-pooled hidden states, averaged over the transformer's layers: ``(batch, hidden)``.
+
+    The encoder's layers for encoder-decoders. Every layer's output (not the embeddings)
+    counts once, so the middle layers, which tell apart text sources better than the
+    last (``docs/transfer.md``, "The task identifier"), weigh in.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        model = model.get_encoder()
+    base = getattr(model, "base_model", model)
+    layers = base(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True).hidden_states[1:]
+    return torch.stack([pool_hidden_states(states, attention_mask, "mean") for states in layers]).mean(dim=0)
+
+
 def prepend_task_prompts(
     model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, tasks: torch.Tensor,
     descriptions: torch.Tensor, context: TaskContext,

@@ -1,7 +1,7 @@
 """Which fitted task a text belongs to: a linear discriminant on frozen sentence features.
 
-The features are the bare backbone's mean-pooled last hidden states (skills off), so
-they exist without a task id. The identifier is Fisher's linear discriminant with a
+The features are the bare backbone's mean-pooled hidden states averaged over its
+layers (skills off), so they exist without a task id. The identifier is Fisher's linear discriminant with a
 shared, shrunk covariance and equal priors (Hastie et al., *The Elements of Statistical
 Learning*, Sec. 4.3; shrinkage of Ledoit and Wolf 2004). It is kept as sufficient
 statistics (each task's mean and count, the pooled within-task covariance), so

@@ -31,7 +31,7 @@ from .._inputs import check_texts_and_optional_tasks, is_text_only
 from ..skills import skill_layers
 from ..skills.content_routing import ContentRouting
 from ._batching import PREDICT_CHUNK_ROWS, evaluation_batches, token_lengths
-from ._networks import hidden_states, pool_hidden_states
+from ._networks import layer_mean_states
 from ._runtime import autocast
 from ._task_identifier import TaskIdentifier
 
@@ -138,10 +138,10 @@ class UnknownTaskMixin:
         return identifier.predict_proba(self._task_features(texts))
 
     def _task_features(self, texts: list[str]) -> np.ndarray:
-        """Mean-pooled last hidden states of the bare backbone (skills off), shape ``(n, hidden)``, float32.
+        """The bare backbone's mean-pooled states, averaged over its layers (skills off): ``(n, hidden)``, float32.
 
-        The encoder's states for encoder-decoders. Batched by length, in chunks of
-        the prediction's size.
+        The encoder's for encoder-decoders (:func:`~._networks.layer_mean_states`).
+        Batched by length, in chunks of the prediction's size.
         """
         network = self.network_
         network.eval()
@@ -153,8 +153,7 @@ class UnknownTaskMixin:
                 features = None
                 for rows in evaluation_batches(token_lengths(encoded), encoded["tasks"], self.batch_size):
                     input_ids, attention_mask = self._pad([encoded["input_ids"][i] for i in rows])
-                    hidden = hidden_states(network.backbone, input_ids, attention_mask)
-                    pooled = pool_hidden_states(hidden, attention_mask, "mean").float().cpu().numpy()
+                    pooled = layer_mean_states(network.backbone, input_ids, attention_mask).float().cpu().numpy()
                     if features is None:
                         features = np.empty((len(chunk), pooled.shape[1]), dtype=np.float32)
                     features[rows] = pooled
