@@ -326,6 +326,8 @@ def test_every_estimator_predicts_from_texts_alone(cls, method, routable, worded
         est.set_params(handle_unknown_task=mode)
         outputs[mode] = est.predict(texts)
         assert len(outputs[mode]) == 8 and est.unknown_task_report_["given"] == 0
+    est.set_params(handle_unknown_task="infer")
+    assert 0.0 <= est.score(texts, y[:8]) <= 1.0  # score takes texts alone too
     est.set_params(handle_unknown_task="error")
     with pytest.raises(ValueError, match="texts without task ids"):
         est.predict(texts)

@@ -240,6 +240,12 @@ class UnknownTaskMixin:
                   f"{report['averaged']} averaged, {report['routed']} routed by content.")
         return texts, task_index, kind
 
+    def _n_rows(self, X: Any) -> int:
+        """How many rows ``X`` holds, in any form prediction accepts (texts alone included)."""
+        if hasattr(X, "__len__") and not isinstance(X, (str, bytes)):
+            return len(X)
+        return len(check_texts_and_optional_tasks(X, text_column=self.text_column, task_column=self.task_column)[0])
+
     def _missing_tasks_message(self, X: Any, has_task: np.ndarray) -> str:
         fix = ("or set handle_unknown_task='infer' (the task is inferred from each text), 'route' (skills chosen "
                "by content) or 'average'.")

@@ -220,7 +220,7 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Mean accuracy of :meth:`predict` on ``(X, y)``, optionally weighted by ``sample_weight``."""
         self._check_fitted()
-        n_samples = len(X) if hasattr(X, "__len__") and not isinstance(X, (str, bytes)) else len(self._validated_inputs(X)[0])
+        n_samples = self._n_rows(X)
         labels = check_labels(y, n_samples)
         if (labels.dtype == object) != (self.classes_.dtype == object):
             kind = lambda values: "string" if values.dtype == object else "numeric"  # noqa: E731

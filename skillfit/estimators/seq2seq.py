@@ -177,5 +177,5 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         """
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported by text-to-text scores.")
-        references = check_target_texts(y, len(self._validated_inputs(X)[0]))
+        references = check_target_texts(y, self._n_rows(X))
         return self._prediction_score(references, self.predict(X))
