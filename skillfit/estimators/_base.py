@@ -172,8 +172,8 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
             raise ValueError(
                 f"Unknown task id(s) {unknown[:10]} at predict time; {type(self).__name__} was fitted on "
                 f"tasks {self.tasks_.tolist()[:20]}. Predict only for fitted tasks, learn new ones with "
-                "adapt(), or set handle_unknown_task to 'infer' (the task is inferred from the text), "
-                "'route' (skills chosen by content) or 'average'."
+                "adapt(), or set handle_unknown_task to 'infer' (the task is inferred from the text)"
+                + (", 'route' (skills chosen by content)" if self._has_routed_skills() else "") + " or 'average'."
             )
         return index
 

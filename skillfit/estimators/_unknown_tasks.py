@@ -247,8 +247,8 @@ class UnknownTaskMixin:
         return len(check_texts_and_optional_tasks(X, text_column=self.text_column, task_column=self.task_column)[0])
 
     def _missing_tasks_message(self, X: Any, has_task: np.ndarray) -> str:
-        fix = ("or set handle_unknown_task='infer' (the task is inferred from each text), 'route' (skills chosen "
-               "by content) or 'average'.")
+        route = " 'route' (skills chosen by content)," if self._has_routed_skills() else ""
+        fix = f"or set handle_unknown_task='infer' (the task is inferred from each text),{route} or 'average'."
         if is_text_only(X, self.text_column, self.task_column):
             if hasattr(X, "columns"):
                 return (f"X has no task column {self.task_column!r} (columns {list(X.columns)}); "
