@@ -45,8 +45,6 @@ GIVEN, RESOLVED, ROUTED = 0, 1, 2
 class UnknownTaskMixin:
     """Task inference, content routing and the prediction of rows without a known task."""
 
-    _content_routable = False  # methods whose shared skills are routed by task (Poly, Poly-S, C-Poly)
-
     # ----------------------------------------------------------- parameters
     def _check_unknown_task_params(self) -> None:
         if self.handle_unknown_task in ROUTING_MODES and not self._has_routed_skills():
@@ -57,7 +55,8 @@ class UnknownTaskMixin:
             )
 
     def _has_routed_skills(self) -> bool:
-        return self._content_routable and self._skill_config(1).routing == "poly"
+        """Whether the method's shared skills are routed by task (Poly, Poly-S, C-Poly with shared skills)."""
+        return self._skill_config(1).routing == "poly"
 
     # ------------------------------------------------------- task identifier
     def predict_task_proba(self, X: Any) -> np.ndarray:
@@ -162,10 +161,9 @@ class UnknownTaskMixin:
 
     # ------------------------------------------------------ routing prototypes
     def _attach_routing_prototypes(self) -> None:
-        """Compute the content-routing prototypes of every routed layer from the current skills."""
-        if self._content_routable:
-            for _, layer in skill_layers(self.network_.backbone):
-                layer.attach_prototypes()
+        """Compute the content-routing prototypes of every routed layer from the current skills (others keep none)."""
+        for _, layer in skill_layers(self.network_.backbone):
+            layer.attach_prototypes()
 
     def _content_routing(self):
         """The scope in which the routed layers weigh their shared skills by content."""

@@ -16,8 +16,6 @@ from .seq2seq import SkillSeq2SeqBase
 class _CPolyMethod:
     """K routed shared skills plus E exclusive skills per task (Wang et al. 2023)."""
 
-    _content_routable = True  # handle_unknown_task="route" weighs the shared skills by content
-
     n_shared: int = parameter(4, Interval(Integral, 0, None))
     n_exclusive: int = parameter(1, Interval(Integral, 0, None))
     n_splits: int = parameter(1, Interval(Integral, 1, None))

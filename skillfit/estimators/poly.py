@@ -16,8 +16,6 @@ from .seq2seq import SkillSeq2SeqBase
 class _PolyMethod:
     """K shared skills, mixed per task by a learned router, per head when ``n_splits > 1``."""
 
-    _content_routable = True  # handle_unknown_task="route" weighs the shared skills by content
-
     n_skills: int = parameter(8, Interval(Integral, 1, None))
     n_splits: int = parameter(1, Interval(Integral, 1, None))
 

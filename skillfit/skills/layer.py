@@ -393,7 +393,7 @@ class SkillLinear(nn.Module):
             rows = rows.to(A.dtype)
         batch_tasks, example_group = context.groups(x.shape[0], x.device)
         enabled = context.per_task(batch_tasks, lambda known: self.shared_enabled[known], 1.0)[example_group]
-        weights = self.content_routing_weights(rows.reshape(*rows.shape[:2], -1)).to(rows.dtype)
+        weights = content_weights(rows, self.route_prototypes, context.content_routing).to(rows.dtype)
         weights = weights * enabled.to(rows.dtype).view(-1, 1, 1, 1)  # Poly-mu tasks (infer) do not share
         # Heads cut A's rows and B's columns (multi-head routing): z sums over the heads.
         z = torch.einsum("nlhk,nlhkr->nlr", weights, torch.einsum("nlhd,hkdr->nlhkr", rows, A))
