@@ -1,6 +1,6 @@
 """Turning ``X`` and ``y`` in any accepted form into texts, task ids and labels.
 
-Accepted ``X`` (``docs/index.md``, "Inputs"): a pandas DataFrame with a text and a task
+Accepted ``X`` (``docs/guide.md``, "Inputs"): a pandas DataFrame with a text and a task
 column, a list of ``(text, task)`` pairs, or an object array of shape ``(n, 2)``. Every
 problem gets a ``ValueError`` or ``TypeError`` that says what to change.
 """

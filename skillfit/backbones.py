@@ -34,10 +34,14 @@ from transformers import (
     PretrainedConfig,
     PreTrainedTokenizerBase,
 )
+
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
+
+# The public part of this module: the cache of loaded backbones. The rest serves the estimators.
+__all__ = ["BackboneCacheInfo", "backbone_cache_info", "clear_backbone_cache", "set_backbone_cache_size"]
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -381,7 +385,45 @@ _counts = {"hits": 0, "misses": 0}
 
 
 class BackboneCacheInfo(NamedTuple):
-    """What :func:`backbone_cache_info` reports, as :func:`functools.lru_cache` does."""
+    """What :func:`~skillfit.backbones.backbone_cache_info` reports, as ``functools.lru_cache`` does.
+
+    A named tuple of four counts about this process's cache of loaded backbones
+    (Hugging Face Transformers [1]_ models with their tokenizers).
+
+    Parameters
+    ----------
+    hits : int
+        Loads answered from the cache since the last
+        :func:`~skillfit.backbones.clear_backbone_cache`.
+    misses : int
+        Loads that read a backbone from disk (or the hub) since the last clear.
+    maxsize : int
+        Most backbones kept (see :func:`~skillfit.backbones.set_backbone_cache_size`);
+        0 means the cache is disabled.
+    currsize : int
+        Backbones cached now.
+
+    See Also
+    --------
+    skillfit.backbones.backbone_cache_info : Returns this tuple for the current process.
+    skillfit.backbones.clear_backbone_cache : Empties the cache and resets the counts.
+    skillfit.backbones.set_backbone_cache_size : Changes ``maxsize``.
+
+    References
+    ----------
+    .. [1] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
+       EMNLP 2020 System Demonstrations (arXiv:1910.03771).
+
+    Examples
+    --------
+    >>> from skillfit.backbones import BackboneCacheInfo, backbone_cache_info
+    >>> BackboneCacheInfo._fields
+    ('hits', 'misses', 'maxsize', 'currsize')
+    >>> BackboneCacheInfo(hits=3, misses=1, maxsize=2, currsize=1)
+    BackboneCacheInfo(hits=3, misses=1, maxsize=2, currsize=1)
+    >>> isinstance(backbone_cache_info(), BackboneCacheInfo)
+    True
+    """
 
     hits: int
     misses: int
@@ -394,6 +436,42 @@ def backbone_cache_info() -> BackboneCacheInfo:
 
     A search on a cluster should load each backbone once per worker process: ``misses``
     counts those loads (e.g. ``client.run(backbone_cache_info)`` with Dask).
+
+    Returns
+    -------
+    info : BackboneCacheInfo
+        Named tuple ``(hits, misses, maxsize, currsize)``; the counts start from zero
+        at import and at every :func:`~skillfit.backbones.clear_backbone_cache`.
+
+    See Also
+    --------
+    skillfit.backbones.BackboneCacheInfo : The fields reported.
+    skillfit.backbones.clear_backbone_cache : Empties the cache and resets the counts.
+    skillfit.backbones.set_backbone_cache_size : Changes how many backbones are kept.
+
+    References
+    ----------
+    .. [1] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
+       EMNLP 2020 System Demonstrations (arXiv:1910.03771).
+
+    Examples
+    --------
+    A second fit on the same backbone reads it from the cache, not from disk:
+
+    >>> from skillfit import PolyClassifier
+    >>> from skillfit.backbones import backbone_cache_info, clear_backbone_cache
+    >>> from skillfit.datasets import make_tiny_backbone
+    >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+    ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+    >>> y = ["pos", "neg", "spam", "ham"]
+    >>> clf = PolyClassifier(backbone=make_tiny_backbone(), n_skills=2, max_epochs=1, random_state=0)
+    >>> _ = clear_backbone_cache()
+    >>> _ = clf.fit(X, y)
+    >>> backbone_cache_info()
+    BackboneCacheInfo(hits=0, misses=1, maxsize=2, currsize=1)
+    >>> _ = clf.fit(X, y)
+    >>> backbone_cache_info()
+    BackboneCacheInfo(hits=1, misses=1, maxsize=2, currsize=1)
     """
     with _CACHE_LOCK:
         return BackboneCacheInfo(_counts["hits"], _counts["misses"], _cache_size, len(_CACHE))
@@ -435,7 +513,33 @@ def clear_backbone_cache() -> int:
     """Forget every cached backbone so its memory can be freed; return how many there were.
 
     Estimators that are alive keep the weights they use. The counts of
-    :func:`backbone_cache_info` start again from zero.
+    :func:`~skillfit.backbones.backbone_cache_info` start again from zero.
+
+    Returns
+    -------
+    count : int
+        How many backbones the cache held.
+
+    See Also
+    --------
+    skillfit.backbones.backbone_cache_info : Hits, misses, size limit and fill of the cache.
+    skillfit.backbones.set_backbone_cache_size : Keep fewer (or no) backbones cached.
+
+    References
+    ----------
+    .. [1] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
+       EMNLP 2020 System Demonstrations (arXiv:1910.03771).
+
+    Examples
+    --------
+    >>> from skillfit.backbones import backbone_cache_info, clear_backbone_cache
+    >>> isinstance(clear_backbone_cache(), int)
+    True
+    >>> info = backbone_cache_info()
+    >>> info.hits, info.misses, info.currsize
+    (0, 0, 0)
+    >>> clear_backbone_cache()
+    0
     """
     with _CACHE_LOCK:
         count = len(_CACHE)
@@ -445,7 +549,47 @@ def clear_backbone_cache() -> int:
 
 
 def set_backbone_cache_size(max_entries: int) -> None:
-    """Keep at most ``max_entries`` backbones cached (least recently used dropped first; 0 disables)."""
+    """Keep at most ``max_entries`` backbones cached (least recently used dropped first; 0 disables).
+
+    The limit holds for this process from now on; backbones beyond it are dropped at
+    once. The default is 2.
+
+    Parameters
+    ----------
+    max_entries : int
+        Most backbones kept, at least 0. With 0, every fit loads its backbone from
+        disk (or the hub) again.
+
+    Raises
+    ------
+    ValueError
+        If ``max_entries`` is not an int of at least 0.
+
+    See Also
+    --------
+    skillfit.backbones.backbone_cache_info : Reports the limit as ``maxsize``.
+    skillfit.backbones.clear_backbone_cache : Empties the cache.
+
+    References
+    ----------
+    .. [1] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
+       EMNLP 2020 System Demonstrations (arXiv:1910.03771).
+
+    Examples
+    --------
+    >>> from skillfit.backbones import backbone_cache_info, set_backbone_cache_size
+    >>> set_backbone_cache_size(0)
+    >>> info = backbone_cache_info()
+    >>> info.maxsize, info.currsize
+    (0, 0)
+    >>> set_backbone_cache_size(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_entries must be an int >= 0, got -1.
+    >>> set_backbone_cache_size(2)  # back to the default
+    >>> backbone_cache_info().maxsize
+    2
+    """
     global _cache_size
     if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 0:
         raise ValueError(f"max_entries must be an int >= 0, got {max_entries!r}.")

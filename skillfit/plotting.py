@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+__all__ = ["cluster_order", "plot_history", "plot_routing", "plot_task_similarity"]
+
 
 def _pyplot():
     try:
@@ -26,8 +28,47 @@ MAX_FIGURE_INCHES = 12.0
 def cluster_order(similarity: np.ndarray) -> np.ndarray:
     """Task order that puts similar tasks next to one another: average-linkage leaves.
 
-    ``similarity`` is a square matrix such as :meth:`task_similarity` returns; the
-    distance clustered is ``1 - similarity``.
+    ``similarity`` is a square matrix such as
+    :meth:`~skillfit.PolyClassifier.task_similarity` returns; the distance clustered
+    is ``1 - similarity`` (clipped at 0 and symmetrised), by SciPy's average-linkage
+    hierarchical clustering [1]_, and the order is that of the dendrogram's leaves.
+    Needs SciPy only, not matplotlib.
+
+    Parameters
+    ----------
+    similarity : ndarray of shape (n_tasks, n_tasks)
+        Similarities, 1 for identical tasks. With fewer than 3 tasks the order is
+        unchanged.
+
+    Returns
+    -------
+    order : ndarray of shape (n_tasks,)
+        A permutation of ``range(n_tasks)``: row ``i`` of the ordered matrix is row
+        ``order[i]`` of ``similarity``.
+
+    See Also
+    --------
+    skillfit.plotting.plot_task_similarity : Draws the similarity in this order.
+    skillfit.plotting.plot_routing : Draws routing weights, tasks in this order with ``order="cluster"``.
+    skillfit.PolyClassifier.task_similarity : A similarity matrix of fitted tasks.
+
+    References
+    ----------
+    .. [1] Müllner. "Modern hierarchical, agglomerative clustering algorithms."
+       arXiv:1109.2378, 2011.
+
+    Examples
+    --------
+    Tasks 0 and 2 are alike, and so are tasks 1 and 3:
+
+    >>> import numpy as np
+    >>> from skillfit.plotting import cluster_order
+    >>> similarity = np.array([[1.0, 0.0, 0.9, 0.1],
+    ...                        [0.0, 1.0, 0.1, 0.8],
+    ...                        [0.9, 0.1, 1.0, 0.0],
+    ...                        [0.1, 0.8, 0.0, 1.0]])
+    >>> cluster_order(similarity).tolist()
+    [0, 2, 1, 3]
     """
     if len(similarity) < 3:
         return np.arange(len(similarity))
@@ -100,13 +141,68 @@ def plot_routing(
     order : {"auto", "cluster", "fitted"}, default="auto"
         Task order: ``"fitted"`` keeps ``tasks_``; ``"cluster"`` puts tasks with
         similar routing next to one another (average-linkage clustering of
-        :meth:`task_similarity`); ``"auto"`` clusters above 30 tasks.
+        :meth:`~skillfit.PolyClassifier.task_similarity`, see
+        :func:`~skillfit.plotting.cluster_order`); ``"auto"`` clusters above 30 tasks.
     max_labels : int, default=40
         Most task names (and layer names) written; with more, every k-th is.
 
     Returns
     -------
-    matplotlib Axes
+    ax : matplotlib Axes
+        The Axes drawn on, titled ``"<estimator class> routing"``, one row per task.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If ``estimator`` is not fitted.
+    ValueError
+        If ``layer`` is not a routed layer, or the estimator has no shared skills.
+    ImportError
+        If matplotlib is not installed.
+
+    See Also
+    --------
+    skillfit.plotting.plot_task_similarity : How alike the tasks' routing is.
+    skillfit.plotting.cluster_order : The task order of ``order="cluster"``.
+    skillfit.PolyClassifier : Shared skills routed per task.
+
+    Notes
+    -----
+    Needs matplotlib (``pip install skillfit[plot]``). The routing matrix of Poly
+    [1]_ gives each task a distribution over the shared skills of each layer; with
+    ``n_splits > 1`` (Multi-Head Routing [2]_) every head has its own. PEMT [3]_ has
+    gates over task experts instead.
+
+    References
+    ----------
+    .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+       Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+    .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+       Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+    .. [3] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
+       Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of ACL 2024
+       (arXiv:2402.15082).
+    .. [4] Müllner. "Modern hierarchical, agglomerative clustering algorithms."
+       arXiv:1109.2378, 2011.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")  # draw without a display
+    >>> import matplotlib.pyplot as plt
+    >>> from skillfit import PolyClassifier
+    >>> from skillfit.datasets import make_tiny_backbone
+    >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+    ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+    >>> y = ["pos", "neg", "spam", "ham"]
+    >>> from skillfit.plotting import plot_routing
+    >>> clf = PolyClassifier(backbone=make_tiny_backbone(), n_skills=2, max_epochs=1, random_state=0).fit(X, y)
+    >>> ax = plot_routing(clf)
+    >>> type(ax).__name__, ax.get_title(), ax.get_ylabel()
+    ('Axes', 'PolyClassifier routing', 'task')
+    >>> [label.get_text() for label in ax.get_yticklabels()]
+    ['movies', 'sms']
+    >>> plt.close("all")
     """
     from sklearn.utils.validation import check_is_fitted
 
@@ -154,7 +250,11 @@ def plot_routing(
 def plot_task_similarity(
     estimator: Any, *, ax: Any = None, cmap: str = "viridis", order: str = "auto", max_labels: int = 40,
 ) -> Any:
-    """Draw :meth:`task_similarity` as a heatmap, similar tasks next to one another.
+    """Draw :meth:`~skillfit.PolyClassifier.task_similarity` as a heatmap, similar tasks next to one another.
+
+    The similarity is a centred cosine similarity of the tasks' routing, from -1 to
+    1 (centring as in centred kernel alignment [3]_); the colour scale spans that
+    range.
 
     Parameters
     ----------
@@ -165,13 +265,61 @@ def plot_task_similarity(
     cmap : str, default="viridis"
         Colour map.
     order : {"auto", "cluster", "fitted"}, default="auto"
-        As in :func:`plot_routing`; ``"auto"`` clusters above 30 tasks.
+        As in :func:`~skillfit.plotting.plot_routing`; ``"auto"`` clusters above 30 tasks.
     max_labels : int, default=40
         Most task names written on each axis.
 
     Returns
     -------
-    matplotlib Axes
+    ax : matplotlib Axes
+        The Axes drawn on, tasks on both axes.
+
+    Raises
+    ------
+    ValueError
+        If the estimator has no learned routing to compare tasks with.
+    ImportError
+        If matplotlib is not installed.
+
+    See Also
+    --------
+    skillfit.PolyClassifier.task_similarity : The matrix drawn.
+    skillfit.plotting.plot_routing : The routing weights themselves.
+    skillfit.plotting.cluster_order : The task order of ``order="cluster"``.
+
+    Notes
+    -----
+    Needs matplotlib (``pip install skillfit[plot]``).
+
+    References
+    ----------
+    .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+       Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+    .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+       Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+    .. [3] Kornblith, Norouzi, Lee, Hinton. "Similarity of Neural Network Representations
+       Revisited." ICML 2019 (arXiv:1905.00414).
+    .. [4] Müllner. "Modern hierarchical, agglomerative clustering algorithms."
+       arXiv:1109.2378, 2011.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")  # draw without a display
+    >>> import matplotlib.pyplot as plt
+    >>> from skillfit import PolyClassifier
+    >>> from skillfit.datasets import make_tiny_backbone
+    >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+    ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+    >>> y = ["pos", "neg", "spam", "ham"]
+    >>> from skillfit.plotting import plot_task_similarity
+    >>> clf = PolyClassifier(backbone=make_tiny_backbone(), n_skills=2, max_epochs=1, random_state=0).fit(X, y)
+    >>> ax = plot_task_similarity(clf)
+    >>> ax.get_title()
+    'PolyClassifier: task similarity of routing'
+    >>> [label.get_text() for label in ax.get_xticklabels()]
+    ['movies', 'sms']
+    >>> plt.close("all")
     """
     similarity = estimator.task_similarity()
     values = similarity.to_numpy()
@@ -200,12 +348,58 @@ def plot_history(estimator: Any, *, ax: Any = None) -> Any:
     Parameters
     ----------
     estimator : fitted skillfit estimator
+        Any skillfit estimator; its ``history_`` is drawn.
     ax : matplotlib Axes, optional
         Where to draw; a new figure by default.
 
     Returns
     -------
-    matplotlib Axes
+    ax : matplotlib Axes
+        The Axes of the loss (a validation score other than the loss is on a twin
+        Axes).
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If ``estimator`` is not fitted.
+    ValueError
+        If the estimator has no training history.
+    ImportError
+        If matplotlib is not installed.
+
+    See Also
+    --------
+    skillfit.PolyClassifier.fit : Fits and records ``history_``.
+    skillfit.plotting.plot_routing : The routing learned.
+
+    Notes
+    -----
+    Needs matplotlib (``pip install skillfit[plot]``).
+
+    References
+    ----------
+    .. [1] Prechelt. "Early Stopping -- But When?" In Neural Networks: Tricks of the Trade,
+       Lecture Notes in Computer Science 1524, Springer, 1998.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")  # draw without a display
+    >>> import matplotlib.pyplot as plt
+    >>> from skillfit import PolyClassifier
+    >>> from skillfit.datasets import make_tiny_backbone
+    >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+    ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+    >>> y = ["pos", "neg", "spam", "ham"]
+    >>> from skillfit.plotting import plot_history
+    >>> clf = PolyClassifier(backbone=make_tiny_backbone(), n_skills=2, max_epochs=2, early_stopping=True,
+    ...                      random_state=0).fit(X, y, X_val=X, y_val=y)
+    >>> ax = plot_history(clf)
+    >>> ax.get_title(), ax.get_xlabel(), ax.get_ylabel()
+    ('PolyClassifier training', 'epoch', 'loss')
+    >>> [text.get_text() for text in ax.get_legend().get_texts()]
+    ['training loss', 'validation loss', 'kept epoch']
+    >>> plt.close("all")
     """
     from sklearn.utils.validation import check_is_fitted
 

@@ -86,7 +86,11 @@ def load_demo_tasks(
 
     Six small tasks (sentiment of tweets, movie reviews, product reviews and
     newspaper editorials; TREC question type; SMS spam), 600-1000 labelled
-    texts each, with a fixed label-stratified 75/25 train/test split.
+    texts each, with a fixed label-stratified 75/25 train/test split. The sentiment
+    tasks are VADER's human-rated sentences [1]_ (the movie review snippets come
+    from Pang and Lee [2]_), ``question_type`` is TREC question classification
+    [3]_ and ``sms_spam`` the SMS Spam Collection [4]_; the Bunch's ``DESCR`` tells
+    how they were selected.
 
     Parameters
     ----------
@@ -128,6 +132,22 @@ def load_demo_tasks(
     ValueError
         If ``split`` is not one of ``"train"``, ``"test"``, ``"all"``.
 
+    See Also
+    --------
+    skillfit.datasets.load_demo_text2text : The same tasks as text-to-text, plus dialogue.
+    skillfit.datasets.load_many_tasks : 172 small few-shot binary tasks.
+    skillfit.datasets.make_tiny_backbone : A tiny offline backbone whose vocabulary covers these texts.
+
+    References
+    ----------
+    .. [1] Hutto, Gilbert. "VADER: A Parsimonious Rule-based Model for Sentiment Analysis of
+       Social Media Text." ICWSM 2014.
+    .. [2] Pang, Lee. "Seeing Stars: Exploiting Class Relationships for Sentiment Categorization
+       with Respect to Rating Scales." ACL 2005.
+    .. [3] Li, Roth. "Learning Question Classifiers." COLING 2002.
+    .. [4] Almeida, Gómez Hidalgo, Yamakami. "Contributions to the Study of SMS Spam Filtering:
+       New Collection and Results." DocEng 2011.
+
     Examples
     --------
     >>> from skillfit.datasets import load_demo_tasks
@@ -136,6 +156,17 @@ def load_demo_tasks(
     ['text', 'task']
     >>> sorted(y[X["task"] == "sms_spam"].unique())
     ['ham', 'spam']
+
+    The Bunch holds the whole frame and the task names:
+
+    >>> demo = load_demo_tasks(split="train")
+    >>> demo.task_names
+    ['editorial_sentiment', 'movie_sentiment', 'product_sentiment', 'question_type', 'sms_spam', 'tweet_sentiment']
+    >>> list(demo.frame.columns)
+    ['text', 'task', 'label', 'split']
+    >>> X, y = load_demo_tasks(split="test", return_X_y=True, as_frame=False)
+    >>> X.shape[1], X.dtype, y.dtype
+    (2, dtype('O'), dtype('O'))
     """
     return load_classification(_CLASSIFICATION_FILE, DESCR, split, return_X_y, as_frame)
 
@@ -149,9 +180,10 @@ def load_demo_text2text(
 ) -> Union[Bunch, tuple[pd.DataFrame, pd.Series], tuple[np.ndarray, np.ndarray]]:
     """Load the demo tasks in text-to-text form, with a generative dialogue task.
 
-    The six classification tasks of :func:`load_demo_tasks` (same texts, same
-    split) with the label as the target text, and ``dialog_reply``: 800 lines of
-    movie dialogue, each with the reply that followed it.
+    The six classification tasks of :func:`~skillfit.datasets.load_demo_tasks` (same
+    texts, same split, same sources [1]_ [2]_ [3]_ [4]_) with the label as the target
+    text, and ``dialog_reply``: 800 lines of movie dialogue, each with the reply that
+    followed it, from the Cornell Movie-Dialogs Corpus [5]_.
 
     Parameters
     ----------
@@ -174,6 +206,31 @@ def load_demo_text2text(
         target, split``; None when ``as_frame=False``), ``task_names``,
         ``instructions`` (dict of task to instruction) and ``DESCR``.
     (data, target) : tuple if ``return_X_y`` is True
+        As described above.
+
+    Raises
+    ------
+    ValueError
+        If ``split`` is not one of ``"train"``, ``"test"``, ``"all"``.
+
+    See Also
+    --------
+    skillfit.datasets.load_demo_tasks : The classification tasks with string labels.
+    skillfit.PolySeq2Seq : A text-to-text estimator to fit on these pairs.
+    skillfit.metrics.rouge_l_score : The default score of generated targets.
+
+    References
+    ----------
+    .. [1] Hutto, Gilbert. "VADER: A Parsimonious Rule-based Model for Sentiment Analysis of
+       Social Media Text." ICWSM 2014.
+    .. [2] Pang, Lee. "Seeing Stars: Exploiting Class Relationships for Sentiment Categorization
+       with Respect to Rating Scales." ACL 2005.
+    .. [3] Li, Roth. "Learning Question Classifiers." COLING 2002.
+    .. [4] Almeida, Gómez Hidalgo, Yamakami. "Contributions to the Study of SMS Spam Filtering:
+       New Collection and Results." DocEng 2011.
+    .. [5] Danescu-Niculescu-Mizil, Lee. "Chameleons in Imagined Conversations: A New Approach
+       to Understanding Coordination of Linguistic Style in Dialogs." Cognitive Modeling and
+       Computational Linguistics (CMCL) Workshop, ACL 2011.
 
     Examples
     --------
@@ -181,6 +238,18 @@ def load_demo_text2text(
     >>> X, y = load_demo_text2text(split="test", return_X_y=True)
     >>> sorted(X["task"].unique())[:2]
     ['dialog_reply', 'editorial_sentiment']
+    >>> int((X["task"] == "dialog_reply").sum())
+    200
+    >>> sorted(y[X["task"] == "sms_spam"].unique())
+    ['ham', 'spam']
+
+    With ``instructions=True`` each text becomes a prompt:
+
+    >>> prompts = load_demo_text2text(split="test", instructions=True)
+    >>> print(prompts.data["text"][prompts.data["task"] == "sms_spam"].iloc[0])
+    Is this text message ham or spam?
+    Sent me de webadres for geting salary slip
+    Answer:
     """
     check_split(split)
     classification = read_frame(_CLASSIFICATION_FILE).rename(columns={"label": "target"})

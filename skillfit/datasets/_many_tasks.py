@@ -64,7 +64,11 @@ def load_many_tasks(
     TREC question classes, pairs of fortune cookie topics, sentiment and text
     type of VADER sentences, and SMS spam. Tasks share labels (``"negative"``,
     ``"city"``, ``"love"``, ...) and texts; no test text is a train text of
-    any task.
+    any task. Made for few-shot multi-task learning, the regime of Polytropon
+    [1]_. Sources: TREC question classification [2]_, VADER's human-rated
+    sentences [3]_, the SMS Spam Collection [4]_ and the BSD ``fortune`` files
+    (Debian package fortunes, BSD licence); the Bunch's ``DESCR`` lists the task
+    families.
 
     Parameters
     ----------
@@ -87,11 +91,27 @@ def load_many_tasks(
         (columns ``text, task, label, split``; None when ``as_frame=False``),
         ``task_names`` (sorted) and ``DESCR``.
     (data, target) : tuple if ``return_X_y`` is True
+        As described above.
 
     Raises
     ------
     ValueError
         For any other ``split``; the message lists the valid ones.
+
+    See Also
+    --------
+    skillfit.datasets.load_demo_tasks : Six larger multi-class tasks.
+    skillfit.PolyClassifier : Shared skills routed per task.
+
+    References
+    ----------
+    .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+       Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+    .. [2] Li, Roth. "Learning Question Classifiers." COLING 2002.
+    .. [3] Hutto, Gilbert. "VADER: A Parsimonious Rule-based Model for Sentiment Analysis of
+       Social Media Text." ICWSM 2014.
+    .. [4] Almeida, Gómez Hidalgo, Yamakami. "Contributions to the Study of SMS Spam Filtering:
+       New Collection and Results." DocEng 2011.
 
     Examples
     --------
@@ -101,5 +121,11 @@ def load_many_tasks(
     172
     >>> sorted(y[X["task"] == "trec:city-vs-country"].unique())
     ['city', 'country']
+    >>> many = load_many_tasks(split="train")
+    >>> len(many.task_names), many.target.nunique()
+    (172, 52)
+    >>> sizes = many.frame.groupby("task").size()
+    >>> int(sizes.min()), int(sizes.max())
+    (16, 96)
     """
     return load_classification(_DATA_FILE, DESCR, split, return_X_y, as_frame)

@@ -195,21 +195,47 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
     def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None, **fit_params: Any) -> "SkillEstimatorBase":
         """Train the skills, routers and head on ``(text, task)`` pairs.
 
+        Every fit starts from the frozen backbone and fresh skills, unless
+        ``warm_start=True`` and the estimator is fitted: then training continues
+        from the fitted weights on the same tasks and labels.
+
         Parameters
         ----------
         X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
             Texts and their task ids.
         y : array-like of shape (n_samples,)
-            Targets.
-        X_val, y_val : optional
+            Targets: labels for the classifiers, target strings for the Seq2Seq
+            estimators.
+        X_val : DataFrame, list of (text, task) or array of shape (n_val, 2), optional
             Validation data, scored after every epoch (``history_``,
-            ``validation_scores_``) and used for early stopping. Without them,
+            ``validation_scores_``) and used for early stopping. Without it,
             ``early_stopping=True`` holds out ``validation_fraction`` of ``X``,
-            stratified by task and label.
+            stratified by task and label. Its tasks must be tasks of ``X``.
+        y_val : array-like of shape (n_val,), optional
+            Targets of ``X_val``; pass both or neither.
+        **fit_params : dict
+            Not supported: any keyword raises a TypeError. Sample weights are not
+            supported either; repeat or drop rows to weigh examples.
 
         Returns
         -------
-        self
+        object
+            The fitted estimator itself (``self``).
+
+        Raises
+        ------
+        ValueError
+            If only one of ``X_val`` and ``y_val`` is given, or ``X_val`` has tasks
+            that ``X`` does not have.
+        TypeError
+            If ``fit_params`` are given.
+
+        See Also
+        --------
+        skillfit.PolyClassifier.adapt : Learn new tasks from a few examples after ``fit``.
+        skillfit.PolyClassifier.save_pretrained : Write the fitted estimator into a folder.
+        skillfit.plotting.plot_history : Plot the training and validation history of a fit.
+        skillfit.datasets.load_demo_tasks : Small multi-task classification data to fit on.
 
         Notes
         -----
@@ -220,6 +246,38 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
         With ``n_devices > 1``, the fit runs data-parallel on that many new processes
         and this estimator takes over the result; under ``torchrun`` or ``accelerate
         launch`` it trains in the running process group (``docs/scaling.md``).
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Buitinck et al. "API design for machine learning software: experiences from
+           the scikit-learn project." ECML PKDD Workshop 2013 (arXiv:1309.0238).
+
+        Examples
+        --------
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0)
+        >>> clf.fit(X, y)
+        PolyClassifier(...)
+        >>> clf.tasks_
+        array(['movies', 'sms'], dtype=object)
+        >>> clf.classes_
+        array(['ham', 'neg', 'pos', 'spam'], dtype=object)
+        >>> len(clf.history_)  # one entry per epoch
+        1
+
+        With validation data, every epoch is also scored on it:
+
+        >>> X_val = [("a fine film", "movies"), ("free prize inside", "sms")]
+        >>> clf.fit(X, y, X_val=X_val, y_val=["pos", "spam"])
+        PolyClassifier(...)
+        >>> sorted(clf.validation_task_scores_)
+        ['movies', 'sms']
         """
         self._validate_params()
         if fit_params:
@@ -561,6 +619,13 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
     def adapt(self, X: Any, y: Any, *, mode: str = "routing", max_epochs: int | None = None) -> "SkillEstimatorBase":
         """Learn new tasks from a few examples after ``fit``, keeping what was learned.
 
+        The few-shot transfer of [1]_: the skills learned on the fitted tasks are
+        reused by the new tasks, which train only what is theirs (their routing, their
+        exclusive skills, head rows for their new labels), or, with ``mode="all"``,
+        every trainable parameter. The new task ids are appended to ``tasks_``; new
+        labels extend ``classes_``. The task identifier, if the model has one, learns
+        the new tasks from the same rows.
+
         Parameters
         ----------
         X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
@@ -581,7 +646,66 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
 
         Returns
         -------
-        self
+        object
+            The estimator itself (``self``), now fitted on the old and the new tasks.
+
+        Raises
+        ------
+        ValueError
+            With ``"routing"`` or ``"average"``: if ``X`` has rows of fitted tasks or
+            no new task, or if the estimator keeps no per-task parameters and the new
+            tasks bring no new labels (nothing to train; use ``mode="all"``).
+
+        See Also
+        --------
+        skillfit.PolyClassifier.fit : Train on the first tasks.
+        skillfit.PolyClassifier.task_similarity : Compare the tasks' routing, new ones included.
+        skillfit.skills.add_tasks : Add routing rows (and exclusive skills) for new tasks.
+        skillfit.skills.train_only_new_tasks : Freeze everything but the new tasks' rows.
+
+        Notes
+        -----
+        Like ``fit``, ``adapt`` is all or nothing: an error leaves the estimator as
+        it was, and Ctrl-C keeps the best epoch so far (the fitted tasks unchanged).
+
+        References
+        ----------
+        .. [1] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0).fit(X, y)
+        >>> before = clf.predict(X)
+
+        A third task, learned from two rows; its labels are new:
+
+        >>> X_new = [("who wrote the book", "questions"), ("where is the city", "questions")]
+        >>> clf.adapt(X_new, ["HUM", "LOC"], mode="routing")
+        PolyClassifier(...)
+        >>> clf.tasks_
+        array(['movies', 'sms', 'questions'], dtype=object)
+        >>> clf.classes_
+        array(['HUM', 'LOC', 'ham', 'neg', 'pos', 'spam'], dtype=object)
+        >>> bool((clf.predict(X) == before).all())  # the fitted tasks are untouched
+        True
+        >>> set(clf.predict(X_new)) <= {"HUM", "LOC"}
+        True
+
+        ``mode="average"`` starts each new task from the average of the shared skills
+        (Poly-mu):
+
+        >>> clf.adapt([("call me later", "chat"), ("good night", "chat")], ["ham", "ham"], mode="average")
+        PolyClassifier(...)
+        >>> len(clf.tasks_)
+        4
         """
         self._check_fitted()
         validate_arguments(f"{type(self).__name__}.adapt", {"mode": mode, "max_epochs": max_epochs}, ADAPT_CONSTRAINTS)
@@ -714,6 +838,47 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
             Without ``top_k``: shape (n_tasks, n_tasks), indexed by ``tasks_`` on both
             axes, 1 on the diagonal. With ``top_k``: columns ``task, rank, neighbour,
             similarity``, ``min(top_k, n_tasks - 1)`` rows per task, most similar first.
+
+        Raises
+        ------
+        ValueError
+            If the estimator has no learned routing to compare (LoRA, MTLoRA).
+
+        See Also
+        --------
+        skillfit.plotting.plot_task_similarity : Heat map of this matrix, clustered.
+        skillfit.skills.routing_update_gram : Inner products of the tasks' routed updates.
+        skillfit.skills.centred_cosine : Centred cosine similarity from a Gram matrix.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Kornblith, Norouzi, Lee, Hinton. "Similarity of Neural Network
+           Representations Revisited." ICML 2019 (arXiv:1905.00414).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms"),
+        ...      ("who wrote the book", "questions"), ("where is the city", "questions")]
+        >>> y = ["pos", "neg", "spam", "ham", "HUM", "LOC"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0).fit(X, y)
+        >>> similarity = clf.task_similarity()
+        >>> similarity.shape
+        (3, 3)
+        >>> list(similarity.index)
+        ['movies', 'questions', 'sms']
+        >>> bool(np.allclose(np.diag(similarity), 1) and np.allclose(similarity, similarity.T))
+        True
+        >>> nearest = clf.task_similarity(top_k=1)
+        >>> list(nearest.columns)
+        ['task', 'rank', 'neighbour', 'similarity']
+        >>> len(nearest)  # one neighbour per task
+        3
         """
         import pandas as pd
 

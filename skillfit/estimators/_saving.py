@@ -76,10 +76,50 @@ class PersistenceMixin:
             Scores to show in the model card, e.g. ``{"accuracy": {"task": 0.9}}``;
             validation scores of ``fit`` are shown when known.
 
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        TypeError
+            If ``scores`` is not a dict or ``include_backbone`` not a bool.
+
+        See Also
+        --------
+        skillfit.PolyClassifier.from_pretrained : Load the folder back.
+        skillfit.PolyClassifier.export_peft : Write a standard peft adapter instead.
+        skillfit.backbones.backbone_cache_info : What the cache of loaded backbones holds.
+
         Notes
         -----
         In a process group (``torchrun``, ``accelerate launch``), only rank 0 writes;
         the other ranks return at once, so the call may stand on every rank.
+
+        The folder layout follows the ``save_pretrained`` / ``from_pretrained``
+        convention of Hugging Face Transformers [1]_ (``docs/saving.md``).
+
+        References
+        ----------
+        .. [1] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
+           EMNLP 2020 System Demonstrations (arXiv:1910.03771).
+
+        Examples
+        --------
+        >>> import os
+        >>> import tempfile
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0).fit(X, y)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     clf.save_pretrained(folder, scores={"accuracy": 0.5})
+        ...     sorted(os.listdir(folder))
+        ['README.md', 'skillfit_config.json', 'skillfit_model.safetensors']
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     clf.save_pretrained(folder, include_backbone=True)
+        ...     sorted(os.listdir(folder))
+        ['README.md', 'backbone', 'skillfit_config.json', 'skillfit_model.safetensors']
         """
         self._check_fitted()
         if scores is not None and not isinstance(scores, dict):
@@ -114,6 +154,12 @@ class PersistenceMixin:
     ) -> "PersistenceMixin":
         """Load an estimator written by :meth:`save_pretrained`.
 
+        The estimator comes back fitted, with its parameters and fitted attributes;
+        its predictions equal those of the saved one. The backbone is loaded by name
+        (or from the folder, if it was saved with ``include_backbone=True``) and its
+        weights are checked against the saved SHA-256. ``checkpoint_dir`` is reset to
+        None.
+
         Parameters
         ----------
         path : str or path-like
@@ -130,8 +176,48 @@ class PersistenceMixin:
 
         Returns
         -------
-        estimator
+        estimator : object
             Fitted, of the class that was saved.
+
+        Raises
+        ------
+        ValueError
+            If the folder holds an estimator of another class than the one (or a
+            subclass of the one) this is called on, or the backbone's weights do not
+            match the saved hash.
+
+        See Also
+        --------
+        skillfit.PolyClassifier.save_pretrained : Write the folder that this reads.
+        skillfit.backbones.clear_backbone_cache : Drop the loaded backbones kept for reuse.
+
+        Notes
+        -----
+        A folder saved with ``device="cuda"`` loads on the CPU, with a warning, where
+        CUDA is not available (unless ``device`` is given).
+
+        References
+        ----------
+        .. [1] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
+           EMNLP 2020 System Demonstrations (arXiv:1910.03771).
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> import numpy as np
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0).fit(X, y)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     clf.save_pretrained(folder)
+        ...     reloaded = PolyClassifier.from_pretrained(folder, device="cpu")
+        >>> type(reloaded).__name__, reloaded.tasks_.tolist()
+        ('PolyClassifier', ['movies', 'sms'])
+        >>> bool(np.allclose(reloaded.predict_proba(X), clf.predict_proba(X)))
+        True
         """
         folder, config = read_config(path)
         saved_class = estimator_class(config["estimator"])
@@ -185,15 +271,36 @@ class PersistenceMixin:
     def export_peft(self, path: str | os.PathLike, *, task: Any = None, format: str = "lora") -> None:
         """Write a standard peft adapter that reproduces this estimator on the bare backbone.
 
+        With ``format="lora"``, one task's update in every skill layer (its routed
+        mixture of the shared skills, with its exclusive skills) is written as a
+        LoRA [1]_ adapter; with
+        ``format="poly"``, the shared skills and every task's routing are written in
+        peft's POLY format [2]_. The adapter then loads with the peft library on the
+        backbone alone, without skillfit.
+
         Parameters
         ----------
         path : str or path-like
             The adapter folder (``adapter_config.json``, ``adapter_model.safetensors``).
-        task : task id
+        task : task id, optional
             With ``format="lora"``: the task whose routing and exclusive skills are
             folded into one LoRA (C-Poly stacks the shared and exclusive ranks).
+            Required when more than one task was fitted; must be unset with
+            ``format="poly"``.
         format : {"lora", "poly"}, default="lora"
             ``"poly"`` writes peft's POLY format with every task (Poly and Poly-S).
+
+        Raises
+        ------
+        ValueError
+            If ``task`` is missing or not a fitted task (``"lora"``), given with
+            ``"poly"``, if ``"poly"`` is asked of skills it cannot hold (exclusive or
+            private ones), or for PEMT, whose task-description token no adapter holds.
+
+        See Also
+        --------
+        skillfit.PolyClassifier.save_pretrained : Save the whole estimator, every task included.
+        skillfit.skills.SkillLinear.delta_weight : The weight update of a skill layer for a task.
 
         Notes
         -----
@@ -201,6 +308,43 @@ class PersistenceMixin:
         ``skillfit_head.json`` (pooling, labels, the task's label mask): peft holds
         the backbone's adapter, the head reads its hidden states. See
         ``docs/saving.md``. In a process group, only rank 0 writes.
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank
+           Adaptation of Large Language Models." ICLR 2022 (arXiv:2106.09685).
+        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> import json
+        >>> import os
+        >>> import tempfile
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0).fit(X, y)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     clf.export_peft(folder, task="movies")
+        ...     with open(os.path.join(folder, "adapter_config.json")) as file:
+        ...         peft_type = json.load(file)["peft_type"]
+        ...     files = sorted(os.listdir(folder))
+        >>> peft_type
+        'LORA'
+        >>> files
+        ['adapter_config.json', 'adapter_model.safetensors', 'skillfit_head.json', 'skillfit_head.safetensors']
+
+        Every task at once, in peft's POLY format, read back with peft:
+
+        >>> from peft import PeftConfig
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     clf.export_peft(folder, format="poly")
+        ...     config = PeftConfig.from_pretrained(folder)
+        >>> config.n_tasks, config.n_skills
+        (2, 8)
         """
         self._check_fitted()
         if not is_main_process():

@@ -62,6 +62,12 @@ class UnknownTaskMixin:
     def predict_task_proba(self, X: Any) -> np.ndarray:
         """Probability of each fitted task for each text, inferred from the text alone.
 
+        The task identifier is a linear discriminant with a shared covariance, shrunk
+        as Ledoit and Wolf propose [1]_, and equal priors, on the bare backbone's
+        mean-pooled hidden states (skills off). ``fit`` trains it when
+        ``handle_unknown_task`` is ``"infer"`` or ``"infer_and_route"``;
+        :meth:`fit_task_identifier` adds it to a model fitted without.
+
         Parameters
         ----------
         X : list or Series of str, DataFrame, or (text, task) pairs
@@ -71,6 +77,36 @@ class UnknownTaskMixin:
         -------
         ndarray of shape (n_samples, n_tasks)
             Columns in the order of ``tasks_``; rows sum to 1.
+
+        Raises
+        ------
+        ValueError
+            If the model has no task identifier.
+
+        See Also
+        --------
+        skillfit.PolyClassifier.predict_task : The most probable task of each text.
+        skillfit.PolyClassifier.fit_task_identifier : Train the identifier after ``fit``.
+
+        References
+        ----------
+        .. [1] Ledoit, Wolf. "A well-conditioned estimator for large-dimensional covariance
+           matrices." Journal of Multivariate Analysis 88(2), 2004.
+
+        Examples
+        --------
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0,
+        ...                      handle_unknown_task="infer").fit(X, y)
+        >>> proba = clf.predict_task_proba(["a fine plot", "a free prize"])
+        >>> proba.shape  # one column per entry of tasks_
+        (2, 2)
+        >>> proba.sum(axis=1).round(4)
+        array([1., 1.])
         """
         self._check_fitted()
         texts, _, _ = check_texts_and_optional_tasks(X, text_column=self.text_column, task_column=self.task_column)
@@ -79,10 +115,48 @@ class UnknownTaskMixin:
     def predict_task(self, X: Any) -> np.ndarray:
         """The most probable fitted task of each text (``unknown_task_threshold`` is not applied).
 
+        The argmax of :meth:`predict_task_proba`: what ``handle_unknown_task="infer"``
+        uses for a row without a fitted task id, before the threshold.
+
+        Parameters
+        ----------
+        X : list or Series of str, DataFrame, or (text, task) pairs
+            Texts; task ids in ``X`` are ignored.
+
         Returns
         -------
         ndarray of shape (n_samples,)
             Entries of ``tasks_``.
+
+        Raises
+        ------
+        ValueError
+            If the model has no task identifier.
+
+        See Also
+        --------
+        skillfit.PolyClassifier.predict_task_proba : The probability of every fitted task.
+        skillfit.PolyClassifier.fit_task_identifier : Train the identifier after ``fit``.
+
+        References
+        ----------
+        .. [1] Ledoit, Wolf. "A well-conditioned estimator for large-dimensional covariance
+           matrices." Journal of Multivariate Analysis 88(2), 2004.
+
+        Examples
+        --------
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0,
+        ...                      handle_unknown_task="infer").fit(X, y)
+        >>> tasks = clf.predict_task(["a fine plot", "a free prize"])
+        >>> tasks.shape
+        (2,)
+        >>> set(tasks) <= set(clf.tasks_)
+        True
         """
         return self.tasks_[np.argmax(self.predict_task_proba(X), axis=1)]
 
@@ -92,10 +166,57 @@ class UnknownTaskMixin:
         ``fit`` does this itself when ``handle_unknown_task`` is ``"infer"`` or
         ``"infer_and_route"``; call it to add an identifier to a model fitted without.
         It reads the frozen backbone only, so it costs one forward pass over ``X``.
+        The identifier is a linear discriminant with a Ledoit-Wolf [1]_ shrunk
+        covariance; with it, ``handle_unknown_task`` may be set to ``"infer"``, or to
+        ``"infer_and_route"`` for content routing [2]_ with the inferred task's
+        exclusive skills and labels.
+
+        Parameters
+        ----------
+        X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
+            Texts and their task ids, all of them fitted tasks. A fitted task without
+            rows is never inferred (with a warning).
 
         Returns
         -------
-        self
+        object
+            The estimator itself (``self``), with a trained task identifier.
+
+        Raises
+        ------
+        ValueError
+            If ``X`` has task ids that were not fitted (learn them with ``adapt``).
+
+        See Also
+        --------
+        skillfit.PolyClassifier.predict_task : The most probable task of each text.
+        skillfit.PolyClassifier.predict_task_proba : The probability of every fitted task.
+        skillfit.PolyClassifier.adapt : Learn new tasks (also added to the identifier).
+
+        References
+        ----------
+        .. [1] Ledoit, Wolf. "A well-conditioned estimator for large-dimensional covariance
+           matrices." Journal of Multivariate Analysis 88(2), 2004.
+        .. [2] Ostapenko, Su, Ponti, Charlin, Le Roux, Pereira, Caccia, Sordoni. "Towards
+           Modular LLMs by Building and Reusing a Library of LoRAs." ICML 2024 (arXiv:2405.11157).
+
+        Examples
+        --------
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0).fit(X, y)
+        >>> clf.fit_task_identifier(X)
+        PolyClassifier(...)
+        >>> clf.predict_task_proba(["a fine plot"]).shape
+        (1, 2)
+
+        Predictions may now infer the task of texts that come without one:
+
+        >>> clf.set_params(handle_unknown_task="infer").predict(["a fine plot"]).shape
+        (1,)
         """
         self._check_fitted()
         texts, tasks = self._validated_inputs(X)
@@ -176,9 +297,43 @@ class UnknownTaskMixin:
     # ------------------------------------------------------------ prediction
     @property
     def unknown_task_report_(self) -> dict[str, Any]:
-        """What the last prediction did with its rows: counts of rows ``given`` a fitted task id,
-        ``inferred``, ``fell_back`` (to the average routing, below ``unknown_task_threshold``),
-        ``averaged`` and ``routed`` by content, out of ``rows``; the same as ``fractions``.
+        """What the last prediction did with its rows, by how each row found its task.
+
+        A dict of counts, out of ``rows``: rows ``given`` a fitted task id,
+        ``inferred`` (by the task identifier [1]_), ``fell_back`` (to the average
+        routing, below ``unknown_task_threshold``), ``averaged`` and ``routed`` by
+        content [2]_; ``fractions`` holds the same as fractions of ``rows``. Each
+        ``predict``, ``predict_proba`` or ``score`` replaces it; before the first,
+        reading it raises an AttributeError.
+
+        See Also
+        --------
+        skillfit.PolyClassifier.predict_task : The task that ``"infer"`` picks for each text.
+        skillfit.PolyClassifier.fit_task_identifier : Train the identifier after ``fit``.
+
+        References
+        ----------
+        .. [1] Ledoit, Wolf. "A well-conditioned estimator for large-dimensional covariance
+           matrices." Journal of Multivariate Analysis 88(2), 2004.
+        .. [2] Ostapenko, Su, Ponti, Charlin, Le Roux, Pereira, Caccia, Sordoni. "Towards
+           Modular LLMs by Building and Reusing a Library of LoRAs." ICML 2024 (arXiv:2405.11157).
+
+        Examples
+        --------
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0,
+        ...                      handle_unknown_task="infer").fit(X, y)
+        >>> clf.predict([("a fine plot", None), ("free prize", "sms"), ("see you", "sms")]).shape
+        (3,)
+        >>> report = clf.unknown_task_report_
+        >>> report["rows"], report["given"], report["inferred"], report["fell_back"]
+        (3, 2, 1, 0)
+        >>> round(report["fractions"]["inferred"], 4)
+        0.3333
         """
         report = self.__dict__.get("_prediction_report")
         if not report:

@@ -176,14 +176,49 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``.
 
+        Each row's softmax runs over the labels its task was trained with; the other
+        columns are exactly zero, so adding labels with ``adapt`` leaves a task's
+        probabilities as they were.
+
         Parameters
         ----------
         X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
+            Texts and their task ids. With ``handle_unknown_task`` other than
+            ``"error"``, task ids may be missing or unseen (``X`` may then be texts
+            alone); ``unknown_task_report_`` tells what became of such rows.
 
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
             Zero outside the labels each row's task was trained with.
+
+        See Also
+        --------
+        skillfit.PolyClassifier.predict : The most probable label of each row.
+        skillfit.PolyClassifier.predict_log_proba : The log of these probabilities.
+
+        References
+        ----------
+        .. [1] Buitinck et al. "API design for machine learning software: experiences from
+           the scikit-learn project." ECML PKDD Workshop 2013 (arXiv:1309.0238).
+
+        Examples
+        --------
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0).fit(X, y)
+        >>> clf.classes_
+        array(['ham', 'neg', 'pos', 'spam'], dtype=object)
+        >>> proba = clf.predict_proba(X)
+        >>> proba.shape
+        (4, 4)
+        >>> proba.sum(axis=1).round(4)
+        array([1., 1., 1., 1.])
+        >>> proba[0] > 0  # a movie review can only be "neg" or "pos"
+        array([False,  True,  True, False])
         """
         return self._predict_in_chunks(X, self._predict_proba_encoded)
 
@@ -209,16 +244,105 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
     def predict(self, X: Any) -> np.ndarray:
         """The most probable label of each row among its task's labels.
 
+        A row is never given a label that its task was not trained with: the argmax
+        runs over :meth:`predict_proba`, which is zero outside them.
+
+        Parameters
+        ----------
+        X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
+            Texts and their task ids. With ``handle_unknown_task`` other than
+            ``"error"``, task ids may be missing or unseen (``X`` may then be texts
+            alone); ``unknown_task_report_`` tells what became of such rows.
+
         Returns
         -------
         ndarray of shape (n_samples,)
             Equal to ``classes_[argmax(predict_proba(X))]``.
+
+        See Also
+        --------
+        skillfit.PolyClassifier.predict_proba : The probability of every label.
+        skillfit.PolyClassifier.score : The accuracy of these predictions.
+
+        References
+        ----------
+        .. [1] Buitinck et al. "API design for machine learning software: experiences from
+           the scikit-learn project." ECML PKDD Workshop 2013 (arXiv:1309.0238).
+
+        Examples
+        --------
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0).fit(X, y)
+        >>> labels = clf.predict(X)
+        >>> labels.shape
+        (4,)
+        >>> set(labels[:2]) <= {"neg", "pos"}  # each row gets a label of its own task
+        True
         """
         probabilities = self.predict_proba(X)
         return self.classes_[np.argmax(probabilities, axis=1)]
 
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Mean accuracy of :meth:`predict` on ``(X, y)``, optionally weighted by ``sample_weight``."""
+        """Mean accuracy of :meth:`predict` on ``(X, y)``, optionally weighted by ``sample_weight``.
+
+        The fraction of rows whose predicted label equals ``y``, pooled over all rows
+        whatever their task (not a mean of per-task accuracies): with weights,
+        ``np.average(predict(X) == y, weights=sample_weight)``.
+
+        Parameters
+        ----------
+        X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
+            Texts and their task ids. With ``handle_unknown_task`` other than
+            ``"error"``, task ids may be missing or unseen (``X`` may then be texts
+            alone); ``unknown_task_report_`` tells what became of such rows.
+        y : array-like of shape (n_samples,)
+            True labels, of the same type (string or numeric) as ``classes_``.
+        sample_weight : array-like of shape (n_samples,), optional
+            Weight of each row; equal weights by default.
+
+        Returns
+        -------
+        float
+            Accuracy, in [0, 1].
+
+        Raises
+        ------
+        TypeError
+            If ``y`` holds strings and ``classes_`` numbers, or the reverse.
+        ValueError
+            If ``sample_weight`` does not have one weight per row of ``X``.
+
+        See Also
+        --------
+        skillfit.PolyClassifier.predict : The predictions that are scored.
+
+        References
+        ----------
+        .. [1] Buitinck et al. "API design for machine learning software: experiences from
+           the scikit-learn project." ECML PKDD Workshop 2013 (arXiv:1309.0238).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0).fit(X, y)
+        >>> accuracy = clf.score(X, y)
+        >>> 0.0 <= accuracy <= 1.0
+        True
+        >>> bool(accuracy == np.mean(clf.predict(X) == np.asarray(y)))
+        True
+        >>> movies_only = clf.score(X, y, sample_weight=[1, 1, 0, 0])  # the first task's rows only
+        >>> bool(movies_only == np.mean(clf.predict(X[:2]) == np.asarray(y[:2])))
+        True
+        """
         self._check_fitted()
         n_samples = self._n_rows(X)
         labels = check_labels(y, n_samples)
@@ -235,6 +359,48 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         return float(np.average(self.predict(X) == labels, weights=sample_weight))
 
     def predict_log_proba(self, X: Any) -> np.ndarray:
-        """Log of :meth:`predict_proba`; ``-inf`` outside each row's task labels."""
+        """Log of :meth:`predict_proba`; ``-inf`` outside each row's task labels.
+
+        The labels a row's task was not trained with have probability exactly zero,
+        so their log is ``-inf`` (without a divide-by-zero warning).
+
+        Parameters
+        ----------
+        X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
+            Texts and their task ids. With ``handle_unknown_task`` other than
+            ``"error"``, task ids may be missing or unseen (``X`` may then be texts
+            alone); ``unknown_task_report_`` tells what became of such rows.
+
+        Returns
+        -------
+        ndarray of shape (n_samples, n_classes)
+            Log-probabilities, columns in the order of ``classes_``.
+
+        See Also
+        --------
+        skillfit.PolyClassifier.predict_proba : The probabilities themselves.
+
+        References
+        ----------
+        .. [1] Buitinck et al. "API design for machine learning software: experiences from
+           the scikit-learn project." ECML PKDD Workshop 2013 (arXiv:1309.0238).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skillfit import PolyClassifier
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+        >>> y = ["pos", "neg", "spam", "ham"]
+        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0).fit(X, y)
+        >>> log_proba = clf.predict_log_proba(X)
+        >>> log_proba.shape
+        (4, 4)
+        >>> np.isneginf(log_proba[0])  # "ham" and "spam" are not labels of the movie task
+        array([ True, False, False,  True])
+        >>> bool(np.allclose(np.exp(log_proba), clf.predict_proba(X)))
+        True
+        """
         with np.errstate(divide="ignore"):
             return np.log(self.predict_proba(X))

@@ -37,7 +37,19 @@ class _MTLoRAMethod:
         return inject_skills(backbone.model, lambda name: top_config if name in top else skill_config, targets)
 
 
-@fill_doc
+MTLORA_PARAMETERS = """\
+task_rank : int, default=4
+        Rank of the task-specific LoRAs.
+    n_task_layers : int, default=2
+        Number of top blocks whose target layers get task-specific LoRAs (counted per
+        stack, so encoder and decoder each get their own top blocks)."""
+
+MTLORA_REFERENCES = """\
+.. [1] Agiza, Neseem, Reda. "MTLoRA: Low-Rank Adaptation Approach for Efficient
+       Multi-Task Learning." CVPR 2024 (arXiv:2403.20320)."""
+
+
+@fill_doc(method_parameters=MTLORA_PARAMETERS, references=MTLORA_REFERENCES)
 @estimator_parameters
 class MTLoRAClassifier(_MTLoRAMethod, SkillClassifierBase):
     """Multi-task text classifier with MTLoRA: shared low-rank updates plus task-specific ones on top.
@@ -47,7 +59,7 @@ class MTLoRAClassifier(_MTLoRAMethod, SkillClassifierBase):
     ``task_rank`` per task, added in output space:
     ``y = W0 x + s (x A B + x A_t B_t)``. With ``n_task_layers=0`` it is a shared LoRA.
 
-    The original (Agiza et al. 2024) is for vision transformers with several task
+    The original (Agiza et al. 2024 [1]_) is for vision transformers with several task
     heads reading one image. In text form skillfit keeps its two kinds of low-rank
     modules (task-agnostic everywhere, task-specific in the deep blocks, where
     features become task-specific) and drops the vision parts: the per-task feature
@@ -56,11 +68,7 @@ class MTLoRAClassifier(_MTLoRAMethod, SkillClassifierBase):
 
     Parameters
     ----------
-    task_rank : int, default=4
-        Rank of the task-specific LoRAs.
-    n_task_layers : int, default=2
-        Number of top blocks whose target layers get task-specific LoRAs (counted per
-        stack, so encoder and decoder each get their own top blocks).
+    {method_parameters}
     {classifier_parameters}
     {common_parameters}
 
@@ -70,17 +78,41 @@ class MTLoRAClassifier(_MTLoRAMethod, SkillClassifierBase):
 
     See Also
     --------
-    CPolyClassifier : routed shared skills plus per-task skills in every layer.
-    LoRAClassifier : one shared or one private LoRA.
+    {see_also}
 
     References
     ----------
-    .. [1] Agiza, Neseem, Reda. "MTLoRA: Low-Rank Adaptation Approach for Efficient
-       Multi-Task Learning." CVPR 2024.
+    {references}
+
+    Examples
+    --------
+    Task-specific LoRAs of rank 2 in the top block of the tiny BERT's 2:
+
+    >>> from skillfit import MTLoRAClassifier
+    >>> from skillfit.datasets import make_tiny_backbone
+    >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+    ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+    >>> y = ["pos", "neg", "spam", "ham"]
+    >>> clf = MTLoRAClassifier(task_rank=2, n_task_layers=1, backbone=make_tiny_backbone(),
+    ...                        max_epochs=1, random_state=0)
+    >>> clf.fit(X, y).classes_
+    array(['ham', 'neg', 'pos', 'spam'], dtype=object)
+    >>> clf.tasks_
+    array(['movies', 'sms'], dtype=object)
+    >>> proba = clf.predict_proba(X)
+    >>> proba.shape, proba.sum(axis=1).round(4)
+    ((4, 4), array([1., 1., 1., 1.]))
     """
 
 
-@seq2seq_doc("MTLoRA: a shared LoRA plus task-specific LoRAs in the top blocks of encoder and decoder", "MTLoRAClassifier", "task_rank, n_task_layers")
+@seq2seq_doc(
+    "MTLoRA: a shared LoRA plus per-task LoRAs in the top blocks of encoder and decoder",
+    "MTLoRAClassifier",
+    method_parameters=MTLORA_PARAMETERS,
+    references=MTLORA_REFERENCES,
+    example_parameters="task_rank=2, n_task_layers=1",
+    backbone="t5",
+)
 @estimator_parameters
 class MTLoRASeq2Seq(_MTLoRAMethod, SkillSeq2SeqBase):
     pass

@@ -105,7 +105,29 @@ class _PEMTMethod:
         self.gate_weights_ = np.mean(list(self.layer_gate_weights_.values()), axis=0)
 
 
-@fill_doc
+PEMT_PARAMETERS = """\
+task_descriptions : dict of task id to str, default=None
+        A short text describing each task, e.g. ``{"sms_spam": "is this SMS spam"}``;
+        tasks missing from it are described by their id.
+    sparsity_weight : float, default=0.1
+        Weight ``lambda`` of the task-sparsity loss.
+    gate_temperature : float, default=1.0
+        Temperature ``tau`` of the gate softmax."""
+
+PEMT_ATTRIBUTES = """\
+gate_weights_ : ndarray of shape (n_tasks, n_tasks)
+        Each task's gate over the experts (columns: the task each expert was trained
+        on), averaged over layers.
+    layer_gate_weights_ : dict of str to ndarray (n_tasks, n_tasks)
+        The same per adapted layer."""
+
+PEMT_REFERENCES = """\
+.. [1] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided Mixture-of-Experts
+       Enables Parameter-Efficient Transfer Learning." Findings of ACL 2024
+       (arXiv:2402.15082)."""
+
+
+@fill_doc(method_parameters=PEMT_PARAMETERS, method_attributes=PEMT_ATTRIBUTES, references=PEMT_REFERENCES)
 @estimator_parameters
 class PEMTClassifier(_PEMTMethod, SkillClassifierBase):
     """Multi-task text classifier with PEMT: task experts mixed by description-driven gates.
@@ -121,7 +143,7 @@ class PEMTClassifier(_PEMTMethod, SkillClassifierBase):
     (weighted by the task's share of the batch's loss units), which pushes each task's
     gate towards experts of tasks described alike.
 
-    Where the text form simplifies the paper (Lin et al. 2024): the task description
+    Where the text form simplifies the paper (Lin et al. 2024 [1]_): the task description
     is one soft prompt token, not a prompt of several tokens; the gate reads the
     description vector directly rather than a prompt encoded by the backbone; every
     task is both a source (its expert) and a target (its gate and adapter), trained
@@ -130,38 +152,55 @@ class PEMTClassifier(_PEMTMethod, SkillClassifierBase):
 
     Parameters
     ----------
-    task_descriptions : dict of task id to str, default=None
-        A short text describing each task, e.g. ``{"sms_spam": "is this SMS spam"}``;
-        tasks missing from it are described by their id.
-    sparsity_weight : float, default=0.1
-        Weight ``lambda`` of the task-sparsity loss.
-    gate_temperature : float, default=1.0
-        Temperature ``tau`` of the gate softmax.
+    {method_parameters}
     {classifier_parameters}
     {common_parameters}
 
     Attributes
     ----------
-    gate_weights_ : ndarray of shape (n_tasks, n_tasks)
-        Each task's gate over the experts (columns: the task each expert was trained
-        on), averaged over layers.
-    layer_gate_weights_ : dict of str to ndarray (n_tasks, n_tasks)
-        The same per adapted layer.
+    {method_attributes}
     {fitted_attributes}
 
     See Also
     --------
-    CPolyClassifier : routed shared skills plus per-task skills, trained jointly.
+    {see_also}
 
     References
     ----------
-    .. [1] Lin, Wu, Wang, Hou, Liu, Wang, Deng, Wang, Xu, Shang. "PEMT: Multi-Task
-       Correlation Guided Mixture-of-Experts Enables Parameter-Efficient Transfer
-       Learning." Findings of ACL 2024.
+    {references}
+
+    Examples
+    --------
+    >>> from skillfit import PEMTClassifier
+    >>> from skillfit.datasets import make_tiny_backbone
+    >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+    ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
+    >>> y = ["pos", "neg", "spam", "ham"]
+    >>> descriptions = {"movies": "is this film review positive", "sms": "is this text message spam"}
+    >>> clf = PEMTClassifier(task_descriptions=descriptions, backbone=make_tiny_backbone(), max_length=64,
+    ...                      max_epochs=1, random_state=0)
+    >>> clf.fit(X, y).tasks_
+    array(['movies', 'sms'], dtype=object)
+    >>> clf.predict_proba(X).shape
+    (4, 4)
+
+    Each task's gate over the 2 experts (one per task) sums to 1:
+
+    >>> clf.gate_weights_.shape, clf.gate_weights_.sum(axis=1).round(4).tolist()
+    ((2, 2), [1.0, 1.0])
     """
 
 
-@seq2seq_doc("PEMT: per-task experts mixed by gates over task descriptions", "PEMTClassifier", "task_descriptions, sparsity_weight, gate_temperature")
+@seq2seq_doc(
+    "PEMT: per-task experts mixed by gates over task descriptions",
+    "PEMTClassifier",
+    method_parameters=PEMT_PARAMETERS,
+    method_attributes=PEMT_ATTRIBUTES,
+    references=PEMT_REFERENCES,
+    example_parameters=(
+        'task_descriptions={"translate": "translate into French", "summarize": "shorten the text"}, max_length=64'
+    ),
+)
 @estimator_parameters
 class PEMTSeq2Seq(_PEMTMethod, SkillSeq2SeqBase):
     pass

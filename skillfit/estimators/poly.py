@@ -23,21 +23,31 @@ class _PolyMethod:
         return self._skills(n_tasks, n_shared=self.n_skills, n_exclusive=0, n_splits=self.n_splits, routing="poly")
 
 
-@fill_doc
+POLY_PARAMETERS = """\
+n_skills : int, default=8
+        Shared skills per adapted layer.
+    n_splits : int, default=1
+        Routing heads; must divide the width of every adapted layer."""
+
+POLY_REFERENCES = """\
+.. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+       Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+    .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+       Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831)."""
+
+
+@fill_doc(method_parameters=POLY_PARAMETERS, references=POLY_REFERENCES)
 @estimator_parameters
 class PolyClassifier(_PolyMethod, SkillClassifierBase):
     """Multi-task text classifier with Polytropon skills (Poly, Poly-S / MHR).
 
     Every adapted layer holds ``n_skills`` LoRA skills shared by all tasks; each task
-    learns a soft, sparse-leaning selection of them. With ``n_splits > 1`` the
-    selection is made per block of the layer (multi-head routing).
+    learns a soft, sparse-leaning selection of them [1]_. With ``n_splits > 1`` the
+    selection is made per block of the layer (multi-head routing [2]_).
 
     Parameters
     ----------
-    n_skills : int, default=8
-        Shared skills per adapted layer.
-    n_splits : int, default=1
-        Routing heads; must divide the width of every adapted layer.
+    {method_parameters}
     {classifier_parameters}
     {common_parameters}
 
@@ -47,28 +57,46 @@ class PolyClassifier(_PolyMethod, SkillClassifierBase):
 
     See Also
     --------
-    CPolyClassifier : adds skills exclusive to each task.
-    LoRAClassifier : one shared or one private LoRA.
+    {see_also}
 
     References
     ----------
-    .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Modular Skills in Multitask
-       Learning." arXiv:2202.13914, 2022.
-    .. [2] Caccia et al. "Multi-Head Adapter Routing for Cross-Task Generalization."
-       NeurIPS 2023.
+    {references}
 
     Examples
     --------
     >>> from skillfit import PolyClassifier
-    >>> X = [("great film", "movies"), ("awful plot", "movies"),
-    ...      ("is this spam?", "sms"), ("call me later", "sms")]
+    >>> from skillfit.datasets import make_tiny_backbone
+    >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
+    ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
     >>> y = ["pos", "neg", "spam", "ham"]
-    >>> clf = PolyClassifier(n_skills=4, max_epochs=1, random_state=0)  # doctest: +SKIP
-    >>> clf.fit(X, y).predict(X)  # doctest: +SKIP
+    >>> clf = PolyClassifier(n_skills=4, n_splits=2, backbone=make_tiny_backbone(), max_epochs=1, random_state=0)
+    >>> clf.fit(X, y).classes_
+    array(['ham', 'neg', 'pos', 'spam'], dtype=object)
+    >>> clf.tasks_
+    array(['movies', 'sms'], dtype=object)
+    >>> clf.predict_proba(X).shape
+    (4, 4)
+
+    Each task's weights over the 4 skills, per head, in each of the 4 adapted layers
+    (query and value projections of the tiny BERT's 2 blocks):
+
+    >>> import numpy as np
+    >>> len(clf.layer_routing_weights_), clf.routing_weights_.shape
+    (4, (2, 32))
+    >>> weights = clf.layer_routing_weights_["backbone.encoder.layer.0.attention.self.query"]
+    >>> weights.shape, np.allclose(weights.sum(axis=-1), 1)
+    ((2, 2, 4), True)
     """
 
 
-@seq2seq_doc("Polytropon skills (Poly, Poly-S / MHR)", "PolyClassifier", "n_skills, n_splits")
+@seq2seq_doc(
+    "Polytropon skills (Poly, Poly-S / MHR)",
+    "PolyClassifier",
+    method_parameters=POLY_PARAMETERS,
+    references=POLY_REFERENCES,
+    example_parameters="n_skills=4, n_splits=2",
+)
 @estimator_parameters
 class PolySeq2Seq(_PolyMethod, SkillSeq2SeqBase):
     pass

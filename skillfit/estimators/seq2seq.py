@@ -158,22 +158,106 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
 
         Rows are batched by task and by length; decoder-only prompts are left-padded.
         With ``do_sample=True`` the sampling is seeded by ``random_state`` in a private
-        RNG scope, so it repeats and leaves the global RNG untouched.
+        RNG scope, so it repeats and leaves the global RNG untouched. Generation is
+        that of the backbone's Hugging Face Transformers [1]_ model, with
+        ``max_new_tokens``, ``num_beams`` and ``do_sample``; special tokens are
+        dropped and the texts stripped.
+
+        Parameters
+        ----------
+        X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
+            Texts and their task ids. With ``handle_unknown_task`` other than
+            ``"error"``, task ids may be missing or unseen (``X`` may then be texts
+            alone); ``unknown_task_report_`` tells what became of such rows.
 
         Returns
         -------
         ndarray of str, shape (n_samples,)
+            The generated texts (an object array).
+
+        See Also
+        --------
+        skillfit.PolySeq2Seq.score : ROUGE-L or exact match of these texts.
+        skillfit.datasets.load_demo_text2text : Small multi-task text-to-text data.
+
+        References
+        ----------
+        .. [1] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
+           EMNLP 2020 System Demonstrations (arXiv:1910.03771).
+
+        Examples
+        --------
+        >>> from skillfit import PolySeq2Seq
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("translate hello", "translate"), ("translate good night", "translate"),
+        ...      ("summarise a long day at work", "summarise"), ("summarise the news", "summarise")]
+        >>> y = ["bonjour", "bonne nuit", "long day", "news"]
+        >>> gen = PolySeq2Seq(backbone=make_tiny_backbone("gpt2"), max_new_tokens=4, max_epochs=1,
+        ...                   random_state=0).fit(X, y)
+        >>> texts = gen.predict(X)
+        >>> texts.shape
+        (4,)
+        >>> all(isinstance(text, str) for text in texts)
+        True
+        >>> max(len(text.split()) for text in texts) <= 4  # at most max_new_tokens words here
+        True
         """
         return self._predict_in_chunks(X, self._predict_encoded)
 
     def score(self, X: Any, y: Any, sample_weight: None = None) -> float:
         """Mean ROUGE-L F1 (``scoring="rougeL"``) or exact match of the predictions.
 
+        With ``scoring="rougeL"`` (the default), each prediction's ROUGE-L [1]_ F1
+        against its reference (:func:`~skillfit.metrics.rouge_l`), averaged over the
+        rows; with ``scoring="exact_match"``, the fraction of predictions equal to
+        their reference. Rows of all tasks are pooled.
+
         Parameters
         ----------
         X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
+            Texts and their task ids. With ``handle_unknown_task`` other than
+            ``"error"``, task ids may be missing or unseen (``X`` may then be texts
+            alone); ``unknown_task_report_`` tells what became of such rows.
         y : sequence of str
             Reference targets.
+        sample_weight : None, default=None
+            Not supported (text-to-text scores are unweighted): anything but None
+            raises a ValueError. Present for scikit-learn's ``score`` signature.
+
+        Returns
+        -------
+        float
+            The mean score, in [0, 1].
+
+        See Also
+        --------
+        skillfit.metrics.rouge_l_score : Mean ROUGE-L F1 of reference and predicted texts.
+        skillfit.metrics.exact_match_score : Fraction of exactly matching texts.
+        skillfit.PolySeq2Seq.predict : The texts that are scored.
+
+        References
+        ----------
+        .. [1] Lin. "ROUGE: A Package for Automatic Evaluation of Summaries." Text
+           Summarization Branches Out, ACL Workshop 2004.
+
+        Examples
+        --------
+        >>> from skillfit.metrics import exact_match_score, rouge_l_score
+        >>> from skillfit import PolySeq2Seq
+        >>> from skillfit.datasets import make_tiny_backbone
+        >>> X = [("translate hello", "translate"), ("translate good night", "translate"),
+        ...      ("summarise a long day at work", "summarise"), ("summarise the news", "summarise")]
+        >>> y = ["bonjour", "bonne nuit", "long day", "news"]
+        >>> gen = PolySeq2Seq(backbone=make_tiny_backbone("gpt2"), max_new_tokens=4, max_epochs=1,
+        ...                   random_state=0).fit(X, y)
+        >>> rouge = gen.score(X, y)
+        >>> 0.0 <= rouge <= 1.0
+        True
+        >>> texts = list(gen.predict(X))
+        >>> rouge == rouge_l_score(y, texts)
+        True
+        >>> gen.set_params(scoring="exact_match").score(X, y) == exact_match_score(y, texts)
+        True
         """
         if sample_weight is not None:
             raise ValueError("sample_weight is not supported by text-to-text scores.")

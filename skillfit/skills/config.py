@@ -58,6 +58,65 @@ class SkillConfig:
         ``combine="weight"`` adds the two kinds of factors.
     description_dim : int
         Width of the task-description vectors that drive a ``"gate"`` router.
+
+    Raises
+    ------
+    ValueError
+        If a number is out of range or the numbers do not make one of the methods:
+        ``routing="none"`` with ``n_shared > 1``, no skill at all, ``combine="weight"``
+        with two different ranks, or a ``"gate"`` router with several heads or without
+        ``description_dim``.
+
+    See Also
+    --------
+    skillfit.skills.SkillLinear : The layer that holds the inventory this record describes.
+    skillfit.skills.inject_skills : Put one such layer in place of each target linear layer.
+    skillfit.PolyClassifier : The estimator of Poly and Poly-S (``n_shared=K``).
+    skillfit.CPolyClassifier : The estimator of C-Poly (``n_exclusive=E``).
+
+    Notes
+    -----
+    The record is frozen and holds plain Python numbers (NumPy scalars are converted),
+    so it is written as JSON with a saved model; ``dataclasses.replace`` makes a
+    changed copy. The skills' update is scaled by ``alpha / rank`` as in LoRA [1]_;
+    the routings are Polytropon's [2]_ (with heads, multi-head routing [3]_) and
+    PEMT's gate [6]_, and exclusive skills are C-Poly's [4]_ (MTLoRA's task-specific
+    modules [5]_ with ``combine="output"``).
+
+    References
+    ----------
+    .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+       Large Language Models." ICLR 2022 (arXiv:2106.09685).
+    .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+       Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+    .. [3] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+       Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+    .. [4] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
+       Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+    .. [5] Agiza, Neseem, Reda. "MTLoRA: Low-Rank Adaptation Approach for Efficient
+       Multi-Task Learning." CVPR 2024 (arXiv:2403.20320).
+    .. [6] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
+       Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of
+       ACL 2024 (arXiv:2402.15082).
+
+    Examples
+    --------
+    C-Poly with four shared skills routed in two heads and one exclusive skill per task:
+
+    >>> from dataclasses import replace
+    >>> from skillfit.skills import SkillConfig
+    >>> config = SkillConfig(n_tasks=3, n_shared=4, n_exclusive=1, n_splits=2, rank=4, alpha=8.0)
+    >>> config.scale, config.task_rank
+    (2.0, 4)
+    >>> replace(config, n_exclusive=0).n_exclusive   # Poly-S: a changed copy
+    0
+
+    Plain LoRA gives its one shared skill weight 1, so it cannot route several:
+
+    >>> SkillConfig(n_tasks=3, n_shared=2, routing="none")
+    Traceback (most recent call last):
+    ...
+    ValueError: routing='none' gives every shared skill weight 1; use n_shared <= 1 or routing='poly'.
     """
 
     n_tasks: int
@@ -115,15 +174,84 @@ class SkillConfig:
 
     @property
     def task_rank(self) -> int:
-        """Rank of the exclusive skills."""
+        """Rank of the exclusive skills: ``exclusive_rank``, or ``rank`` when that is None.
+
+        MTLoRA gives its task-specific modules a rank of their own [1]_; C-Poly's
+        exclusive skills [2]_ share the shared skills' rank unless they are combined in
+        output space.
+
+        See Also
+        --------
+        skillfit.skills.SkillConfig.exclusive_scale : The LoRA scale that goes with this rank.
+        skillfit.MTLoRAClassifier : Its ``task_rank`` parameter sets this rank.
+
+        References
+        ----------
+        .. [1] Agiza, Neseem, Reda. "MTLoRA: Low-Rank Adaptation Approach for Efficient
+           Multi-Task Learning." CVPR 2024 (arXiv:2403.20320).
+        .. [2] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
+           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+
+        Examples
+        --------
+        >>> from skillfit.skills import SkillConfig
+        >>> SkillConfig(n_tasks=2, n_exclusive=1, rank=8).task_rank
+        8
+        >>> SkillConfig(n_tasks=2, n_exclusive=1, rank=8, exclusive_rank=4, combine="output").task_rank
+        4
+        """
         return self.rank if self.exclusive_rank is None else self.exclusive_rank
 
     @property
     def scale(self) -> float:
-        """The LoRA scale of the shared skills, ``s = alpha / rank``."""
+        """The LoRA scale of the shared skills, ``s = alpha / rank``.
+
+        The update ``x A_t B_t`` is multiplied by it, as LoRA scales ``Delta W x`` by
+        ``alpha / r`` [1]_, so that changing the rank does not change the step size.
+
+        See Also
+        --------
+        skillfit.skills.SkillConfig.exclusive_scale : The scale of the exclusive skills.
+        skillfit.skills.SkillLinear.task_products : The low-rank terms, each with its scale.
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+           Large Language Models." ICLR 2022 (arXiv:2106.09685).
+
+        Examples
+        --------
+        >>> from skillfit.skills import SkillConfig
+        >>> SkillConfig(n_tasks=2, rank=4, alpha=8.0).scale
+        2.0
+        """
         return self.alpha / self.rank
 
     @property
     def exclusive_scale(self) -> float:
-        """The LoRA scale of the exclusive skills, ``alpha / exclusive_rank``."""
+        """The LoRA scale of the exclusive skills, ``alpha / exclusive_rank``.
+
+        It multiplies the exclusive skills' product when it is a term of its own
+        (``combine="output"``, MTLoRA's task-specific modules [2]_); the rank is
+        :attr:`~skillfit.skills.SkillConfig.task_rank` and the scale follows LoRA [1]_.
+
+        See Also
+        --------
+        skillfit.skills.SkillConfig.scale : The scale of the shared skills.
+        skillfit.skills.SkillConfig.task_rank : The rank this scale divides by.
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+           Large Language Models." ICLR 2022 (arXiv:2106.09685).
+        .. [2] Agiza, Neseem, Reda. "MTLoRA: Low-Rank Adaptation Approach for Efficient
+           Multi-Task Learning." CVPR 2024 (arXiv:2403.20320).
+
+        Examples
+        --------
+        >>> from skillfit.skills import SkillConfig
+        >>> config = SkillConfig(n_tasks=2, n_exclusive=1, rank=8, exclusive_rank=4, alpha=8.0, combine="output")
+        >>> config.scale, config.exclusive_scale
+        (1.0, 2.0)
+        """
         return self.alpha / self.task_rank

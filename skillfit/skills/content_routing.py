@@ -21,7 +21,7 @@ import torch
 
 @dataclass(frozen=True)
 class ContentRouting:
-    """How :meth:`TaskContext.content_routed <skillfit.skills.context.TaskContext.content_routed>` routes tokens.
+    """How :meth:`TaskContext.content_routed <skillfit.skills.TaskContext.content_routed>` routes tokens.
 
     Parameters
     ----------

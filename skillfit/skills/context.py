@@ -27,29 +27,67 @@ INFERENCE_CACHE_BYTES = 1 << 30
 class TaskContext:
     """The task ids of the batch that the model is processing now.
 
+    All skill layers of one model share one context, which
+    :func:`~skillfit.skills.inject_skills` creates and returns. Polytropon routes by
+    task [1]_: the caller sets the batch's task ids once, and every layer mixes its
+    skills for the distinct tasks of the batch.
+
     Attributes
     ----------
     has_unknown : bool
         Whether the current batch holds task index -1 (a task unseen in training).
-        Read by :meth:`per_task` only: nothing else handles the unknown task.
+        Read by :meth:`~skillfit.skills.TaskContext.per_task` only: nothing else
+        handles the unknown task.
     task_descriptions : Tensor or None
         Task-description vectors ``(n_tasks, dim)`` read by gate routers (PEMT); owned
         and registered by the model that sets it.
     inference_cache : dict or None
-        Inside :meth:`inference`: what skill layers derive from their parameters once
-        per scope (every task's factors, merged weights), dropped when the scope ends.
+        Inside :meth:`~skillfit.skills.TaskContext.inference`: what skill layers derive
+        from their parameters once per scope (every task's factors, merged weights),
+        dropped when the scope ends.
     merge : bool
-        Inside :meth:`inference`: whether a single-task batch runs one merged weight.
+        Inside :meth:`~skillfit.skills.TaskContext.inference`: whether a single-task
+        batch runs one merged weight.
     content_routing : ContentRouting or None
-        Inside :meth:`content_routed`: skill layers with routing prototypes weigh their
-        shared skills per token by content instead of by task.
+        Inside :meth:`~skillfit.skills.TaskContext.content_routed`: skill layers with
+        routing prototypes weigh their shared skills per token by content instead of
+        by task.
 
-    Training noise (the routers' relaxed-Bernoulli samples) is drawn by
-    :meth:`uniform_noise`: once per router and outermost :meth:`tasks` scope (one
-    training step), for the router's
-    whole table, so a forward pass that runs again in backward (gradient
-    checkpointing) sees the same sample, and so does every rank of a data-parallel
-    fit, whatever share of the batch it holds.
+    See Also
+    --------
+    skillfit.skills.inject_skills : Creates the context shared by a model's skill layers.
+    skillfit.skills.TaskContext.tasks : Set the task ids of the enclosed forward passes.
+    skillfit.skills.SkillLinear : The layers that read the context.
+
+    Notes
+    -----
+    Training noise (the routers' relaxed-Bernoulli samples [1]_) is drawn by
+    :meth:`~skillfit.skills.TaskContext.uniform_noise`: once per router and outermost
+    :meth:`~skillfit.skills.TaskContext.tasks` scope (one training step), for the
+    router's whole table, so a forward pass that runs again in backward (gradient
+    checkpointing [2]_) sees the same sample, and so does every rank of a
+    data-parallel fit, whatever share of the batch it holds.
+
+    References
+    ----------
+    .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+       Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+    .. [2] Chen, Xu, Zhang, Guestrin. "Training Deep Nets with Sublinear Memory Cost."
+       arXiv:1604.06174, 2016.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+    >>> context = TaskContext()
+    >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=2), context)
+    >>> with context.tasks([0, 2, 2]):   # one task id per row of the batch
+    ...     print(context.host_tasks(), layer(torch.randn(3, 8)).shape)
+    [0, 2] torch.Size([3, 8])
+    >>> layer(torch.randn(3, 8))   # outside a scope the layer has no task ids
+    Traceback (most recent call last):
+    ...
+    RuntimeError: A skill layer ran without task ids. ...
     """
 
     # Class-level defaults: contexts pickled before these existed still load.
@@ -86,9 +124,50 @@ class TaskContext:
             as a CPU tensor: grouping happens on the host, and the results are moved
             to the device once per call.
         noise_seed : int, optional
-            Seed of the training noise drawn inside (see :meth:`uniform_noise`). By
-            default, a scope inside another shares that scope's noise, and an
-            outermost scope draws from torch's global generator.
+            Seed of the training noise drawn inside (see
+            :meth:`~skillfit.skills.TaskContext.uniform_noise`). By default, a scope
+            inside another shares that scope's noise, and an outermost scope draws
+            from torch's global generator.
+
+        Yields
+        ------
+        None
+            The scope: skill layers read the task ids inside it.
+
+        Raises
+        ------
+        ValueError
+            If ``task_ids`` is not one-dimensional.
+
+        See Also
+        --------
+        skillfit.skills.TaskContext.groups : The batch's distinct tasks, as layers read them.
+        skillfit.skills.TaskContext.uniform_noise : The routers' training noise of the scope.
+
+        Notes
+        -----
+        The distinct tasks and each example's index among them are computed once here,
+        on the host, so that each skill layer mixes its skills once per task of the
+        batch, as Polytropon routes by task [1]_, without a device sync. The previous
+        task ids are restored when the scope ends, so scopes nest.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> from skillfit.skills import TaskContext
+        >>> context = TaskContext()
+        >>> with context.tasks([2, 0, 2]):
+        ...     print(context.host_tasks(), context.has_unknown)
+        ...     with context.tasks([-1]):
+        ...         print(context.host_tasks(), context.has_unknown)
+        ...     print(context.host_tasks())
+        [0, 2] False
+        [-1] True
+        [0, 2]
         """
         task_ids = torch.as_tensor(task_ids, dtype=torch.long).cpu()
         if task_ids.ndim != 1:
@@ -116,6 +195,49 @@ class TaskContext:
         Owners draw for their whole per-task table and index the batch's rows, so the
         sample of a task does not depend on which other tasks share the batch. With the
         scope's ``noise_seed``, the owners draw in turn from one generator so seeded.
+        Polytropon's router turns it into relaxed-Bernoulli samples [1]_; drawing once
+        per scope gives a forward pass recomputed by gradient checkpointing [2]_ the
+        same sample.
+
+        Parameters
+        ----------
+        owner : nn.Module
+            What the noise is for (a router); each owner gets its own sample per scope.
+        shape : torch.Size or tuple of int
+            Shape of the sample, usually the owner's whole per-task table.
+        like : Tensor
+            A tensor whose device and dtype the sample takes.
+
+        Returns
+        -------
+        Tensor of shape ``shape``
+            The owner's sample of this scope; a fresh sample outside any
+            :meth:`~skillfit.skills.TaskContext.tasks` scope.
+
+        See Also
+        --------
+        skillfit.skills.PolyRouter : The router that draws this noise in training.
+        skillfit.skills.TaskContext.tasks : The scope, and its ``noise_seed``.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Chen, Xu, Zhang, Guestrin. "Training Deep Nets with Sublinear Memory Cost."
+           arXiv:1604.06174, 2016.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import TaskContext
+        >>> context, router, like = TaskContext(), torch.nn.Module(), torch.zeros(1)
+        >>> with context.tasks([0, 1], noise_seed=0):
+        ...     first = context.uniform_noise(router, (3, 4), like)
+        ...     print(first.shape, first is context.uniform_noise(router, (3, 4), like))
+        torch.Size([3, 4]) True
+        >>> with context.tasks([1], noise_seed=0):   # same seed, same sample
+        ...     torch.equal(first, context.uniform_noise(router, (3, 4), like))
+        True
         """
         if self._noise is None:  # outside a tasks() scope
             return torch.rand(shape, device=like.device, dtype=like.dtype)
@@ -138,12 +260,52 @@ class TaskContext:
         costs what the bare backbone costs. Nothing is written to the parameters; the
         cache is dropped when the scope ends.
 
+        Merging an update into the weight is LoRA's way to add no inference latency
+        [1]_; mixing every task's factors once serves Polytropon's per-task routing [2]_.
+
         Parameters
         ----------
         merge : bool, default=True
             Fold a single-task batch's update into the layer's weight.
         cache_bytes : int
-            Most bytes the model's layers may spend on every task's factors.
+            Most bytes the model's layers may spend on every task's factors (1 GiB by
+            default); past it, layers mix their batch's tasks per batch.
+
+        Yields
+        ------
+        None
+            The scope; a scope nested in one of the same ``merge`` keeps its cache.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.merged_weight : The weight a single-task batch runs.
+        skillfit.skills.TaskContext.reserve_cache_bytes : How layers share the budget.
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+           Large Language Models." ICLR 2022 (arXiv:2106.09685).
+        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> _ = torch.manual_seed(0)
+        >>> context = TaskContext()
+        >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=2), context).eval()
+        >>> with torch.no_grad():
+        ...     _ = layer.shared_B.normal_()
+        >>> x = torch.randn(4, 8)
+        >>> with torch.no_grad(), context.tasks([0, 1, 2, 2]):
+        ...     plain = layer(x)
+        ...     with context.inference():
+        ...         cached = layer(x)
+        ...         print(context.inference_cache is not None, context.merge)
+        True True
+        >>> torch.allclose(plain, cached, atol=1e-5), context.inference_cache is None
+        (True, True)
         """
         if self.inference_cache is not None and self.merge == merge:
             yield  # nested in a scope of its own kind (a prediction in chunks): keep its cache
@@ -160,9 +322,47 @@ class TaskContext:
         """Route the shared skills of the enclosed forward passes by content, per token.
 
         Layers with routing prototypes ignore the router and weigh their shared skills
-        by each token's states (:func:`~skillfit.skills.content_routing.content_weights`);
-        exclusive skills still follow each row's task (none for task -1). For
-        prediction only: the layers check that no gradient is recorded.
+        by each token's states (``skillfit.skills.content_routing.content_weights``,
+        after Arrow [1]_); exclusive skills still follow each row's task (none for
+        task -1). For prediction only: the layers check that no gradient is recorded.
+        Layers get their prototypes from
+        :meth:`~skillfit.skills.SkillLinear.attach_prototypes` first.
+
+        Parameters
+        ----------
+        routing : ContentRouting
+            ``skillfit.skills.content_routing.ContentRouting``: the skills kept per
+            token and head (``top_k``) and the softmax temperature.
+
+        Yields
+        ------
+        None
+            The scope; the previous routing is restored when it ends.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.attach_prototypes : Compute the skills' prototypes.
+        skillfit.skills.SkillLinear.content_routing_weights : Each token's weights over the skills.
+
+        References
+        ----------
+        .. [1] Ostapenko, Su, Ponti, Charlin, Le Roux, Pereira, Caccia, Sordoni. "Towards Modular
+           LLMs by Building and Reusing a Library of LoRAs." ICML 2024 (arXiv:2405.11157).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> from skillfit.skills.content_routing import ContentRouting
+        >>> _ = torch.manual_seed(0)
+        >>> context = TaskContext()
+        >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=4), context).eval()
+        >>> with torch.no_grad():
+        ...     _ = layer.shared_B.normal_()
+        >>> layer.attach_prototypes()
+        >>> with torch.no_grad(), context.content_routed(ContentRouting(top_k=2)), context.tasks([-1, -1]):
+        ...     print(context.content_routing, layer(torch.randn(2, 5, 8)).shape)
+        ContentRouting(top_k=2, temperature=1.0) torch.Size([2, 5, 8])
         """
         previous, self.content_routing = self.content_routing, routing
         try:
@@ -171,7 +371,39 @@ class TaskContext:
             self.content_routing = previous
 
     def reserve_cache_bytes(self, size: int) -> bool:
-        """Take ``size`` bytes of the inference cache budget; False (nothing taken) when they do not fit."""
+        """Take ``size`` bytes of the inference cache budget; False (nothing taken) when they do not fit.
+
+        Skill layers call it before they keep every task's mixed factors (Polytropon's
+        per-task average of the skills [1]_) for the rest of an
+        :meth:`~skillfit.skills.TaskContext.inference` scope.
+
+        Parameters
+        ----------
+        size : int
+            Bytes to take.
+
+        Returns
+        -------
+        bool
+            Whether they fit in what is left of the budget (and were taken).
+
+        See Also
+        --------
+        skillfit.skills.TaskContext.inference : The scope whose budget this spends.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> from skillfit.skills import TaskContext
+        >>> context = TaskContext()
+        >>> with context.inference(cache_bytes=100):
+        ...     print(context.reserve_cache_bytes(60), context.reserve_cache_bytes(60), context.cache_bytes_left)
+        True False 40
+        """
         fits = size <= self.cache_bytes_left
         if fits:
             self.cache_bytes_left -= size
@@ -181,7 +413,43 @@ class TaskContext:
     def every_task(self, n_tasks: int, device: torch.device) -> Iterator[torch.Tensor]:
         """Task indices ``-1, 0, ..., n_tasks - 1``: row ``i`` is task ``i - 1``, row 0 the unknown task.
 
-        Inside, :meth:`per_task` fills row 0 as the unknown task, whatever the batch holds.
+        Inside, :meth:`~skillfit.skills.TaskContext.per_task` fills row 0 as the unknown
+        task, whatever the batch holds. Skill layers use it to mix every task's factors
+        at once (Polytropon's per-task routing [1]_) inside
+        :meth:`~skillfit.skills.TaskContext.inference`.
+
+        Parameters
+        ----------
+        n_tasks : int
+            Number of known tasks.
+        device : torch.device
+            Device of the indices.
+
+        Yields
+        ------
+        LongTensor of shape (n_tasks + 1,)
+            ``-1, 0, ..., n_tasks - 1``.
+
+        See Also
+        --------
+        skillfit.skills.TaskContext.row_tasks : Each row's index into these rows.
+        skillfit.skills.TaskContext.per_task : The lookup that fills the unknown task's row.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import TaskContext
+        >>> context = TaskContext()
+        >>> with context.every_task(3, torch.device("cpu")) as tasks:
+        ...     print(tasks, context.has_unknown)
+        tensor([-1,  0,  1,  2]) True
+        >>> context.has_unknown
+        False
         """
         previous, self.has_unknown = self.has_unknown, True
         try:
@@ -218,8 +486,35 @@ class TaskContext:
         -------
         Tensor or tuple of Tensor
             ``known(tasks)`` when the batch holds no unknown task (read from the host
-            flag :attr:`has_unknown`: no device sync); otherwise
+            flag ``has_unknown``: no device sync); otherwise
             ``known(tasks.clamp_min(0))`` with the rows of task -1 replaced.
+
+        See Also
+        --------
+        skillfit.skills.TaskContext.every_task : Indices whose row 0 is the unknown task.
+        skillfit.skills.Router : Routers describe their weights for known and unknown tasks.
+
+        Notes
+        -----
+        An unknown task routes over all the shared skills (Polytropon's skills [1]_,
+        ``handle_unknown_task="average"``) and has no exclusive skills (C-Poly's [2]_).
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
+           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import TaskContext
+        >>> context, table = TaskContext(), torch.tensor([10.0, 20.0, 30.0])
+        >>> tasks = torch.tensor([-1, 2])
+        >>> with context.tasks(tasks):
+        ...     context.per_task(tasks, lambda known: table[known], 0.0)
+        tensor([ 0., 30.])
         """
         if not self.has_unknown:
             return known(tasks)
@@ -232,13 +527,77 @@ class TaskContext:
         return tuple(_fill_rows(value, is_unknown, part) for value, part in zip(values, fills))
 
     def host_tasks(self) -> list[int]:
-        """The distinct task indices of the batch, read from the host copy (no device sync)."""
+        """The distinct task indices of the batch, read from the host copy (no device sync).
+
+        Skill layers mix their skills once per distinct task [1]_; a single-task batch
+        reads its task here to run a merged weight.
+
+        Returns
+        -------
+        list of int
+            Sorted distinct task indices of the current :meth:`~skillfit.skills.TaskContext.tasks`
+            scope, -1 first when the batch holds the unknown task.
+
+        See Also
+        --------
+        skillfit.skills.TaskContext.groups : The same tasks on a device, with each row's index.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> from skillfit.skills import TaskContext
+        >>> context = TaskContext()
+        >>> with context.tasks([3, -1, 3, 0]):
+        ...     context.host_tasks()
+        [-1, 0, 3]
+        """
         return self._batch_tasks.tolist()
 
     def segments(self, batch_size: int) -> list[tuple[int, int]] | None:
         """Row ranges ``[(start, end), ...]`` of each distinct task, if the rows are sorted by task.
 
         None when the rows are not grouped by task. Computed on the host: no device sync.
+        With sorted rows a layer runs one product per task on a slice of the batch,
+        mixing the skills once per task [1]_. ``batch_size`` may be a multiple of the
+        number of task ids (generation repeats each example, as Transformers'
+        ``generate`` does for beams [2]_).
+
+        Parameters
+        ----------
+        batch_size : int
+            Rows of the layer's input.
+
+        Returns
+        -------
+        list of (int, int) or None
+            Each distinct task's ``(start, end)`` row range, in the order of
+            :meth:`~skillfit.skills.TaskContext.host_tasks`; None for unsorted rows.
+
+        See Also
+        --------
+        skillfit.skills.TaskContext.groups : Each row's index among the batch's tasks.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
+           EMNLP 2020 System Demonstrations (arXiv:1910.03771).
+
+        Examples
+        --------
+        >>> from skillfit.skills import TaskContext
+        >>> context = TaskContext()
+        >>> with context.tasks([0, 0, 1]):
+        ...     print(context.segments(3), context.segments(6))   # 6 rows: two beams per example
+        [(0, 2), (2, 3)] [(0, 4), (4, 6)]
+        >>> with context.tasks([1, 0]):
+        ...     print(context.segments(2))
+        None
         """
         if self._task_counts is None or self._example_group is None:
             return None
@@ -251,7 +610,42 @@ class TaskContext:
 
     @contextmanager
     def bypass(self) -> Iterator[None]:
-        """Run the enclosed forward passes through the bare backbone (skills off)."""
+        """Run the enclosed forward passes through the bare backbone (skills off).
+
+        Every skill layer returns its base layer's output, ``W0 x`` without LoRA's
+        update [1]_, as when PEMT embeds task descriptions with the frozen backbone
+        [2]_; no task ids are needed inside.
+
+        Yields
+        ------
+        None
+            The scope; the previous state is restored when it ends.
+
+        See Also
+        --------
+        skillfit.skills.TaskContext.tasks : Route the enclosed forward passes by task instead.
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+           Large Language Models." ICLR 2022 (arXiv:2106.09685).
+        .. [2] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
+           Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of
+           ACL 2024 (arXiv:2402.15082).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> context = TaskContext()
+        >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=2), context)
+        >>> with torch.no_grad():
+        ...     _ = layer.shared_B.normal_()
+        >>> x = torch.randn(2, 8)
+        >>> with context.bypass():
+        ...     torch.equal(layer(x), layer.base_layer(x))
+        True
+        """
         previous, self.bypassed = self.bypassed, True
         try:
             yield
@@ -262,8 +656,52 @@ class TaskContext:
         """The distinct tasks of the batch and, per row, the index of its task among them.
 
         ``batch_size`` may be a multiple of the number of task ids: generation with
-        beam search or several samples repeats each example consecutively, and each
-        copy keeps its example's task.
+        beam search or several samples repeats each example consecutively (as
+        Transformers' ``generate`` does [2]_), and each copy keeps its example's task.
+        The skills are then mixed once per distinct task [1]_. Moved to ``device`` once
+        per scope and batch size.
+
+        Parameters
+        ----------
+        batch_size : int
+            Rows of the layer's input.
+        device : torch.device
+            Device of the returned tensors.
+
+        Returns
+        -------
+        batch_tasks : LongTensor of shape (U,)
+            The distinct task indices, sorted.
+        example_group : LongTensor of shape (batch_size,)
+            Each row's index into ``batch_tasks``.
+
+        Raises
+        ------
+        RuntimeError
+            Outside a :meth:`~skillfit.skills.TaskContext.tasks` scope, or when
+            ``batch_size`` is not a multiple of the number of task ids.
+
+        See Also
+        --------
+        skillfit.skills.TaskContext.host_tasks : The distinct tasks, on the host.
+        skillfit.skills.TaskContext.row_tasks : Each row's index into every task's rows.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
+           EMNLP 2020 System Demonstrations (arXiv:1910.03771).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import TaskContext
+        >>> context = TaskContext()
+        >>> with context.tasks([2, 0, 2]):
+        ...     batch_tasks, example_group = context.groups(6, torch.device("cpu"))   # two beams each
+        >>> batch_tasks, example_group
+        (tensor([0, 2]), tensor([1, 1, 0, 0, 1, 1]))
         """
         key = (device, batch_size)
         if key not in self._on_device:
@@ -276,7 +714,51 @@ class TaskContext:
         return self._on_device[key]
 
     def row_tasks(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        """Each row's task index plus one (0: the unknown task), the row order of :meth:`every_task`."""
+        """Each row's task index plus one (0: the unknown task), the row order of ``every_task``.
+
+        Inside :meth:`~skillfit.skills.TaskContext.inference` a layer has mixed every
+        task's factors once (Polytropon's per-task routing [1]_) and gathers each row's
+        pair with these indices. ``batch_size`` may be a multiple of the number of task
+        ids, as in :meth:`~skillfit.skills.TaskContext.groups`.
+
+        Parameters
+        ----------
+        batch_size : int
+            Rows of the layer's input.
+        device : torch.device
+            Device of the returned tensor.
+
+        Returns
+        -------
+        LongTensor of shape (batch_size,)
+            Each row's index into the rows of
+            :meth:`~skillfit.skills.TaskContext.every_task`.
+
+        Raises
+        ------
+        RuntimeError
+            Outside a :meth:`~skillfit.skills.TaskContext.tasks` scope, or when
+            ``batch_size`` is not a multiple of the number of task ids.
+
+        See Also
+        --------
+        skillfit.skills.TaskContext.every_task : The task order these indices point into.
+        skillfit.skills.TaskContext.groups : Each row's index among the batch's own tasks.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import TaskContext
+        >>> context = TaskContext()
+        >>> with context.tasks([1, -1, 0]):
+        ...     context.row_tasks(3, torch.device("cpu"))
+        tensor([2, 0, 1])
+        """
         key = (device, batch_size, "rows")
         if key not in self._on_device:
             self._check_batch(batch_size)

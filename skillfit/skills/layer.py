@@ -1,6 +1,6 @@
 """The skill layer: a frozen linear layer plus a routed inventory of low-rank skills.
 
-One class serves every method; :class:`~skillfit.skills.config.SkillConfig` says which
+One class serves every method; :class:`~skillfit.skills.SkillConfig` says which
 (``docs/methods.md`` for each method, ``docs/architecture.md`` for the layers). For the
 tasks ``t`` of a batch, with ``w = router(tasks, context)`` and ``v`` the exclusive
 mixer's weights::
@@ -21,7 +21,7 @@ With ``combine="output"`` the shared and exclusive parts are two products:
 ``A_t, B_t`` are mixed once per distinct task of the batch. A batch of few tasks with
 rows sorted by task (as ``fit`` sorts them) gets one product per task on a slice; any
 other batch one batched product where each row gathers its task's pair, whose cost
-does not grow with the number of tasks (:func:`low_rank_update`). Inside
+does not grow with the number of tasks (``low_rank_update``). Inside
 ``TaskContext.inference()`` (prediction) every task's ``A_t, s B_t`` are mixed once
 per scope, so a batch costs one gather and two batched products per layer, and a
 single-task batch runs one dense ``W0 + s A_t B_t``, computed once per task and never
@@ -45,7 +45,53 @@ from .routing import ExclusiveMixer, GateRouter, PolyRouter, Router, UniformRout
 
 
 def linear_features(layer: nn.Module) -> tuple[int, int]:
-    """``(in_features, out_features)`` of an ``nn.Linear`` or a transformers ``Conv1D``."""
+    """``(in_features, out_features)`` of an ``nn.Linear`` or a transformers ``Conv1D``.
+
+    GPT-2 style models in Hugging Face Transformers [2]_ use ``Conv1D``, whose weight is
+    stored ``(in, out)``, the transpose of ``nn.Linear``'s; both are the dense layers
+    that LoRA adapts [1]_.
+
+    Parameters
+    ----------
+    layer : nn.Module
+        An ``nn.Linear`` or a ``transformers.pytorch_utils.Conv1D``.
+
+    Returns
+    -------
+    tuple of (int, int)
+        The input and output widths of ``layer``.
+
+    Raises
+    ------
+    TypeError
+        If ``layer`` is neither kind of layer.
+
+    See Also
+    --------
+    skillfit.skills.SkillLinear : The skill layer that wraps such a layer.
+    skillfit.skills.target_layer_names : Find the layers of a model to wrap.
+
+    References
+    ----------
+    .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+       Large Language Models." ICLR 2022 (arXiv:2106.09685).
+    .. [2] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
+       EMNLP 2020 System Demonstrations (arXiv:1910.03771).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from transformers.pytorch_utils import Conv1D
+    >>> from skillfit.skills import linear_features
+    >>> linear_features(torch.nn.Linear(8, 4))
+    (8, 4)
+    >>> linear_features(Conv1D(4, 8))   # Conv1D(nf=out, nx=in)
+    (8, 4)
+    >>> linear_features(torch.nn.Conv2d(1, 1, 3))
+    Traceback (most recent call last):
+    ...
+    TypeError: Skills can only wrap nn.Linear or transformers' Conv1D layers, got Conv2d.
+    """
     if isinstance(layer, nn.Linear):
         return layer.in_features, layer.out_features
     if isinstance(layer, Conv1D):
@@ -133,8 +179,65 @@ class SkillLinear(nn.Module):
         start from the skills' average as their own adapter.
     route_prototypes : buffer of shape (H, K, d_in/H) or None
         Each shared skill's routing prototype for content routing
-        (:meth:`attach_prototypes`); None until attached, and for layers whose skills
-        are not routed by task.
+        (:meth:`~skillfit.skills.SkillLinear.attach_prototypes`); None until attached,
+        and for layers whose skills are not routed by task.
+
+    Raises
+    ------
+    ValueError
+        If ``config.n_splits`` does not divide the input and output widths of
+        ``base_layer``.
+
+    See Also
+    --------
+    skillfit.skills.SkillConfig : The inventory sizes and routing rule of the layer.
+    skillfit.skills.inject_skills : Replace a model's target layers by skill layers.
+    skillfit.skills.TaskContext : The task ids that every skill layer reads.
+    skillfit.skills.SkillLinear.task_products : Each task's low-rank update.
+
+    Notes
+    -----
+    For the tasks ``t`` of a batch the layer computes ``y = W0 x + s x A_t B_t`` with
+    ``s = alpha / r``: LoRA's forward pass [1]_, with ``A_t`` and ``B_t`` Polytropon's
+    average of the task's shared skills [2]_, concatenated over the routing heads
+    (multi-head routing [3]_), plus the task's exclusive skills (C-Poly [4]_). The
+    same layer is MTLoRA's task-agnostic plus task-specific modules [5]_ and PEMT's
+    gated experts [6]_. The skills are mixed once per distinct task of the batch,
+    never per example. ``B`` starts at zero, so a new layer computes what its base
+    layer computes.
+
+    References
+    ----------
+    .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+       Large Language Models." ICLR 2022 (arXiv:2106.09685).
+    .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+       Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+    .. [3] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+       Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+    .. [4] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
+       Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+    .. [5] Agiza, Neseem, Reda. "MTLoRA: Low-Rank Adaptation Approach for Efficient
+       Multi-Task Learning." CVPR 2024 (arXiv:2403.20320).
+    .. [6] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
+       Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of
+       ACL 2024 (arXiv:2402.15082).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+    >>> _ = torch.manual_seed(0)
+    >>> context = TaskContext()
+    >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=4, rank=2), context)
+    >>> layer.shared_A.shape, layer.shared_B.shape   # (H, K, d_in/H, r), (H, K, r, d_out/H)
+    (torch.Size([1, 4, 8, 2]), torch.Size([1, 4, 2, 8]))
+    >>> x = torch.randn(4, 5, 8)
+    >>> with context.tasks([0, 0, 1, 2]):   # each row's task
+    ...     y = layer(x)
+    >>> y.shape
+    torch.Size([4, 5, 8])
+    >>> torch.allclose(y, layer.base_layer(x))   # B = 0: it starts as its base layer
+    True
     """
 
     def __init__(self, base_layer: nn.Module, config: SkillConfig, context: TaskContext, name: str = "") -> None:
@@ -175,11 +278,58 @@ class SkillLinear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The frozen base weight (models such as T5 read ``layer.weight`` directly)."""
+        """The frozen base weight (models such as T5 read ``layer.weight`` directly).
+
+        The skills leave it untouched, as LoRA leaves ``W0`` [1]_; a model that reads a
+        layer's weight, for instance to pick its compute dtype, sees the base layer's.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.bias : The base layer's bias.
+        skillfit.skills.SkillLinear.merged_weight : The weight with one task's update folded in.
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+           Large Language Models." ICLR 2022 (arXiv:2106.09685).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> base = torch.nn.Linear(8, 4)
+        >>> layer = SkillLinear(base, SkillConfig(n_tasks=2), TaskContext())
+        >>> layer.weight is base.weight, layer.weight.shape
+        (True, torch.Size([4, 8]))
+        """
         return self.base_layer.weight
 
     @property
     def bias(self) -> torch.Tensor | None:
+        """The base layer's bias, or None when it has none; the skills add no bias.
+
+        LoRA's update ``Delta W x`` [1]_ has no bias term, so the adapted layer keeps the
+        base layer's.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.weight : The frozen base weight.
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+           Large Language Models." ICLR 2022 (arXiv:2106.09685).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> base = torch.nn.Linear(8, 4)
+        >>> SkillLinear(base, SkillConfig(n_tasks=2), TaskContext()).bias is base.bias
+        True
+        >>> SkillLinear(torch.nn.Linear(8, 4, bias=False), SkillConfig(n_tasks=2), TaskContext()).bias is None
+        True
+        """
         return self.base_layer.bias
 
     @staticmethod
@@ -196,7 +346,36 @@ class SkillLinear(nn.Module):
         nn.init.uniform_(A, -bound, bound)
 
     def reset_skills(self) -> None:
-        """A as ``nn.Linear``'s default (Kaiming-uniform, a=sqrt(5)) per skill block, B = 0."""
+        """A as ``nn.Linear``'s default (Kaiming-uniform, a=sqrt(5)) per skill block, B = 0.
+
+        LoRA's initialisation [1]_: with ``B = 0`` every task's update is zero, so the
+        layer starts as its base layer, and Polytropon's skills start the same way [2]_.
+        Each block of ``A`` is drawn from ``U(-1/sqrt(d_in/H), 1/sqrt(d_in/H))``. The
+        routers are not reset.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.add_tasks : New tasks' exclusive skills start the same way.
+        skillfit.skills.SkillLinear.delta_weight : Each task's update (zero after a reset).
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+           Large Language Models." ICLR 2022 (arXiv:2106.09685).
+        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=2, n_shared=2), TaskContext())
+        >>> with torch.no_grad():
+        ...     _ = layer.shared_B.fill_(1.0)
+        >>> layer.reset_skills()
+        >>> bool((layer.shared_B == 0).all()), bool(layer.shared_A.abs().max() <= 8 ** -0.5)
+        (True, True)
+        """
         for A, B in ((self.shared_A, self.shared_B), (self.exclusive_A, self.exclusive_B)):
             if A is not None:
                 self._init_A(A.data)
@@ -232,6 +411,49 @@ class SkillLinear(nn.Module):
         tasks : LongTensor of shape (U,)
             Task indices; -1 for an unknown task, only inside a ``context.tasks(...)``
             scope whose batch holds it.
+
+        Returns
+        -------
+        list of (Tensor, Tensor, float)
+            One or two terms ``(A_t, B_t, scale)``, ``A_t`` of shape ``(U, d_in, r)``
+            and ``B_t`` of shape ``(U, r, d_out)`` in ``x @ W`` orientation; the
+            update of task ``u`` is the sum of ``scale * A_t[u] @ B_t[u]``.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.delta_weight : The sum of the terms as one matrix per task.
+        skillfit.skills.SkillConfig : ``combine`` chooses between one and two terms.
+
+        Notes
+        -----
+        The shared factors are Polytropon's routed average [1]_, cut in heads by
+        multi-head routing [2]_; the exclusive factors are C-Poly's [3]_, added to the
+        shared ones (``combine="weight"``) or kept as a second term with their own
+        scale (``combine="output"``, as MTLoRA's task-specific modules [4]_).
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+        .. [3] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
+           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+        .. [4] Agiza, Neseem, Reda. "MTLoRA: Low-Rank Adaptation Approach for Efficient
+           Multi-Task Learning." CVPR 2024 (arXiv:2403.20320).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> config = SkillConfig(n_tasks=3, n_shared=4, n_exclusive=1, rank=2, combine="output")
+        >>> layer = SkillLinear(torch.nn.Linear(8, 8), config, TaskContext()).eval()
+        >>> terms = layer.task_products(torch.tensor([0, 2]))
+        >>> [(tuple(A.shape), tuple(B.shape), scale) for A, B, scale in terms]
+        [((2, 8, 2), (2, 2, 8), 4.0), ((2, 8, 2), (2, 2, 8), 4.0)]
+        >>> len(SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=4, n_exclusive=1),
+        ...                 TaskContext()).task_products(torch.tensor([0])))   # combine="weight"
+        1
         """
         config = self.config
         shared = self._shared_factors(tasks) if self.shared_A is not None else None
@@ -247,13 +469,105 @@ class SkillLinear(nn.Module):
         return terms
 
     def delta_weight(self, tasks: torch.Tensor) -> torch.Tensor:
-        """Each task's full update ``s * A_t B_t`` in ``x @ W`` orientation, shape (U, d_in, d_out)."""
+        """Each task's full update ``s * A_t B_t`` in ``x @ W`` orientation, shape (U, d_in, d_out).
+
+        LoRA's ``Delta W = B A`` [1]_ for each task, with the task's factors mixed from
+        the skills as Polytropon mixes them [2]_ (and C-Poly's exclusive skills [3]_):
+        the layer's output is ``W0 x + x @ delta_weight(t)``.
+
+        Parameters
+        ----------
+        tasks : LongTensor of shape (U,)
+            Task indices; -1 for an unknown task, only inside a ``context.tasks(...)``
+            scope whose batch holds it.
+
+        Returns
+        -------
+        Tensor of shape (U, d_in, d_out)
+            The sum of the terms of :meth:`~skillfit.skills.SkillLinear.task_products`.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.task_products : The low-rank terms of the update.
+        skillfit.skills.SkillLinear.merged_weight : One task's update folded into the base weight.
+        skillfit.skills.routing_update_gram : Compare tasks by their updates.
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+           Large Language Models." ICLR 2022 (arXiv:2106.09685).
+        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [3] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
+           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> _ = torch.manual_seed(0)
+        >>> context = TaskContext()
+        >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=4, rank=2), context).eval()
+        >>> with torch.no_grad():
+        ...     _ = layer.shared_B.normal_()   # trained skills: B is no longer zero
+        >>> delta = layer.delta_weight(torch.tensor([0, 2]))
+        >>> delta.shape
+        torch.Size([2, 8, 8])
+        >>> x = torch.randn(2, 8)
+        >>> with context.tasks([0, 2]):
+        ...     y = layer(x)
+        >>> torch.allclose(y, layer.base_layer(x) + torch.einsum("nd,nde->ne", x, delta), atol=1e-5)
+        True
+        """
         return sum(scale * (A @ B) for A, B, scale in self.task_products(tasks))
 
     # Under torch.compile the frozen backbone around this layer is compiled; the task routing
     # (host-side task groups) stays eager, so a new batch composition never recompiles.
     @torch.compiler.disable
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        """``W0 x + s x A_t B_t`` for each row, with ``t`` the row's task in the context.
+
+        LoRA's forward pass [1]_ with each task's factors mixed from the skills [2]_.
+        Inside ``context.bypass()`` the base layer alone runs; inside
+        ``context.content_routed(...)`` the shared skills are weighed per token.
+
+        Parameters
+        ----------
+        x : Tensor of shape (N, ..., d_in)
+            One row per task id set through ``context.tasks(...)`` (or a multiple of
+            them: beam search repeats each example).
+        *args : tuple
+            Passed on to the base layer.
+        **kwargs : dict
+            Passed on to the base layer.
+
+        Returns
+        -------
+        Tensor of shape (N, ..., d_out)
+            The base layer's output plus each row's task update.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.task_products : The terms the update is made of.
+        skillfit.skills.TaskContext.tasks : Set the rows' tasks.
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+           Large Language Models." ICLR 2022 (arXiv:2106.09685).
+        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> context = TaskContext()
+        >>> layer = SkillLinear(torch.nn.Linear(8, 4), SkillConfig(n_tasks=3, n_shared=2), context)
+        >>> with context.tasks([2, 0, 1]):
+        ...     print(layer(torch.randn(3, 6, 8)).shape)
+        torch.Size([3, 6, 4])
+        """
         context = self.context
         if context.bypassed:
             return self.base_layer(x, *args, **kwargs)
@@ -283,10 +597,46 @@ class SkillLinear(nn.Module):
     def merged_weight(self, task: torch.Tensor) -> torch.Tensor:
         """The base weight with one task's update folded in, in the base layer's own layout.
 
+        For prediction on a single task: like merging a LoRA into its layer [1]_, the
+        merged weight costs what the base layer costs. The base layer is not changed.
+
         Parameters
         ----------
         task : LongTensor of shape (1,)
             The task index (-1: an unknown task, set through ``context.tasks(...)``).
+
+        Returns
+        -------
+        Tensor
+            ``W0`` plus the task's update, shaped as the base layer's weight:
+            ``(d_out, d_in)`` for ``nn.Linear``, ``(d_in, d_out)`` for ``Conv1D``.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.delta_weight : The update that is folded in.
+        skillfit.skills.TaskContext.inference : The scope in which single-task batches run merged.
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+           Large Language Models." ICLR 2022 (arXiv:2106.09685).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> _ = torch.manual_seed(0)
+        >>> context = TaskContext()
+        >>> layer = SkillLinear(torch.nn.Linear(8, 4), SkillConfig(n_tasks=3, n_shared=2), context).eval()
+        >>> with torch.no_grad():
+        ...     _ = layer.shared_B.normal_()
+        >>> weight = layer.merged_weight(torch.tensor([1]))
+        >>> weight.shape
+        torch.Size([4, 8])
+        >>> x = torch.randn(2, 8)
+        >>> with context.tasks([1, 1]):
+        ...     torch.allclose(layer(x), torch.nn.functional.linear(x, weight, layer.bias), atol=1e-5)
+        True
         """
         return self._fold(self.delta_weight(task)[0])
 
@@ -358,16 +708,118 @@ class SkillLinear(nn.Module):
     # --------------------------------------------------------- content routing
     @property
     def routes_by_content(self) -> bool:
-        """Whether content routing has a choice to make here: several shared skills routed by task."""
+        """Whether content routing has a choice to make here: several shared skills routed by task.
+
+        Content routing after Arrow [1]_ picks among a layer's Polytropon skills [2]_:
+        a layer with one shared skill, a gate or no shared skills keeps its routing.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.attach_prototypes : Compute the skills' prototypes.
+        skillfit.skills.TaskContext.content_routed : Route by content inside a scope.
+
+        References
+        ----------
+        .. [1] Ostapenko, Su, Ponti, Charlin, Le Roux, Pereira, Caccia, Sordoni. "Towards Modular
+           LLMs by Building and Reusing a Library of LoRAs." ICML 2024 (arXiv:2405.11157).
+        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=4), TaskContext()).routes_by_content
+        True
+        >>> SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, routing="none"), TaskContext()).routes_by_content
+        False
+        """
         return self.config.routing == "poly" and self.config.n_shared > 1
 
     def attach_prototypes(self) -> None:
-        """Compute the shared skills' routing prototypes from their current weights (see ``content_routing.py``)."""
+        """Compute the shared skills' routing prototypes from their current weights (see ``content_routing.py``).
+
+        As in Arrow [1]_, each skill's prototype is the top singular vector on the input
+        side of its update ``A[h, k] B[h, k]``, computed exactly from the factors. The
+        result is stored in ``route_prototypes``, of shape ``(H, K, d_in/H)``; layers
+        where :attr:`~skillfit.skills.SkillLinear.routes_by_content` is False keep None.
+        Call it again after the skills change.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.content_routing_weights : Each token's weights from the prototypes.
+        skillfit.skills.TaskContext.content_routed : Route by content inside a scope.
+
+        References
+        ----------
+        .. [1] Ostapenko, Su, Ponti, Charlin, Le Roux, Pereira, Caccia, Sordoni. "Towards Modular
+           LLMs by Building and Reusing a Library of LoRAs." ICML 2024 (arXiv:2405.11157).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> _ = torch.manual_seed(0)
+        >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=4, n_splits=2), TaskContext())
+        >>> with torch.no_grad():
+        ...     _ = layer.shared_B.normal_()
+        >>> layer.route_prototypes is None
+        True
+        >>> layer.attach_prototypes()
+        >>> layer.route_prototypes.shape
+        torch.Size([2, 4, 4])
+        >>> torch.allclose(layer.route_prototypes.norm(dim=-1), torch.ones(2, 4))   # unit vectors
+        True
+        """
         if self.routes_by_content:
             self.route_prototypes = skill_prototypes(self.shared_A, self.shared_B).to(self.shared_A.device)
 
     def content_routing_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """Each token's weights over the shared skills of each head, shape ``(..., H, K)``; rows sum to 1."""
+        """Each token's weights over the shared skills of each head, shape ``(..., H, K)``; rows sum to 1.
+
+        Arrow's routing [1]_: a token's block ``x_h`` scores skill ``k`` by
+        ``|<x_h, p[h, k]>|``, the ``top_k`` best scores are kept and their softmax
+        (temperature ``tau``) weighs the skills. Read inside
+        ``context.content_routed(...)``, after :meth:`~skillfit.skills.SkillLinear.attach_prototypes`.
+
+        Parameters
+        ----------
+        x : Tensor of shape (..., d_in)
+            Token states, the layer's input.
+
+        Returns
+        -------
+        Tensor of shape (..., H, K)
+            Zero outside each token's ``top_k`` skills; sums to 1 over ``K``.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.attach_prototypes : Compute the prototypes ``p``.
+        skillfit.skills.TaskContext.content_routed : The scope that sets ``top_k`` and ``tau``.
+
+        References
+        ----------
+        .. [1] Ostapenko, Su, Ponti, Charlin, Le Roux, Pereira, Caccia, Sordoni. "Towards Modular
+           LLMs by Building and Reusing a Library of LoRAs." ICML 2024 (arXiv:2405.11157).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> from skillfit.skills.content_routing import ContentRouting
+        >>> _ = torch.manual_seed(0)
+        >>> context = TaskContext()
+        >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=4), context)
+        >>> with torch.no_grad():
+        ...     _ = layer.shared_B.normal_()
+        >>> layer.attach_prototypes()
+        >>> with context.content_routed(ContentRouting(top_k=2)):
+        ...     weights = layer.content_routing_weights(torch.randn(3, 5, 8))
+        >>> weights.shape
+        torch.Size([3, 5, 1, 4])
+        >>> torch.allclose(weights.sum(-1), torch.ones(3, 5, 1)), (weights > 0).sum(-1).unique().tolist()
+        (True, [2])
+        """
         heads = self.config.n_splits
         rows = x.reshape(*x.shape[:-1], heads, self.in_features // heads)
         return content_weights(rows, self.route_prototypes, self.context.content_routing)
@@ -413,7 +865,38 @@ class SkillLinear(nn.Module):
 
     # --------------------------------------------------------------- new tasks
     def per_task_parameters(self) -> list[nn.Parameter]:
-        """Parameters whose first dimension is the task: what a new task gets rows of."""
+        """Parameters whose first dimension is the task: what a new task gets rows of.
+
+        The exclusive skills (C-Poly [2]_) and the routers' per-task tables (Polytropon's
+        routing logits [1]_, the exclusive skills' mixing logits); an optimizer that
+        steps only on the batch's tasks treats these rows apart.
+
+        Returns
+        -------
+        list of nn.Parameter
+            Each with one row per task, ``config.n_tasks`` rows.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.add_tasks : Grow these parameters by new tasks.
+        skillfit.skills.train_only_new_tasks : Train only the new tasks' rows.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
+           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> config = SkillConfig(n_tasks=3, n_shared=4, n_exclusive=1, rank=2, combine="output")
+        >>> layer = SkillLinear(torch.nn.Linear(8, 8), config, TaskContext())
+        >>> [tuple(param.shape) for param in layer.per_task_parameters()]
+        [(3, 1, 1, 8, 2), (3, 1, 1, 2, 8), (3, 1, 4)]
+        """
         candidates = [self.exclusive_A, self.exclusive_B]
         for owner in (self.router, self.exclusive_mixer):
             if owner is not None:
@@ -428,6 +911,46 @@ class SkillLinear(nn.Module):
         route over the shared skills: their exclusive skills start as the uniform
         average of the shared skills instead (a layer without exclusive skills gets one
         per task, zero for the old tasks, which leaves their updates unchanged).
+
+        New routing rows let a new task learn its routing over the trained skills
+        (Poly-z); ``average=True`` starts it from the skills' average (Poly-mu): the
+        few-shot adaptation modes of Caccia et al. [2]_, over Polytropon's skills [1]_.
+        ``config`` is replaced by one with ``n_tasks + n_new`` tasks.
+
+        Parameters
+        ----------
+        n_new : int
+            Number of tasks to add; they get the indices ``n_tasks .. n_tasks + n_new - 1``.
+        average : bool, default=False
+            Start the new tasks from the shared skills' average (Poly-mu) instead of
+            routing them over the shared skills.
+
+        See Also
+        --------
+        skillfit.skills.add_tasks : Grow every skill layer of a model.
+        skillfit.skills.SkillLinear.per_task_parameters : The parameters that grow.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> _ = torch.manual_seed(0)
+        >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=4), TaskContext()).eval()
+        >>> with torch.no_grad():
+        ...     _ = layer.shared_B.normal_()
+        >>> before = layer.delta_weight(torch.tensor([0, 1, 2]))
+        >>> layer.add_tasks(2)
+        >>> layer.config.n_tasks
+        5
+        >>> torch.allclose(before, layer.delta_weight(torch.tensor([0, 1, 2])))   # old tasks unchanged
+        True
         """
         config = self.config
         T, K = config.n_tasks, config.n_shared
@@ -466,6 +989,34 @@ class SkillLinear(nn.Module):
         return A, torch.zeros(n_new, heads, n_exclusive, r_ex, d_out, dtype=reference.dtype, device=reference.device)
 
     def extra_repr(self) -> str:
+        """The widths and inventory shown in the module's ``repr``.
+
+        Returns
+        -------
+        str
+            The layer's widths and the numbers of its :class:`~skillfit.skills.SkillConfig`
+            (skill rank as in LoRA [1]_, shared skills and heads as in Polytropon [2]_).
+
+        See Also
+        --------
+        skillfit.skills.SkillConfig : Where the numbers come from.
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+           Large Language Models." ICLR 2022 (arXiv:2106.09685).
+        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> layer = SkillLinear(torch.nn.Linear(8, 4), SkillConfig(n_tasks=3, n_shared=2, rank=2), TaskContext())
+        >>> print(layer.extra_repr())
+        in_features=8, out_features=4, rank=2, n_shared=2, n_exclusive=0, n_splits=1,
+        n_tasks=3, routing='poly', combine='weight'
+        """
         c = self.config
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, rank={c.rank}, "

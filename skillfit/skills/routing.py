@@ -28,7 +28,52 @@ class Router(nn.Module):
     """Task-wise weights over the shared skills, and the rule that mixes them.
 
     Subclasses implement ``forward(tasks, context) -> (U, H, K)``; the defaults below
-    suit a router that mixes the skills' factors and keeps nothing per task.
+    suit a router that mixes the skills' factors and keeps nothing per task. The
+    factors are mixed as in Polytropon [1]_, one mixture per head as in multi-head
+    routing [2]_.
+
+    Parameters
+    ----------
+    *args, **kwargs
+        Passed to ``torch.nn.Module``; the base router takes none.
+
+    See Also
+    --------
+    skillfit.skills.PolyRouter : Learned task-skill routing (Polytropon, Poly-S / MHR).
+    skillfit.skills.UniformRouter : Weight 1 on the single shared skill (plain LoRA).
+    skillfit.skills.GateRouter : PEMT's gate over experts, from task descriptions.
+    skillfit.skills.SkillLinear : The layer that calls its router.
+
+    References
+    ----------
+    .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+       Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+    .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+       Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+
+    Examples
+    --------
+    A router that always picks the first of three skills, in one head:
+
+    >>> import torch
+    >>> from skillfit.skills import Router, TaskContext
+    >>> class FirstSkill(Router):
+    ...     def forward(self, tasks, context):
+    ...         weights = torch.zeros(len(tasks), 1, 3)
+    ...         weights[..., 0] = 1.0
+    ...         return weights
+    >>> router = FirstSkill()
+    >>> weights = router(torch.tensor([0, 2]), TaskContext())
+    >>> weights.shape
+    torch.Size([2, 1, 3])
+    >>> A, B = torch.randn(1, 3, 4, 2), torch.randn(1, 3, 2, 5)
+    >>> A_t, B_t = router.mix(weights, A, B)
+    >>> A_t.shape, B_t.shape
+    (torch.Size([2, 1, 4, 2]), torch.Size([2, 1, 2, 5]))
+    >>> torch.equal(A_t[0, 0], A[0, 0]), torch.equal(B_t[1, 0], B[0, 0])
+    (True, True)
+    >>> router.per_task_parameters(), router.task_weights(TaskContext())
+    ([], None)
     """
 
     def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
@@ -45,6 +90,35 @@ class Router(nn.Module):
         Returns
         -------
         Tensor of shape (U, H, K)
+            Row ``u`` holds task ``tasks[u]``'s weights over the ``K`` skills of each
+            of the ``H`` heads.
+
+        Raises
+        ------
+        NotImplementedError
+            Always, on the base class: subclasses implement it.
+
+        See Also
+        --------
+        skillfit.skills.Router.mix : How the weights mix the skills.
+        skillfit.skills.TaskContext.per_task : Fills the rows of the unknown task.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+
+        Examples
+        --------
+        A router is called as ``router(tasks, context)``; a Poly router in evaluation mode:
+
+        >>> import torch
+        >>> from skillfit.skills import PolyRouter, TaskContext
+        >>> router = PolyRouter(n_tasks=3, n_splits=2, n_skills=4).eval()
+        >>> router(torch.tensor([0, 2]), TaskContext()).shape
+        torch.Size([2, 2, 4])
         """
         raise NotImplementedError
 
@@ -52,29 +126,177 @@ class Router(nn.Module):
         """Each task's factors from the skills ``A (H, K, d_in/H, r)``, ``B (H, K, r, d_out/H)``.
 
         Mixes the factors: ``A_t[h] = sum_k w[t,h,k] A[h,k]``, same for ``B_t``: a
-        task's parameters are the weighted average of its skills' (Ponti et al. 2022,
-        Eq. 3, with ``w`` already normalised), one average per head ``h`` (Caccia et al.
-        2023, multi-head routing). Returns ``(U, H, d_in/H, r)`` and ``(U, H, r, d_out/H)``.
+        task's parameters are the weighted average of its skills' (Ponti et al. 2022
+        [1]_, Eq. 3, with ``w`` already normalised), one average per head ``h`` (Caccia
+        et al. 2023 [2]_, multi-head routing). Returns ``(U, H, d_in/H, r)`` and
+        ``(U, H, r, d_out/H)``.
+
+        Parameters
+        ----------
+        weights : Tensor of shape (U, H, K)
+            Each task's weights over the skills of each head, as ``forward`` returns them.
+        A : Tensor of shape (H, K, d_in/H, r)
+            The skills' down-projections.
+        B : Tensor of shape (H, K, r, d_out/H)
+            The skills' up-projections.
+
+        Returns
+        -------
+        A_t : Tensor of shape (U, H, d_in/H, r)
+            Each task's mixed down-projection, per head.
+        B_t : Tensor of shape (U, H, r, d_out/H)
+            Each task's mixed up-projection, per head.
+
+        See Also
+        --------
+        skillfit.skills.GateRouter.mix : Mixes the skills' products instead (PEMT).
+        skillfit.skills.SkillLinear.delta_weight : The update ``s * A_t B_t`` these factors build.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+
+        Examples
+        --------
+        Uniform weights give each task the mean of the skills:
+
+        >>> import torch
+        >>> from skillfit.skills import Router
+        >>> A, B = torch.randn(2, 3, 4, 2), torch.randn(2, 3, 2, 5)
+        >>> weights = torch.full((1, 2, 3), 1 / 3)
+        >>> A_t, B_t = Router().mix(weights, A, B)
+        >>> A_t.shape, B_t.shape
+        (torch.Size([1, 2, 4, 2]), torch.Size([1, 2, 2, 5]))
+        >>> torch.allclose(A_t[0], A.mean(dim=1)), torch.allclose(B_t[0], B.mean(dim=1))
+        (True, True)
         """
         # Ponti et al. 2022, Eq. 3: sum_j phi_j z_ij / sum_j z_ij, per head.
         return torch.einsum("uhk,hkdr->uhdr", weights, A), torch.einsum("uhk,hkro->uhro", weights, B)
 
     def per_task_parameters(self) -> list[nn.Parameter]:
-        """Parameters whose first dimension is the task."""
+        """Parameters whose first dimension is the task.
+
+        They get one row per new task in :meth:`~skillfit.skills.Router.add_tasks`, and
+        :func:`~skillfit.skills.train_only_new_tasks` trains only the new rows.
+
+        Returns
+        -------
+        list of nn.Parameter
+            Empty for the base router, which keeps nothing per task.
+
+        See Also
+        --------
+        skillfit.skills.PolyRouter.per_task_parameters : The routing logits.
+        skillfit.skills.SkillLinear.per_task_parameters : Every per-task parameter of a layer.
+
+        References
+        ----------
+        .. [1] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+
+        Examples
+        --------
+        >>> from skillfit.skills import UniformRouter
+        >>> UniformRouter(n_splits=2).per_task_parameters()
+        []
+        """
         return []
 
     def add_tasks(self, n_new: int) -> None:
-        """Grow what the router keeps per task by ``n_new`` tasks."""
+        """Grow what the router keeps per task by ``n_new`` tasks.
+
+        The base router keeps nothing per task, so this does nothing.
+
+        Parameters
+        ----------
+        n_new : int
+            Number of tasks to add after the existing ones.
+
+        See Also
+        --------
+        skillfit.skills.PolyRouter.add_tasks : New routing rows, as at initialisation.
+        skillfit.skills.add_tasks : Grows every skill layer of a model.
+
+        References
+        ----------
+        .. [1] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+
+        Examples
+        --------
+        >>> from skillfit.skills import UniformRouter
+        >>> router = UniformRouter(n_splits=1)
+        >>> router.add_tasks(2)
+        >>> router.per_task_parameters()
+        []
+        """
 
     def task_weights(self, context: TaskContext) -> torch.Tensor | None:
-        """Evaluation weights of every task (for read-back), or None when they are not learned."""
+        """Evaluation weights of every task (for read-back), or None when they are not learned.
+
+        Parameters
+        ----------
+        context : TaskContext
+            The model's task context (gates read its task descriptions).
+
+        Returns
+        -------
+        Tensor of shape (n_tasks, H, K) or None
+            None for the base router: its weights are not learned.
+
+        See Also
+        --------
+        skillfit.skills.PolyRouter.task_weights : Poly's evaluation weights.
+        skillfit.skills.routing_weights : Reads them back from every layer of a model.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> from skillfit.skills import TaskContext, UniformRouter
+        >>> UniformRouter(n_splits=1).task_weights(TaskContext()) is None
+        True
+        """
         return None
 
 
 class UniformRouter(Router):
     """Plain LoRA: the single shared skill gets weight 1, for every task.
 
-    Holds no parameter and no buffer.
+    Holds no parameter and no buffer: every task, known or not, gets the one shared
+    LoRA [1]_.
+
+    Parameters
+    ----------
+    n_splits : int
+        Number of heads ``H``; each gets weight 1 on its single skill.
+
+    See Also
+    --------
+    skillfit.skills.PolyRouter : Learned routing over several skills.
+    skillfit.LoRAClassifier : The estimator whose shared LoRA uses this router.
+
+    References
+    ----------
+    .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+       Large Language Models." ICLR 2022 (arXiv:2106.09685).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skillfit.skills import TaskContext, UniformRouter
+    >>> router = UniformRouter(n_splits=2)
+    >>> weights = router(torch.tensor([0, 1, 4]), TaskContext())
+    >>> weights.shape, bool((weights == 1).all())
+    (torch.Size([3, 2, 1]), True)
+    >>> list(router.parameters())
+    []
     """
 
     def __init__(self, n_splits: int) -> None:
@@ -82,24 +304,96 @@ class UniformRouter(Router):
         self.n_splits = n_splits
 
     def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
+        """Weight 1 on the single skill of each head, for every task.
+
+        Parameters
+        ----------
+        tasks : LongTensor of shape (U,)
+            The distinct tasks of the batch, -1 for a task unseen in training.
+        context : TaskContext
+            The model's task context (not read).
+
+        Returns
+        -------
+        Tensor of shape (U, n_splits, 1)
+            All ones, on the device of ``tasks``.
+
+        See Also
+        --------
+        skillfit.skills.Router.mix : How the weights mix the skills.
+
+        References
+        ----------
+        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
+           Large Language Models." ICLR 2022 (arXiv:2106.09685).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import TaskContext, UniformRouter
+        >>> UniformRouter(n_splits=1)(torch.tensor([-1, 0]), TaskContext())
+        tensor([[[1.]],
+                [[1.]]])
+        """
         return torch.ones(len(tasks), self.n_splits, 1, device=tasks.device)
 
 
 class PolyRouter(Router):
     """Polytropon routing: one learned logit per task, head and skill.
 
-    Training samples a relaxed Bernoulli per logit (Ponti et al. 2022, Eq. 2),
+    Training samples a relaxed Bernoulli per logit (Ponti et al. 2022 [1]_, Eq. 2),
     evaluation uses its mean; either is normalised to sum to one over the skills of
     each head (Eq. 3 there; one routing per head as in Caccia et al. 2023's multi-head
-    routing; ``docs/methods.md``, "Poly and Poly-S / MHR").
+    routing [2]_; ``docs/methods.md``, "Poly and Poly-S / MHR").
     An unknown task gets the mean of the learned tasks' evaluation weights.
 
     Parameters
     ----------
     n_tasks, n_splits, n_skills : int
         Shape of the logit table ``Z``.
-    temperature : float
+    temperature : float, default=1.0
         Temperature ``tau`` of the relaxed Bernoulli.
+
+    Attributes
+    ----------
+    routing_logits : nn.Parameter of shape (n_tasks, n_splits, n_skills)
+        The logit table ``Z``, initialised uniform in ``[-1e-3, 1e-3]``.
+
+    See Also
+    --------
+    skillfit.skills.Router : The interface every router follows.
+    skillfit.skills.routing_weights : Reads the learned weights back from a model.
+    skillfit.PolyClassifier : The estimator built on this router.
+
+    References
+    ----------
+    .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+       Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+    .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+       Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skillfit.skills import PolyRouter, TaskContext
+    >>> _ = torch.manual_seed(0)
+    >>> router = PolyRouter(n_tasks=3, n_splits=2, n_skills=4)
+    >>> context = TaskContext()
+    >>> sample = router(torch.tensor([0, 2]), context)  # training: a relaxed Bernoulli sample
+    >>> sample.shape
+    torch.Size([2, 2, 4])
+    >>> torch.allclose(sample.sum(-1), torch.ones(2, 2))
+    True
+
+    In evaluation, an unknown task (-1) gets the mean of the tasks' weights:
+
+    >>> _ = router.eval()
+    >>> with context.tasks([-1, 1]):
+    ...     weights = router(torch.tensor([-1, 1]), context)
+    >>> torch.allclose(weights[0], router.eval_weights().mean(dim=0))
+    True
+    >>> torch.allclose(weights[1], router.eval_weights()[1])
+    True
     """
 
     def __init__(self, n_tasks: int, n_splits: int, n_skills: int, temperature: float = 1.0) -> None:
@@ -109,9 +403,83 @@ class PolyRouter(Router):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Draw the routing logits anew, uniform in ``[-1e-3, 1e-3]`` (in place).
+
+        Near-zero logits make every task start from a near-uniform routing over the
+        skills, as peft's Poly router and the reference code of Polytropon [1]_ do.
+
+        See Also
+        --------
+        skillfit.skills.PolyRouter.eval_weights : The routing the logits give.
+        skillfit.skills.SkillLinear.reset_skills : Draws the skills anew.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import PolyRouter
+        >>> router = PolyRouter(n_tasks=2, n_splits=1, n_skills=3)
+        >>> with torch.no_grad():
+        ...     _ = router.routing_logits.fill_(5.0)
+        >>> router.reset_parameters()
+        >>> bool(router.routing_logits.abs().max() <= 1e-3)
+        True
+        """
         nn.init.uniform_(self.routing_logits, -LOGIT_INIT_BOUND, LOGIT_INIT_BOUND)
 
     def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
+        """Each task's weights over the skills of each head.
+
+        In training mode, a relaxed-Bernoulli sample ``sigma((Z_t + log u - log(1 - u)) / tau)``
+        with ``u`` drawn by ``context.uniform_noise`` (Ponti et al. 2022 [1]_, Eq. 2); in
+        evaluation mode, its mean ``sigma(Z_t)``. Either is normalised to sum to one over
+        the skills of each head (Eq. 3 there; per head as in [2]_). With one skill per
+        head the weight is exactly 1. Task -1 gets the mean of the tasks' evaluation
+        weights.
+
+        Parameters
+        ----------
+        tasks : LongTensor of shape (U,)
+            The distinct tasks of the batch, -1 for a task unseen in training.
+        context : TaskContext
+            The model's task context: whether the batch holds task -1, and the
+            training noise.
+
+        Returns
+        -------
+        Tensor of shape (U, n_splits, n_skills)
+            Weights summing to one over the skills of each head.
+
+        See Also
+        --------
+        skillfit.skills.PolyRouter.eval_weights : Every task's evaluation weights.
+        skillfit.skills.TaskContext.uniform_noise : The training noise.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import PolyRouter, TaskContext
+        >>> router = PolyRouter(n_tasks=3, n_splits=2, n_skills=4).eval()
+        >>> weights = router(torch.tensor([0, 2]), TaskContext())
+        >>> weights.shape
+        torch.Size([2, 2, 4])
+        >>> torch.allclose(weights.sum(-1), torch.ones(2, 2))
+        True
+        >>> PolyRouter(n_tasks=3, n_splits=2, n_skills=1)(torch.tensor([1]), TaskContext())
+        tensor([[[1.],
+                 [1.]]])
+        """
         if self.routing_logits.shape[-1] == 1:
             # One skill per head: normalisation makes its weight 1 whatever is sampled.
             return self.routing_logits.new_ones(len(tasks), *self.routing_logits.shape[1:])
@@ -135,19 +503,142 @@ class PolyRouter(Router):
         return weights / (weights.sum(dim=-1, keepdim=True) + NORMALISATION_EPS)
 
     def eval_weights(self) -> torch.Tensor:
-        """Evaluation-mode weights of every task, shape ``(n_tasks, n_splits, n_skills)``."""
+        """Evaluation-mode weights of every task, shape ``(n_tasks, n_splits, n_skills)``.
+
+        The relaxed Bernoulli's mean ``sigma(Z)``, normalised over the skills of each
+        head (Ponti et al. 2022 [1]_, Eq. 3), detached from the graph.
+
+        Returns
+        -------
+        Tensor of shape (n_tasks, n_splits, n_skills)
+            Weights summing to one over the skills of each head.
+
+        See Also
+        --------
+        skillfit.skills.PolyRouter.task_weights : The same weights, through the router interface.
+        skillfit.skills.routing_weights : Reads them back from every layer of a model.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        At initialisation every task routes almost uniformly:
+
+        >>> import torch
+        >>> from skillfit.skills import PolyRouter
+        >>> router = PolyRouter(n_tasks=3, n_splits=2, n_skills=4)
+        >>> weights = router.eval_weights()
+        >>> weights.shape
+        torch.Size([3, 2, 4])
+        >>> torch.allclose(weights, torch.full((3, 2, 4), 0.25), atol=1e-3)
+        True
+        """
         weights = torch.sigmoid(self.routing_logits.detach())
         return weights / (weights.sum(dim=-1, keepdim=True) + NORMALISATION_EPS)
 
     def per_task_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose first dimension is the task: the routing logits.
+
+        Returns
+        -------
+        list of nn.Parameter
+            ``[routing_logits]``, of shape ``(n_tasks, n_splits, n_skills)``.
+
+        See Also
+        --------
+        skillfit.skills.train_only_new_tasks : Trains only the new tasks' rows of these.
+        skillfit.skills.SkillLinear.per_task_parameters : Every per-task parameter of a layer.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+
+        Examples
+        --------
+        >>> from skillfit.skills import PolyRouter
+        >>> router = PolyRouter(n_tasks=3, n_splits=2, n_skills=4)
+        >>> [param.shape for param in router.per_task_parameters()]
+        [torch.Size([3, 2, 4])]
+        """
         return [self.routing_logits]
 
     def add_tasks(self, n_new: int) -> None:
+        """Add ``n_new`` rows of routing logits, drawn as at initialisation.
+
+        The old tasks' logits are kept exactly. New tasks then learn their routing over
+        the trained skills, as Poly-z few-shot adaptation does (Caccia et al. 2023 [2]_).
+
+        Parameters
+        ----------
+        n_new : int
+            Number of tasks to add after the existing ones.
+
+        See Also
+        --------
+        skillfit.skills.add_tasks : Grows every skill layer of a model.
+        skillfit.skills.SkillLinear.add_tasks : Grows one layer.
+        skillfit.PolyClassifier.adapt : Adapts a fitted estimator to new tasks.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
+           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import PolyRouter
+        >>> router = PolyRouter(n_tasks=3, n_splits=2, n_skills=4)
+        >>> old = router.routing_logits.detach().clone()
+        >>> router.add_tasks(2)
+        >>> router.routing_logits.shape
+        torch.Size([5, 2, 4])
+        >>> torch.equal(router.routing_logits[:3], old)
+        True
+        """
         new_logits = torch.empty(n_new, *self.routing_logits.shape[1:], device=self.routing_logits.device)
         nn.init.uniform_(new_logits, -LOGIT_INIT_BOUND, LOGIT_INIT_BOUND)
         self.routing_logits = grown(self.routing_logits, new_logits)
 
     def task_weights(self, context: TaskContext) -> torch.Tensor:
+        """Evaluation weights of every task (for read-back): :meth:`~skillfit.skills.PolyRouter.eval_weights`.
+
+        Parameters
+        ----------
+        context : TaskContext
+            The model's task context (not read).
+
+        Returns
+        -------
+        Tensor of shape (n_tasks, n_splits, n_skills)
+            Weights summing to one over the skills of each head.
+
+        See Also
+        --------
+        skillfit.skills.PolyRouter.eval_weights : The weights returned.
+        skillfit.skills.routing_weights : Reads them back from every layer of a model.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import PolyRouter, TaskContext
+        >>> router = PolyRouter(n_tasks=3, n_splits=1, n_skills=2)
+        >>> torch.equal(router.task_weights(TaskContext()), router.eval_weights())
+        True
+        """
         return self.eval_weights()
 
 
@@ -157,7 +648,7 @@ class GateRouter(Router):
     Reads the description vectors ``q`` from ``context.task_descriptions``. ``W_g``
     starts at zero, so every task starts from the uniform mixture. An unknown task
     uses the mean description. Experts are mixed by their products, not their factors
-    (Lin et al. 2024; ``docs/methods.md``, "PEMT").
+    (Lin et al. 2024 [1]_; ``docs/methods.md``, "PEMT").
 
     Parameters
     ----------
@@ -165,8 +656,39 @@ class GateRouter(Router):
         Number of experts (skills) gated.
     description_dim : int
         Width of the description vectors ``q``.
-    temperature : float
+    temperature : float, default=1.0
         Softmax temperature ``tau``.
+
+    Attributes
+    ----------
+    gate_weight : nn.Parameter of shape (description_dim, n_experts)
+        The gate's projection ``W_g``, initialised at zero.
+
+    See Also
+    --------
+    skillfit.skills.gate_experts : Puts a gate in every layer of a model.
+    skillfit.skills.task_sparsity_loss : PEMT's penalty on the gates.
+    skillfit.skills.gate_weights : Reads the gates back from a model.
+    skillfit.PEMTClassifier : The estimator built on this router.
+
+    References
+    ----------
+    .. [1] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
+       Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of ACL 2024
+       (arXiv:2402.15082).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skillfit.skills import GateRouter, TaskContext
+    >>> router = GateRouter(n_experts=3, description_dim=4)
+    >>> context = TaskContext()
+    >>> context.task_descriptions = torch.randn(2, 4)  # one description per task
+    >>> gate = router(torch.tensor([0, 1]), context)
+    >>> gate.shape
+    torch.Size([2, 1, 3])
+    >>> torch.allclose(gate, torch.full((2, 1, 3), 1 / 3))  # W_g = 0: the uniform mixture
+    True
     """
 
     def __init__(self, n_experts: int, description_dim: int, temperature: float = 1.0) -> None:
@@ -175,6 +697,47 @@ class GateRouter(Router):
         self.gate_weight = nn.Parameter(torch.zeros(description_dim, n_experts))
 
     def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
+        """Each task's gate over the experts, ``softmax(q_t W_g / tau)``, as one head.
+
+        Parameters
+        ----------
+        tasks : LongTensor of shape (U,)
+            The distinct tasks of the batch, -1 for a task unseen in training (which
+            reads the mean description).
+        context : TaskContext
+            The model's task context; its ``task_descriptions`` ``(n_tasks, description_dim)``
+            are the queries ``q``.
+
+        Returns
+        -------
+        Tensor of shape (U, 1, n_experts)
+            Each task's gate, summing to one over the experts.
+
+        See Also
+        --------
+        skillfit.skills.GateRouter.mix : How the gate mixes the experts.
+        skillfit.skills.TaskContext.per_task : Fills the rows of the unknown task.
+
+        References
+        ----------
+        .. [1] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
+           Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of ACL 2024
+           (arXiv:2402.15082).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import GateRouter, TaskContext
+        >>> router = GateRouter(n_experts=3, description_dim=4)
+        >>> context = TaskContext()
+        >>> context.task_descriptions = torch.randn(2, 4)  # one description per task
+        >>> with context.tasks([-1, 0]):
+        ...     gate = router(torch.tensor([-1, 0]), context)
+        >>> gate.shape
+        torch.Size([2, 1, 3])
+        >>> torch.allclose(gate.sum(-1), torch.ones(2, 1))
+        True
+        """
         descriptions = context.task_descriptions
         queries = context.per_task(tasks, lambda known: descriptions[known], lambda: descriptions.mean(dim=0))
         # PEMT's gate over the experts (Lin et al. 2024).
@@ -185,7 +748,52 @@ class GateRouter(Router):
         """Mix the experts' products: ``x A_cat diag(g) B_cat = sum_k g_k x A_k B_k``.
 
         Returns the rank-``K r`` factors ``A_cat (U, H, d_in/H, K r)`` and
-        ``diag(g) B_cat (U, H, K r, d_out/H)``.
+        ``diag(g) B_cat (U, H, K r, d_out/H)``: the gated sum of the experts' updates,
+        as PEMT's mixture of experts [1]_, rather than the update of mixed factors.
+
+        Parameters
+        ----------
+        weights : Tensor of shape (U, H, K)
+            Each task's gate over the ``K`` experts, as ``forward`` returns it.
+        A : Tensor of shape (H, K, d_in/H, r)
+            The experts' down-projections.
+        B : Tensor of shape (H, K, r, d_out/H)
+            The experts' up-projections.
+
+        Returns
+        -------
+        A_cat : Tensor of shape (U, H, d_in/H, K r)
+            The experts' down-projections side by side, the same for every task.
+        B_cat : Tensor of shape (U, H, K r, d_out/H)
+            The experts' up-projections stacked, each scaled by its gate.
+
+        See Also
+        --------
+        skillfit.skills.Router.mix : Mixes the factors instead (Polytropon).
+        skillfit.skills.SkillLinear.delta_weight : The update these factors build.
+
+        References
+        ----------
+        .. [1] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
+           Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of ACL 2024
+           (arXiv:2402.15082).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import GateRouter, TaskContext
+        >>> router = GateRouter(n_experts=3, description_dim=4)
+        >>> context = TaskContext()
+        >>> context.task_descriptions = torch.randn(2, 4)  # one description per task
+        >>> gate = router(torch.tensor([0, 1]), context)
+        >>> _ = torch.manual_seed(0)
+        >>> A, B = torch.randn(1, 3, 4, 2), torch.randn(1, 3, 2, 5)
+        >>> A_cat, B_cat = router.mix(gate, A, B)
+        >>> A_cat.shape, B_cat.shape
+        (torch.Size([2, 1, 4, 6]), torch.Size([2, 1, 6, 5]))
+        >>> expected = sum(gate[0, 0, k] * A[0, k] @ B[0, k] for k in range(3))
+        >>> torch.allclose(A_cat[0, 0] @ B_cat[0, 0], expected, atol=1e-6)
+        True
         """
         n_tasks, (heads, n_experts, d_in, rank) = len(weights), A.shape
         A_cat = A.permute(0, 2, 1, 3).reshape(1, heads, d_in, n_experts * rank).expand(n_tasks, -1, -1, -1)
@@ -193,6 +801,38 @@ class GateRouter(Router):
         return A_cat, B_cat
 
     def task_weights(self, context: TaskContext) -> torch.Tensor:
+        """Every task's gate over the experts (for read-back).
+
+        Parameters
+        ----------
+        context : TaskContext
+            The model's task context, whose ``task_descriptions`` give the tasks.
+
+        Returns
+        -------
+        Tensor of shape (n_tasks, 1, n_experts)
+            The gate of each task described in ``context``.
+
+        See Also
+        --------
+        skillfit.skills.gate_weights : Reads the gates back from every layer of a model.
+
+        References
+        ----------
+        .. [1] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
+           Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of ACL 2024
+           (arXiv:2402.15082).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import GateRouter, TaskContext
+        >>> router = GateRouter(n_experts=3, description_dim=4)
+        >>> context = TaskContext()
+        >>> context.task_descriptions = torch.randn(2, 4)  # one description per task
+        >>> router.task_weights(context).shape
+        torch.Size([2, 1, 3])
+        """
         descriptions = context.task_descriptions
         return self(torch.arange(len(descriptions), device=descriptions.device), context)
 
@@ -202,7 +842,50 @@ class ExclusiveMixer(nn.Module):
 
     A softmax of learned per-task logits, initialised uniform. With one exclusive
     skill per task there is nothing to learn and the weight is exactly 1. Unknown
-    tasks get weight 0: they have no exclusive skills.
+    tasks get weight 0: they have no exclusive skills. The task-specific skills are
+    C-Poly's [1]_; the per-task softmax over them is skillfit's simplification
+    (``docs/methods.md``, "Where skillfit departs from the references").
+
+    Parameters
+    ----------
+    n_tasks : int
+        Number of tasks ``T``, each owning its exclusive skills.
+    n_splits : int
+        Number of heads ``H``.
+    n_exclusive : int
+        Exclusive skills ``E`` per task and head; with 1 there are no logits.
+
+    Attributes
+    ----------
+    exclusive_logits : nn.Parameter of shape (n_tasks, n_splits, n_exclusive) or None
+        Each task's logits over its exclusive skills, initialised at zero; None when
+        ``n_exclusive == 1``.
+
+    See Also
+    --------
+    skillfit.skills.PolyRouter : Routes the shared skills.
+    skillfit.skills.SkillLinear : The layer that holds the exclusive skills.
+    skillfit.CPolyClassifier : The estimator that uses exclusive skills.
+
+    References
+    ----------
+    .. [1] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
+       Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from skillfit.skills import ExclusiveMixer, TaskContext
+    >>> mixer = ExclusiveMixer(n_tasks=3, n_splits=1, n_exclusive=2)
+    >>> context = TaskContext()
+    >>> weights = mixer(torch.tensor([0, 2]), context)
+    >>> weights.shape
+    torch.Size([2, 1, 2])
+    >>> torch.allclose(weights, torch.full((2, 1, 2), 0.5))  # uniform at start
+    True
+    >>> with context.tasks([-1]):
+    ...     mixer(torch.tensor([-1]), context)  # an unknown task has no exclusive skills
+    tensor([[[0., 0.]]], grad_fn=<WhereBackward0>)
     """
 
     def __init__(self, n_tasks: int, n_splits: int, n_exclusive: int) -> None:
@@ -214,6 +897,42 @@ class ExclusiveMixer(nn.Module):
             self.register_parameter("exclusive_logits", None)
 
     def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
+        """Each task's weights over its own exclusive skills, per head.
+
+        Parameters
+        ----------
+        tasks : LongTensor of shape (U,)
+            The distinct tasks of the batch, -1 for a task unseen in training.
+        context : TaskContext
+            The model's task context: whether the batch holds task -1.
+
+        Returns
+        -------
+        Tensor of shape (U, n_splits, n_exclusive)
+            The softmax of the task's logits (exactly 1 with one exclusive skill);
+            zero for task -1.
+
+        See Also
+        --------
+        skillfit.skills.ExclusiveMixer.mix : Mixes the exclusive skills with these weights.
+        skillfit.skills.TaskContext.per_task : Fills the rows of the unknown task.
+
+        References
+        ----------
+        .. [1] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
+           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import ExclusiveMixer, TaskContext
+        >>> mixer = ExclusiveMixer(n_tasks=3, n_splits=2, n_exclusive=1)
+        >>> mixer(torch.tensor([0, 1]), TaskContext())
+        tensor([[[1.],
+                 [1.]],
+                [[1.],
+                 [1.]]])
+        """
         return context.per_task(tasks, self._known_weights, 0.0)
 
     def _known_weights(self, tasks: torch.Tensor) -> torch.Tensor:
@@ -228,7 +947,50 @@ class ExclusiveMixer(nn.Module):
 
         Returns ``(U, H, d_in/H, r)`` and ``(U, H, r, d_out/H)``; zero for an unknown
         task. With one exclusive skill its weight is exactly 1: the task's skill is
-        read as it is, with no mixing arithmetic.
+        read as it is, with no mixing arithmetic. These are C-Poly's task-specific
+        skills [1]_, added to the shared ones by the layer.
+
+        Parameters
+        ----------
+        tasks : LongTensor of shape (U,)
+            The distinct tasks of the batch, -1 for a task unseen in training.
+        context : TaskContext
+            The model's task context: whether the batch holds task -1.
+        A : Tensor of shape (T, H, E, d_in/H, r)
+            Every task's exclusive down-projections.
+        B : Tensor of shape (T, H, E, r, d_out/H)
+            Every task's exclusive up-projections.
+
+        Returns
+        -------
+        A_t : Tensor of shape (U, H, d_in/H, r)
+            Each task's mixed down-projection, per head; zero for task -1.
+        B_t : Tensor of shape (U, H, r, d_out/H)
+            Each task's mixed up-projection, per head; zero for task -1.
+
+        See Also
+        --------
+        skillfit.skills.Router.mix : Mixes the shared skills.
+        skillfit.skills.SkillLinear.delta_weight : The update the factors build.
+
+        References
+        ----------
+        .. [1] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
+           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import ExclusiveMixer, TaskContext
+        >>> mixer = ExclusiveMixer(n_tasks=3, n_splits=1, n_exclusive=1)
+        >>> context = TaskContext()
+        >>> A, B = torch.randn(3, 1, 1, 4, 2), torch.randn(3, 1, 1, 2, 5)
+        >>> with context.tasks([-1, 2]):
+        ...     A_t, B_t = mixer.mix(torch.tensor([-1, 2]), context, A, B)
+        >>> A_t.shape, B_t.shape
+        (torch.Size([2, 1, 4, 2]), torch.Size([2, 1, 2, 5]))
+        >>> bool((A_t[0] == 0).all()), torch.equal(A_t[1], A[2, :, 0])
+        (True, True)
         """
         if self.exclusive_logits is None:
             return context.per_task(tasks, lambda known: (A[known][:, :, 0], B[known][:, :, 0]), 0.0)
@@ -237,11 +999,65 @@ class ExclusiveMixer(nn.Module):
         return torch.einsum("uhe,uhedr->uhdr", weights, A), torch.einsum("uhe,uhero->uhro", weights, B)
 
     def per_task_parameters(self) -> list[nn.Parameter]:
-        """Parameters whose first dimension is the task."""
+        """Parameters whose first dimension is the task.
+
+        Returns
+        -------
+        list of nn.Parameter
+            ``[exclusive_logits]``, or empty with one exclusive skill per task.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.per_task_parameters : Every per-task parameter of a layer.
+        skillfit.skills.train_only_new_tasks : Trains only the new tasks' rows of these.
+
+        References
+        ----------
+        .. [1] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
+           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+
+        Examples
+        --------
+        >>> from skillfit.skills import ExclusiveMixer
+        >>> [p.shape for p in ExclusiveMixer(n_tasks=3, n_splits=1, n_exclusive=2).per_task_parameters()]
+        [torch.Size([3, 1, 2])]
+        >>> ExclusiveMixer(n_tasks=3, n_splits=1, n_exclusive=1).per_task_parameters()
+        []
+        """
         return [] if self.exclusive_logits is None else [self.exclusive_logits]
 
     def add_tasks(self, n_new: int) -> None:
-        """New tasks start from the uniform mixture of their exclusive skills."""
+        """New tasks start from the uniform mixture of their exclusive skills.
+
+        The old tasks' logits are kept exactly; with one exclusive skill per task there
+        is nothing to grow.
+
+        Parameters
+        ----------
+        n_new : int
+            Number of tasks to add after the existing ones.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.add_tasks : Grows one layer, exclusive skills included.
+        skillfit.skills.add_tasks : Grows every skill layer of a model.
+
+        References
+        ----------
+        .. [1] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
+           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import ExclusiveMixer, TaskContext
+        >>> mixer = ExclusiveMixer(n_tasks=2, n_splits=1, n_exclusive=3)
+        >>> mixer.add_tasks(1)
+        >>> mixer.exclusive_logits.shape
+        torch.Size([3, 1, 3])
+        >>> torch.allclose(mixer(torch.tensor([2]), TaskContext()), torch.full((1, 1, 3), 1 / 3))
+        True
+        """
         if self.exclusive_logits is not None:
             self.exclusive_logits = grown(self.exclusive_logits, torch.zeros_like(self.exclusive_logits[:n_new]))
 
@@ -256,7 +1072,7 @@ def task_sparsity_loss(gates: torch.Tensor, target_states: torch.Tensor, expert_
     """PEMT's task-sparsity loss ``sum_s g_s (1 - cos(h_target, h_s))`` for each target.
 
     Gate mass on experts whose task state differs from the target's is penalised; the
-    loss is zero when every expert's state equals the target's (Lin et al. 2024).
+    loss is zero when every expert's state equals the target's (Lin et al. 2024 [1]_).
 
     Parameters
     ----------
@@ -270,6 +1086,31 @@ def task_sparsity_loss(gates: torch.Tensor, target_states: torch.Tensor, expert_
     Returns
     -------
     Tensor of shape (U,)
+        Each target's loss.
+
+    See Also
+    --------
+    skillfit.skills.GateRouter : The gates penalised.
+    skillfit.PEMTClassifier : Adds this loss, weighted by ``sparsity_weight``.
+
+    References
+    ----------
+    .. [1] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
+       Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of ACL 2024
+       (arXiv:2402.15082).
+
+    Examples
+    --------
+    The first target spreads its gate over an expert like it and one orthogonal to
+    it; the second puts all of it on the expert like it:
+
+    >>> import torch
+    >>> from skillfit.skills import task_sparsity_loss
+    >>> gates = torch.tensor([[0.5, 0.5], [1.0, 0.0]])
+    >>> targets = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    >>> experts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    >>> task_sparsity_loss(gates, targets, experts)
+    tensor([0.5000, 0.0000])
     """
     similarity = torch.nn.functional.cosine_similarity(target_states.unsqueeze(1), expert_states.unsqueeze(0), dim=-1)
     return (gates * (1.0 - similarity)).sum(dim=-1)
