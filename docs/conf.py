@@ -93,6 +93,7 @@ html_static_path = ["_static"]
 html_favicon = "_static/skillfit.svg"
 html_logo = "_static/skillfit.svg"
 html_theme_options = {
+    "logo": {"text": "skillfit"},
     "navigation_with_keys": False,
     "show_toc_level": 2,
     "header_links_before_dropdown": 4,

@@ -107,6 +107,10 @@ print(f"routing: {len(layers)} routed layers x {next(iter(layers.values())).shap
 print("task similarity of the routing (centred cosine, docs/transfer.md):")
 print(clf.task_similarity().round(2).to_string())
 
+# %%
+# The same as heatmaps (needs matplotlib): the routing weights of every routed layer side
+# by side, and the task similarity.
+
 try:
     import matplotlib.pyplot as plt
 except ImportError:
@@ -115,13 +119,17 @@ except ImportError:
 if plt is not None:
     from skillfit.plotting import plot_routing, plot_task_similarity
 
-    for name, plot in (("quickstart_routing.png", plot_routing), ("quickstart_similarity.png", plot_task_similarity)):
-        ax = plot(clf)
-        ax.figure.tight_layout()
-        if args.figures:
-            args.figures.mkdir(parents=True, exist_ok=True)
-            ax.figure.savefig(args.figures / name, dpi=90)
+    routing_figure = plot_routing(clf).figure
+    routing_figure.tight_layout()
+
+# %%
+if plt is not None:
+    similarity_figure = plot_task_similarity(clf).figure
+    similarity_figure.tight_layout()
     if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        routing_figure.savefig(args.figures / "quickstart_routing.png", dpi=90)
+        similarity_figure.savefig(args.figures / "quickstart_similarity.png", dpi=90)
         print(f"heatmaps written to {args.figures}")
 
 # %%

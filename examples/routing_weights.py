@@ -80,17 +80,23 @@ print("most alike pair:", pairs.idxmax(), f"{pairs.max():.2f}")
 # %%
 # Heatmaps
 # --------
-# :func:`~skillfit.plotting.plot_routing` draws ``routing_weights_`` with a line between
-# layers; :func:`~skillfit.plotting.plot_task_similarity` draws ``task_similarity()``.
+# :func:`~skillfit.plotting.plot_routing` draws ``routing_weights_``: every routed
+# layer's heads and skills side by side, with a line between layers.
 
-from skillfit.plotting import plot_routing, plot_task_similarity  # noqa: E402  (needs matplotlib)
+from skillfit.plotting import plot_routing, plot_task_similarity
 
 ax = plot_routing(clf)
 ax.figure.tight_layout()
 
+# %%
+# ``layer=`` draws one layer, its heads side by side.
+
 ax = plot_routing(clf, layer=name)
 ax.set_title(f"one layer: {name}", fontsize=9)
 ax.figure.tight_layout()
+
+# %%
+# :func:`~skillfit.plotting.plot_task_similarity` draws ``task_similarity()``.
 
 ax = plot_task_similarity(clf)
 ax.figure.tight_layout()

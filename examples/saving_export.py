@@ -88,9 +88,9 @@ print("unpickled predictions identical:", np.array_equal(pickle.loads(payload).p
 # ``export_peft`` folds the task's routing over the shared skills and its exclusive skill
 # into one LoRA per adapted layer. Classifiers also write the task's head.
 
-from peft import PeftModel  # noqa: E402  (peft is needed only from here on)
-from safetensors.torch import load_file  # noqa: E402
-from transformers import AutoModel, AutoTokenizer  # noqa: E402
+from peft import PeftModel  # peft is needed only from here on
+from safetensors.torch import load_file
+from transformers import AutoModel, AutoTokenizer
 
 task = "sms_spam"
 adapter = workdir / f"adapter-{task}"
@@ -121,3 +121,21 @@ columns = np.flatnonzero(np.isin(clf.classes_, y[X["task"] == task].unique()))
 print(f"pooling: {head_info['pooling']}, labels: {list(clf.classes_[columns])}")
 print(f"largest difference from skillfit over {len(texts)} texts: "
       f"{np.abs(peft_probabilities - probabilities[rows][:, columns]).max():.1e}")
+
+# %%
+# Every text's probability of ``spam`` from peft alone against skillfit's: they lie on
+# the diagonal (needs matplotlib).
+
+try:
+    import matplotlib.pyplot as plt
+except ImportError:
+    print("(pip install matplotlib to plot the comparison)")
+else:
+    spam = list(clf.classes_[columns]).index("spam")
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.8)
+    ax.scatter(probabilities[rows][:, columns][:, spam], peft_probabilities[:, spam], s=12)
+    ax.set_xlabel("skillfit predict_proba")
+    ax.set_ylabel("peft adapter + exported head")
+    ax.set_title(f"P(spam) on {len(texts)} test texts", fontsize=10)
+    fig.tight_layout()

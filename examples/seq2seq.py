@@ -103,3 +103,17 @@ print()
 print(table.to_string(float_format=lambda value: f"{value:.3f}"))
 print(f"\nmean ROUGE-L over tasks: before {table['ROUGE-L before'].mean():.3f}, after {table['ROUGE-L after'].mean():.3f}")
 print("examples:", list(zip(y_test[:3], after_predictions[:3])))
+
+# %%
+# The same table as a plot (needs matplotlib).
+
+try:
+    import matplotlib.pyplot as plt
+except ImportError:
+    print("(pip install matplotlib to plot the table)")
+else:
+    ax = table.plot.barh(figsize=(6, 3), xlim=(0, 1))
+    ax.set_xlabel("ROUGE-L F1 on the test prompts")
+    ax.set_title("SmolLM2-135M-Instruct: frozen, then with C-Poly skills", fontsize=10)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.figure.tight_layout()

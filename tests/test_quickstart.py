@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.quickstart
 def test_quickstart_runs_offline_and_learns():
     # No skip: CI installs the demo extra, and a missing backbone must fail loudly.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # Full size: SKILLFIT_EXAMPLE_SIZE=small (the docs gallery's setting) must not shrink the main job.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "SKILLFIT_EXAMPLE_SIZE": "full"}
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "quickstart.py")],
         capture_output=True, text=True, env=env, timeout=1500,
