@@ -9,7 +9,8 @@ offline MiniLM; the held-out task (movie sentiment by default) is then learned f
 modes, against a LoRA trained from scratch on the same examples.
 
 - ``mode="routing"`` (Poly-z of Caccia et al. 2023) trains only the new task's routing
-  over the frozen skills, its exclusive skills and its head rows;
+  over the frozen skills, its exclusive skills, and head rows for labels the source
+  tasks lack (none here: the sentiment labels are shared, so the head stays as it is);
 - ``mode="average"`` (Poly-µ) gives the new task its own adapter, started from the
   uniform average of the shared skills, and fine-tunes it;
 - ``mode="all"`` adds the new task, then fine-tunes every trainable parameter.

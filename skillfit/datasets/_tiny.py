@@ -122,9 +122,9 @@ def make_tiny_backbone(
         ``"llama"``) for both estimator kinds, encoder-decoders (``"t5"``, ``"bart"``)
         for the Seq2Seq estimators.
     vocabulary : sequence of str, optional
-        Words of the tokenizer (any other word becomes ``[UNK]``). By default, the
-        3,000 most frequent words of :func:`load_demo_tasks` and
-        :func:`load_demo_text2text`.
+        Words of the tokenizer (any other word becomes ``[UNK]``). By default, at most
+        3,000 words seen at least twice in the training split of
+        :func:`load_demo_text2text` (the demo tasks' texts and the dialogue lines).
     max_positions : int, default=128
         Longest input in tokens (position embeddings of the model, ``model_max_length``
         of the tokenizer; T5 has relative positions and only records it).

@@ -226,7 +226,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
         ------
         ValueError
             If only one of ``X_val`` and ``y_val`` is given, or ``X_val`` has tasks
-            that ``X`` does not have.
+            the model does not train (those of ``X``, or of ``tasks_`` when warm-starting).
         TypeError
             If ``fit_params`` are given.
 
@@ -666,7 +666,8 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
         Notes
         -----
         Like ``fit``, ``adapt`` is all or nothing: an error leaves the estimator as
-        it was, and Ctrl-C keeps the best epoch so far (the fitted tasks unchanged).
+        it was, and Ctrl-C keeps the best epoch so far (with ``"routing"`` and ``"average"`` the
+        fitted tasks unchanged).
 
         References
         ----------
@@ -824,7 +825,8 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
         another, and a routing difference matters only where the skills differ. For
         PEMT's gates, by the gate vectors. Either way, what every task shares (the
         mean over tasks) is taken out first, so the similarity shows how tasks differ:
-        0 is as alike as two random tasks of the set, 1 is the same deviation.
+        0 means the two tasks' deviations from the mean are unrelated (orthogonal; with the
+        mean taken out, an average pair scores slightly below 0), 1 is the same deviation.
 
         Parameters
         ----------

@@ -64,7 +64,8 @@ class UnknownTaskMixin:
 
         The task identifier is a linear discriminant with a shared covariance, shrunk
         as Ledoit and Wolf propose [1]_, and equal priors, on the bare backbone's
-        mean-pooled hidden states (skills off). ``fit`` trains it when
+        mean-pooled hidden states averaged over its layers (the encoder's for
+        encoder-decoders; skills off). ``fit`` trains it when
         ``handle_unknown_task`` is ``"infer"`` or ``"infer_and_route"``;
         :meth:`fit_task_identifier` adds it to a model fitted without.
 

@@ -177,8 +177,9 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         """Class probabilities, columns in the order of ``classes_``.
 
         Each row's softmax runs over the labels its task was trained with; the other
-        columns are exactly zero, so adding labels with ``adapt`` leaves a task's
-        probabilities as they were.
+        columns are exactly zero, so adding labels with ``adapt`` in the ``"routing"``
+        or ``"average"`` mode leaves the fitted tasks' probabilities as they were. Rows
+        resolved without a task (``"average"``, ``"route"``) may get any label.
 
         Parameters
         ----------
@@ -190,7 +191,8 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         Returns
         -------
         ndarray of shape (n_samples, n_classes)
-            Zero outside the labels each row's task was trained with.
+            Zero outside the labels each row's task was trained with (rows averaged or
+            routed by content have every label).
 
         See Also
         --------

@@ -25,7 +25,7 @@ class _MTLoRAMethod:
         return self._skills(n_tasks, n_shared=1, n_exclusive=0, routing="none")
 
     def _top_block_config(self, n_tasks: int) -> SkillConfig:
-        """Top blocks: ``y = W0 x + s (x A B + x A_t B_t)`` (task-agnostic plus task-specific)."""
+        """Top blocks: ``y = W0 x + s x A B + s_t x A_t B_t`` (task-agnostic plus task-specific)."""
         return self._skills(
             n_tasks, n_shared=1, n_exclusive=1, exclusive_rank=self.task_rank, routing="none", combine="output"
         )
@@ -57,7 +57,8 @@ class MTLoRAClassifier(_MTLoRAMethod, SkillClassifierBase):
     Every target layer gets a task-agnostic LoRA of rank ``rank``; the target layers of
     the last ``n_task_layers`` transformer blocks also get one LoRA of rank
     ``task_rank`` per task, added in output space:
-    ``y = W0 x + s (x A B + x A_t B_t)``. With ``n_task_layers=0`` it is a shared LoRA.
+    ``y = W0 x + s x A B + s_t x A_t B_t`` with ``s = alpha / rank`` and
+    ``s_t = alpha / task_rank``. With ``n_task_layers=0`` it is a shared LoRA.
 
     The original (Agiza et al. 2024 [1]_) is for vision transformers with several task
     heads reading one image. In text form skillfit keeps its two kinds of low-rank

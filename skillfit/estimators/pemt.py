@@ -115,10 +115,11 @@ task_descriptions : dict of task id to str, default=None
         Temperature ``tau`` of the gate softmax."""
 
 PEMT_ATTRIBUTES = """\
-gate_weights_ : ndarray of shape (n_tasks, n_tasks)
+gate_weights_ : ndarray of shape (n_tasks, n_experts)
         Each task's gate over the experts (columns: the task each expert was trained
-        on), averaged over layers.
-    layer_gate_weights_ : dict of str to ndarray (n_tasks, n_tasks)
+        on), averaged over layers. ``n_experts`` is the number of tasks at ``fit``:
+        tasks added by ``adapt`` have a gate row but no expert.
+    layer_gate_weights_ : dict of str to ndarray (n_tasks, n_experts)
         The same per adapted layer."""
 
 PEMT_REFERENCES = """\

@@ -210,7 +210,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         With ``scoring="rougeL"`` (the default), each prediction's ROUGE-L [1]_ F1
         against its reference (:func:`~skillfit.metrics.rouge_l`), averaged over the
         rows; with ``scoring="exact_match"``, the fraction of predictions equal to
-        their reference. Rows of all tasks are pooled.
+        their reference after stripping surrounding whitespace. Rows of all tasks are pooled.
 
         Parameters
         ----------

@@ -28,7 +28,8 @@ def routing_weights(model: nn.Module) -> dict[str, np.ndarray]:
     -------
     dict of str to ndarray
         For each Poly-routed layer's qualified name, every task's weights, of shape
-        ``(n_tasks, n_splits, n_shared)``, summing to one over the skills of each head.
+        ``(n_tasks, n_splits, n_shared)``, summing to one over the skills of each head
+        (all zeros for tasks adapted with Poly-mu, ``mode="average"``).
 
     See Also
     --------
