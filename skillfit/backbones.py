@@ -186,6 +186,9 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
+_GGUF_CONFIGS: dict[tuple, PretrainedConfig] = {}
+
+
 def load_config(name: str, revision: str | None = None, trust_remote_code: bool = False) -> tuple[str, PretrainedConfig]:
     """Resolve ``name`` and read its configuration; raise a clear error if it cannot be found."""
     source = resolve_backbone(name)
@@ -198,10 +201,19 @@ def load_config(name: str, revision: str | None = None, trust_remote_code: bool 
     path, extra = _split_gguf(source)
     if revision is not None:
         extra["revision"] = revision
-    try:
-        return source, AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
-    except (OSError, ValueError) as error:
-        raise _not_found(name, error) from error
+    # A GGUF file's configuration takes seconds to parse: read once per version of the file.
+    key = (source, _files_stamp(source), trust_remote_code) if "gguf_file" in extra else None
+    with _CACHE_LOCK:
+        cached = _GGUF_CONFIGS.get(key) if key is not None else None
+    if cached is None:
+        try:
+            cached = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **extra)
+        except (OSError, ValueError) as error:
+            raise _not_found(name, error) from error
+        if key is not None:
+            with _CACHE_LOCK:
+                _GGUF_CONFIGS[key] = cached
+    return source, copy.deepcopy(cached) if key is not None else cached
 
 
 def load_backbone(

@@ -103,3 +103,30 @@ def test_task_free_benchmark_measures_every_mode_and_reports(bert_path):
     assert record["identifier_fit_s"] > 0 and record["n_test"] == 18
     text = task_free.report([record, {**record, "seed": 1}], "title")
     assert "| C-Poly | 2 |" in text and "identifier fit" in text
+
+
+def test_instruction_benchmark_runs_every_part_resumes_and_reports(tmp_path):
+    """benchmarks/instructions.py on its smoke profile (a tiny random decoder): records, resume, report."""
+    instructions = pytest.importorskip("instructions")
+    profile = instructions.PROFILES["smoke"]
+    multitask, held_out = instructions.benchmark_tasks(profile)
+    assert len(multitask) == profile.n_tasks and len(held_out) == profile.n_transfer and not set(multitask) & set(held_out)
+    data = instructions.task_rows(multitask, profile, definitions=True)
+    assert (data["train"].groupby("task").size() == profile.train_per_task - profile.validation_per_task).all()
+    assert (data["validation"].groupby("task").size() == profile.validation_per_task).all()
+    assert not set(data["train"].index) & set(data["validation"].index)
+    assert data["train"]["text"].str.startswith("Definition: ").all()
+    assert instructions.main(["--profile", "smoke", "--output", str(tmp_path)]) == 0
+    records = instructions.Records(tmp_path / "records.jsonl")
+    parts = {row["part"] for row in records.rows}
+    assert parts == {"multitask", "transfer", "cost"}
+    assert {row["method"] for row in records.rows if row["part"] == "multitask"} == {m for m, _ in instructions.MULTITASK_RUNS}
+    row = records.find(part="multitask", method="C-Poly", definitions=False, seed=0)
+    assert set(row["test"]["generate"]["per_task"]) == set(multitask) and 0 <= row["test"]["generate"]["rougeL"] <= 1
+    n_rows = len(records.rows)
+    instructions.main(["--profile", "smoke", "--output", str(tmp_path)])  # everything is found: nothing reruns
+    assert len(instructions.Records(tmp_path / "records.jsonl").rows) == n_rows
+    report = (tmp_path / "report.md").read_text()
+    for heading in ("## Targets", "## Multi-task", "## Transfer", "## Cost", "## Per task"):
+        assert heading in report
+    assert "| C-Poly | routing |" in report and "| LoRA from scratch | fit |" in report

@@ -148,7 +148,14 @@ backbone : str, default="google/flan-t5-small"
     do_sample : bool, default=False
         Sample instead of searching.
     scoring : {"rougeL", "exact_match"}, default="rougeL"
-        What ``score`` reports: mean ROUGE-L F1 or the fraction of exact matches."""
+        What ``score`` reports: mean ROUGE-L F1 or the fraction of exact matches.
+    answer_choices : None, "auto" or dict, default=None
+        How ``predict`` answers: None generates every answer; ``"auto"`` ranks the
+        known answers (``known_answers_``) of each task whose training targets form a
+        small closed set, by their mean log-probability under the model given the text
+        (rank classification), and generates for the other tasks; a dict
+        ``{task: [answers]}`` ranks the given answers for those tasks. May be changed
+        after ``fit`` (``set_params``) without refitting."""
 
 SEQ2SEQ_ATTRIBUTES = """\
 tasks_ : ndarray of shape (n_tasks,)
@@ -161,6 +168,10 @@ tasks_ : ndarray of shape (n_tasks,)
         The same, one array per routed layer.
     decoder_only_ : bool
         Whether the backbone is a causal language model.
+    known_answers_ : dict
+        For each task whose training targets form a closed set (at most 16 distinct
+        answers, and at most half as many as its rows), those answers, most frequent
+        first: what ``answer_choices="auto"`` ranks.
     loss_curve_ : list of float
         Mean training loss (target tokens) of each epoch.
     n_iter_ : int

@@ -5,6 +5,8 @@ Pure torch, no scikit-learn: the estimators build these and run them.
 
 from __future__ import annotations
 
+import inspect
+
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -236,12 +238,48 @@ class SkilledSeq2SeqNetwork(nn.Module):
         return {"inputs_embeds": embeddings, "attention_mask": mask}
 
     def forward(self, input_ids, attention_mask, labels, tasks) -> torch.Tensor:
-        """Mean cross-entropy over the target tokens (labels of -100 are ignored)."""
+        """Mean cross-entropy over the target tokens (labels of -100 are ignored).
+
+        Decoder-only rows must be left-padded with their target at the end: only the
+        logits that predict target tokens are computed (the vocabulary projection of the
+        prompt's positions is skipped).
+        """
         with self.context.tasks(tasks):
             inputs = self._inputs(input_ids, attention_mask, tasks)
-            if self.decoder_only and self.task_descriptions is not None:
-                labels = torch.cat([labels.new_full((len(labels), 1), -100), labels], dim=1)
-            return self.backbone(**inputs, labels=labels).loss
+            if not self.decoder_only:
+                return self.backbone(**inputs, labels=labels).loss
+            logits, answer_labels = self._answer_logits(inputs, labels)
+            return nn.functional.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), answer_labels.reshape(-1), ignore_index=-100
+            )
+
+    def label_log_likelihoods(self, input_ids, attention_mask, labels, tasks) -> torch.Tensor:
+        """Per row, the summed log-probability of its label tokens (``-100`` elsewhere).
+
+        Rows are laid out as for :meth:`forward`: decoder-only rows left-padded with the
+        labelled answer at their end; encoder-decoder rows score ``labels`` as decoder targets.
+        """
+        with self.context.tasks(tasks):
+            inputs = self._inputs(input_ids, attention_mask, tasks)
+            if not self.decoder_only:
+                return _summed_log_probabilities(self.backbone(**inputs, labels=labels).logits, labels)
+            return _summed_log_probabilities(*self._answer_logits(inputs, labels))
+
+    def _answer_logits(self, inputs: dict[str, torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits that predict the last ``K`` positions of left-padded rows, and those ``K`` labels.
+
+        ``K`` is the longest answer (labels other than -100) in the batch. Positions are
+        numbered from each row's first real token, as ``generate`` numbers left-padded
+        rows, so a row is read as it would be without padding.
+        """
+        mask = inputs["attention_mask"]
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        answer_length = max(1, int((labels != -100).sum(dim=1).max()))
+        kept = answer_length + 1  # the logit before each answer token predicts it; the last one predicts nothing
+        # A model without logits_to_keep computes every position's logits; the last ones are taken.
+        extra = {"logits_to_keep": kept} if _accepts(self.backbone, "logits_to_keep") else {}
+        logits = self.backbone(**inputs, position_ids=positions, **extra).logits
+        return logits[:, -kept:-1], labels[:, -answer_length:]
 
     def generate(self, input_ids, attention_mask, tasks, **generation) -> torch.Tensor:
         """Generated token ids, without the prompt."""
@@ -251,3 +289,16 @@ class SkilledSeq2SeqNetwork(nn.Module):
         if self.decoder_only and "input_ids" in inputs:
             output = output[:, input_ids.shape[1]:]
         return output
+
+
+def _summed_log_probabilities(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sum over each row of ``log p(label)`` where a label is not ``-100``; ``logits`` predict ``labels``."""
+    scored = labels != -100
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    picked = log_probs.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return torch.where(scored, picked, torch.zeros_like(picked)).sum(dim=1)
+
+
+def _accepts(model: nn.Module, argument: str) -> bool:
+    """Whether ``model.forward`` takes ``argument`` by name."""
+    return argument in inspect.signature(model.forward).parameters

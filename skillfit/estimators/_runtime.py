@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
+import time
 import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -117,3 +119,25 @@ def copy_sharing_frozen(module: torch.nn.Module) -> torch.nn.Module:
         if not tensor.requires_grad:
             memo[id(tensor)] = tensor
     return copy.deepcopy(module, memo)
+
+
+@contextmanager
+def prediction_progress(verbose: int, total: int, name: str) -> Iterator[Any]:
+    """A progress bar over ``total`` rows at ``verbose >= 2`` (None below), and a closing line at ``verbose >= 1``.
+
+    The caller calls ``update(n)`` on what it yields when ``n`` rows are done.
+    """
+    bar = None
+    if verbose >= 2:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=name, unit="row", file=sys.stderr)
+    start = time.perf_counter()
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
+    if verbose >= 1:
+        seconds = time.perf_counter() - start
+        print(f"{name}: {total} rows in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} rows/s)")

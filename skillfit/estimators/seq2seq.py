@@ -9,14 +9,15 @@ import numpy as np
 import torch
 
 from .._inputs import check_target_texts
-from .._validation import STRING, Interval, Options
+from .._validation import NONE, STRING, Interval, Options
 from ..backbones import DEFAULT_GENERATOR, Backbone
 from ..metrics import SCORERS
 from ..skills import SkillConfig
+from ._answer_ranking import AnswerChoiceTable, choices_by_task_index, closed_answer_sets, rank_answers
 from ._base import SkillEstimatorBase
 from ._networks import SkilledSeq2SeqNetwork
 from ._params import estimator_parameters, parameter
-from ._runtime import autocast, reproducible_torch, resolve_seed
+from ._runtime import autocast, prediction_progress, reproducible_torch, resolve_seed
 
 IGNORE_INDEX = -100  # label id the loss skips (transformers' convention)
 
@@ -36,6 +37,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
     num_beams: int = parameter(1, Interval(Integral, 1, None))
     do_sample: bool = parameter(False, Options(False, True))
     scoring: str = parameter("rougeL", Options(*SCORERS))
+    answer_choices: str | dict | None = parameter(None, NONE, Options("auto"), AnswerChoiceTable())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -59,11 +61,17 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
     def _add_task_outputs(
         self, targets: list[str], task_index: np.ndarray, n_old_tasks: int
     ) -> tuple[list[str], list[torch.nn.Parameter]]:
+        new_tasks = self.tasks_[n_old_tasks:]
+        new_rows = task_index >= n_old_tasks
+        known = closed_answer_sets([t for t, new in zip(targets, new_rows) if new], task_index[new_rows] - n_old_tasks, new_tasks)
+        if getattr(self, "known_answers_", None) is not None:
+            self.known_answers_ = {**self.known_answers_, **known}
         return targets, []  # generation has no per-label parameters
 
     def _build_network(
         self, backbone: Backbone, skill_config: SkillConfig, targets: list[str], task_index: np.ndarray
     ) -> SkilledSeq2SeqNetwork:
+        self.known_answers_ = closed_answer_sets(targets, task_index, self.tasks_)
         descriptions = self._initial_task_descriptions(backbone)
         context = self._inject(backbone, skill_config)
         self.decoder_only_ = backbone.decoder_only
@@ -72,6 +80,18 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
     def _eos_terminated(self, ids: list[int]) -> list[int]:
         eos = self.tokenizer_.eos_token_id
         return ids if eos is None or (ids and ids[-1] == eos) else ids + [eos]
+
+    def _answer_token_ids(self, targets: list[str]) -> list[list[int]]:
+        """The label ids of target texts, EOS-terminated: what the loss trains and rank classification scores."""
+        if not self.decoder_only_:
+            labels = self.tokenizer_(text_target=targets, truncation=True, max_length=self.max_target_length)["input_ids"]
+            return [self._eos_terminated(ids) for ids in labels]
+        # Decoder-only: the target continues the prompt after a space.
+        continuations = self.tokenizer_(
+            [" " + target for target in targets], add_special_tokens=False, truncation=True,
+            max_length=self.max_target_length,
+        )["input_ids"]
+        return [self._eos_terminated(ids) for ids in continuations]
 
     def _encode(self, texts: list[str], task_index: np.ndarray, targets: list[str] | None) -> dict[str, Any]:
         """Token ids of prompts and, when training, of prompt + target with the label ids."""
@@ -83,16 +103,11 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         if targets is None:
             return encoded
         if not self.decoder_only_:
-            labels = tokenizer(text_target=targets, truncation=True, max_length=self.max_target_length)["input_ids"]
-            encoded["labels"] = [self._eos_terminated(ids) for ids in labels]
+            encoded["labels"] = self._answer_token_ids(targets)
             return encoded
-        # Decoder-only: the target continues the prompt after a space and ends with EOS; only
-        # its tokens are labels, so the loss never reads the prompt.
-        continuations = tokenizer(
-            [" " + target for target in targets], add_special_tokens=False, truncation=True,
-            max_length=self.max_target_length,
-        )["input_ids"]
-        continuations = [self._eos_terminated(ids) for ids in continuations]
+        # Decoder-only: the model reads prompt + target; only the target's tokens are labels,
+        # so the loss never reads the prompt.
+        continuations = self._answer_token_ids(targets)
         positions = self._text_positions()
         if positions is not None:  # prompt and target share the positions: cut the prompt first
             prompts = [prompt[: max(1, positions - len(target))] for prompt, target in zip(prompts, continuations)]
@@ -101,7 +116,9 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         encoded["labels"] = [[IGNORE_INDEX] * len(prompt) + target for prompt, target in zip(prompts, continuations)]
         return encoded
 
-    def _make_batch(self, indices: np.ndarray, encoded: dict[str, Any], *, left_pad: bool = False) -> dict[str, torch.Tensor]:
+    def _make_batch(self, indices: np.ndarray, encoded: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """A padded batch; decoder-only rows are left-padded, so targets end every row (and generation starts there)."""
+        left_pad = self.decoder_only_
         input_ids, attention_mask = self._pad([encoded["input_ids"][i] for i in indices], left=left_pad)
         batch = {
             "input_ids": input_ids,
@@ -109,7 +126,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
             "tasks": torch.as_tensor(encoded["tasks"][indices], dtype=torch.long),
         }
         if "labels" in encoded:
-            labels, _ = self._pad([encoded["labels"][i] for i in indices], pad_value=IGNORE_INDEX)
+            labels, _ = self._pad([encoded["labels"][i] for i in indices], left=left_pad, pad_value=IGNORE_INDEX)
             batch["labels"] = labels
         return batch
 
@@ -127,16 +144,34 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         return (batch["labels"] != IGNORE_INDEX).sum(dim=1).float()
 
     def _predict_encoded(self, encoded: dict[str, Any]) -> np.ndarray:
-        predictions = np.empty(len(encoded["input_ids"]), dtype=object)
+        """Rank the known answers of the rows whose task has some (``answer_choices``), generate the rest."""
+        n_rows = len(encoded["input_ids"])
+        predictions = np.empty(n_rows, dtype=object)
+        choices = choices_by_task_index(self)
+        ranked = np.isin(encoded["tasks"], list(choices))
         self.network_.eval()
-        with torch.no_grad(), autocast(self.device_), self._inference(), reproducible_torch(resolve_seed(self.random_state)):
-            for indices in self._iter_eval_batches(encoded):
-                batch = self._make_batch(indices, encoded, left_pad=self.decoder_only_)
-                generated = self.network_.generate(
-                    batch["input_ids"], batch["attention_mask"], batch["tasks"], **self._generation_settings()
-                )
-                decoded = self.tokenizer_.batch_decode(generated, skip_special_tokens=True)
-                predictions[indices] = [text.strip() for text in decoded]
+        with prediction_progress(self.verbose, n_rows, f"{type(self).__name__}.predict") as progress, \
+                torch.no_grad(), autocast(self.device_), self._inference(), \
+                reproducible_torch(resolve_seed(self.random_state)):
+            if ranked.any():
+                rows = np.flatnonzero(ranked)
+                predictions[rows] = rank_answers(self, _take_rows(encoded, rows), choices, progress)
+            if not ranked.all():
+                rows = np.flatnonzero(~ranked)
+                predictions[rows] = self._generate(_take_rows(encoded, rows) if ranked.any() else encoded, progress)
+        return predictions
+
+    def _generate(self, encoded: dict[str, Any], progress=None) -> np.ndarray:
+        predictions = np.empty(len(encoded["input_ids"]), dtype=object)
+        for indices in self._iter_eval_batches(encoded):
+            batch = self._make_batch(indices, encoded)
+            generated = self.network_.generate(
+                batch["input_ids"], batch["attention_mask"], batch["tasks"], **self._generation_settings()
+            )
+            decoded = self.tokenizer_.batch_decode(generated, skip_special_tokens=True)
+            predictions[indices] = [text.strip() for text in decoded]
+            if progress is not None:
+                progress.update(len(indices))
         return predictions
 
     def _prediction_score(self, targets: list[str], predictions: np.ndarray) -> float:
@@ -263,3 +298,8 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
             raise ValueError("sample_weight is not supported by text-to-text scores.")
         references = check_target_texts(y, self._n_rows(X))
         return self._prediction_score(references, self.predict(X))
+
+
+def _take_rows(encoded: dict[str, Any], rows: np.ndarray) -> dict[str, Any]:
+    """The ``rows`` of encoded prompts (token id lists and task indices)."""
+    return {"input_ids": [encoded["input_ids"][row] for row in rows], "tasks": encoded["tasks"][rows]}

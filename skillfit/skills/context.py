@@ -9,7 +9,7 @@ are computed once, on the host, so the forward pass never syncs with the device.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Callable, Iterator, Union
+from typing import Any, Callable, Iterator, Union
 
 import torch
 
@@ -764,6 +764,50 @@ class TaskContext:
             self._check_batch(batch_size)
             rows = (self._batch_tasks + 1).index_select(0, self._example_group)
             self._on_device[key] = rows.repeat_interleave(batch_size // len(rows)).to(device, non_blocking=True)
+        return self._on_device[key]
+
+    def scope_value(self, key: tuple, make: Callable[[], Any]) -> Any:
+        """``make()``, computed once per :meth:`~skillfit.skills.TaskContext.tasks` scope and ``key``.
+
+        Generation runs every decoding step in one scope with the same rows, so what a
+        layer derives from the rows' tasks (each row's pair of factors, gathered from
+        the per-task factors that Polytropon-style routing mixes once per task [1]_) is
+        derived once per generation, not at every step.
+
+        Parameters
+        ----------
+        key : tuple
+            What the value is, e.g. ``(id(layer), batch_size, device, dtype)``.
+        make : callable
+            Computes the value; called at most once per scope and key.
+
+        Returns
+        -------
+        object
+            The value ``make()`` returned in this scope.
+
+        See Also
+        --------
+        skillfit.skills.TaskContext.row_tasks : Each row's task, the input of such values.
+
+        References
+        ----------
+        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
+           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
+
+        Examples
+        --------
+        >>> from skillfit.skills import TaskContext
+        >>> context = TaskContext()
+        >>> calls = []
+        >>> with context.tasks([0, 1]):
+        ...     first = context.scope_value(("rows",), lambda: calls.append(1) or "gathered")
+        ...     again = context.scope_value(("rows",), lambda: calls.append(1) or "gathered")
+        >>> first, again, len(calls)
+        ('gathered', 'gathered', 1)
+        """
+        if key not in self._on_device:
+            self._on_device[key] = make()
         return self._on_device[key]
 
     def _check_batch(self, batch_size: int) -> None:

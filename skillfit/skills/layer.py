@@ -672,14 +672,19 @@ class SkillLinear(nn.Module):
             return self._merged_forward(x, lambda: self._fold(A[row] @ B[row]))
         result = self.base_layer(x, *args, **kwargs)
         rows = x.reshape(x.shape[0], -1, self.in_features)
-        index = context.row_tasks(x.shape[0], x.device)
         dtype = autocast_dtype(x.device)
         if dtype is not None:  # cast the tables once per scope, not the gathered rows per batch
             A, B = self._autocast_factors(dtype, A, B)
         else:
             rows = rows.to(A.dtype)
-        update = torch.bmm(torch.bmm(rows, A.index_select(0, index)), B.index_select(0, index))
+        # Each row's pair, gathered once per task scope: every decoding step of a generation reuses it.
+        A_rows, B_rows = context.scope_value((id(self), x.shape[0], x.device, A.dtype), lambda: self._row_factors(x, A, B))
+        update = torch.bmm(torch.bmm(rows, A_rows), B_rows)
         return result + update.reshape(result.shape).to(result.dtype)
+
+    def _row_factors(self, x: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = self.context.row_tasks(x.shape[0], x.device)
+        return A.index_select(0, index), B.index_select(0, index)
 
     def _autocast_factors(self, dtype: torch.dtype, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The factors in autocast's ``dtype``, cast once per scope within the cache budget (else as they are)."""
