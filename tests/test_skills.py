@@ -293,3 +293,26 @@ def test_a_plain_lora_layer_pickled_without_a_router_gets_its_uniform_router_bac
     assert isinstance(restored.router, UniformRouter)
     with restored.context.tasks(tasks):
         torch.testing.assert_close(restored(x), expected, rtol=0, atol=0)
+
+
+def test_a_shared_lora_runs_merged_on_mixed_task_batches_and_cpoly_gathers():
+    """Every task of a shared LoRA has one update: a mixed batch runs one folded weight, as a one-task batch does."""
+    torch.manual_seed(0)
+    for config, merged in ((SkillConfig(n_tasks=3, n_shared=1, routing="none"), True),
+                           (SkillConfig(n_tasks=3, n_shared=2, n_exclusive=1), False)):
+        context = TaskContext()
+        layer = SkillLinear(nn.Linear(8, 4), config, context).eval()
+        for param in layer.parameters():
+            if param.requires_grad:
+                nn.init.normal_(param)
+        x = torch.randn(3, 5, 8)
+        with torch.no_grad(), context.inference(merge=True), context.tasks([2, 0, 1]):
+            mixed = layer(x)
+            folded = [key for key in context.inference_cache if "merged" in key]
+        with torch.no_grad(), context.tasks([2, 0, 1]):
+            reference = layer(x)  # outside the inference scope: per-task products
+        assert bool(folded) == merged
+        torch.testing.assert_close(mixed, reference, rtol=1e-5, atol=1e-5)
+        if merged:
+            weight = layer.merged_weight(torch.tensor([0]))  # any task's: they are all the same
+            torch.testing.assert_close(mixed, nn.functional.linear(x, weight, layer.base_layer.bias), rtol=0, atol=1e-6)

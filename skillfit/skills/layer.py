@@ -667,7 +667,8 @@ class SkillLinear(nn.Module):
     def _cached_forward(self, x: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor], *args, **kwargs) -> torch.Tensor:
         context = self.context
         A, B = factors
-        if context.merge and len(context.host_tasks()) == 1:
+        if context.merge and (len(context.host_tasks()) == 1 or self._same_update_for_every_task):
+            # One update for the whole batch: fold it into the weight (a shared LoRA's is every task's).
             row = context.host_tasks()[0] + 1
             return self._merged_forward(x, lambda: self._fold(A[row] @ B[row]))
         result = self.base_layer(x, *args, **kwargs)
@@ -694,10 +695,16 @@ class SkillLinear(nn.Module):
             context.inference_cache[key] = (A.to(dtype), B.to(dtype)) if fits else (A, B)
         return context.inference_cache[key]
 
+    @property
+    def _same_update_for_every_task(self) -> bool:
+        """Whether every task (the unknown one too) gets the same update: no exclusive skills, no routing."""
+        return self.exclusive_A is None and (self.router is None or isinstance(self.router, UniformRouter))
+
     def _merged_forward(self, x: torch.Tensor, merged: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The forward pass with the batch's single task folded into one weight, made by ``merged`` once per scope."""
         cache = self.context.inference_cache
-        key = (id(self), "merged", self.context.host_tasks()[0])
+        task = "every task" if self._same_update_for_every_task else self.context.host_tasks()[0]
+        key = (id(self), "merged", task)
         weight = cache.get(key)
         if weight is None:
             weight = cache[key] = merged()
