@@ -56,6 +56,9 @@ def run_cost(records, profile_name: str, profile, make_estimator, benchmark_task
         optimizer, scheduler = loop.make_optimizer(10**6)
         setups[method] = (estimator, loop, optimizer, scheduler, _train_batches(estimator, train, profile.batch_size, n_batches))
     times = {method: {"train_step": [], "generate_mixed": [], "generate_single": []} for method in COST_METHODS}
+    # Generation time depends on how many tokens are generated: record it, so that equal work is checked.
+    tokens = {method: sum(len(setup[0].tokenizer_(text)["input_ids"]) for text in setup[0].predict(mixed[["text", "task"]]))
+              for method, setup in setups.items()}
     repeats = REPEATS.get(profile_name, 5)
     for round_ in range(repeats + 1):  # the first round warms up
         for method, (estimator, loop, optimizer, scheduler, batches) in setups.items():
@@ -71,5 +74,7 @@ def run_cost(records, profile_name: str, profile, make_estimator, benchmark_task
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
     medians = {method: {k: statistics.median(v) for k, v in values.items()} for method, values in times.items()}
+    for method in medians:
+        medians[method]["generated_tokens_mixed"] = tokens[method]
     return records.add({**key, "device": name, "repeats": repeats, "n_batches": n_batches,
                         "mixed_rows": len(mixed), "single_rows": len(single_task), "methods": medians})

@@ -15,7 +15,7 @@ Multi-Head Routing. ``benchmarks/instructions.py`` runs the full comparison
 (``docs/benchmarks.md``).
 
 Run it as a script: ``python examples/instruction_tasks.py [--per-task 32] [--epochs 3]``.
-With ``SKILLFIT_EXAMPLE_SIZE=small`` it trains on 8 examples of 6 tasks for one epoch.
+With ``SKILLFIT_EXAMPLE_SIZE=small`` it trains on 12 examples of 4 tasks for two epochs.
 """
 
 # %%
@@ -41,23 +41,23 @@ if SIZE not in ("full", "small"):
     raise ValueError(f"SKILLFIT_EXAMPLE_SIZE must be 'full' or 'small'; got {SIZE!r}.")
 SMALL = SIZE == "small"
 parser = argparse.ArgumentParser(description="C-Poly on Super-NaturalInstructions tasks, then a new task.")
-parser.add_argument("--per-task", type=int, default=8 if SMALL else 32, help="training examples per task")
+parser.add_argument("--per-task", type=int, default=12 if SMALL else 32, help="training examples per task")
 parser.add_argument("--test-per-task", type=int, default=4 if SMALL else 16)
-parser.add_argument("--epochs", type=int, default=1 if SMALL else 3)
+parser.add_argument("--epochs", type=int, default=2 if SMALL else 3)
 args = parser.parse_args()
 # sphinx_gallery_end_ignore
 
 TASKS = [
-    "task1146_country_capital",  # question answering
-    "task1321_country_continent",  # question answering, a closed set of answers
     "task363_sst2_polarity_classification",  # classification
+    "task1321_country_continent",  # question answering, a closed set of answers
     "task1447_drug_extraction_ade",  # extraction
-    "task1508_wordnet_antonyms",  # short generation
     "task097_conala_remove_duplicates",  # string and list manipulation
+    "task1146_country_capital",  # question answering
     "task1196_atomic_classification_oeffect",  # classification (commonsense)
+    "task1355_sent_comp_summarization",  # short generation
     "task1317_country_calling_code",  # question answering
 ]
-TASKS = TASKS[:6] if SMALL else TASKS
+TASKS = TASKS[:4] if SMALL else TASKS
 NEW_TASK = "task1322_country_government_type"  # held out: learned later from 16 examples
 
 train = load_instruction_tasks(split="train").frame
@@ -86,7 +86,7 @@ def supernatural_scores(frame: pd.DataFrame, predictions) -> pd.DataFrame:
 
 model = CPolySeq2Seq(
     backbone="HuggingFaceTB/SmolLM2-135M-Instruct", n_shared=4, n_exclusive=1, rank=8,
-    max_epochs=args.epochs, batch_size=16, learning_rate=1e-3, max_new_tokens=24,
+    max_epochs=args.epochs, batch_size=16, learning_rate=3e-3, max_new_tokens=24,
     group_by_length=True, random_state=0,
 )
 start = time.perf_counter()
@@ -125,7 +125,7 @@ print(pd.DataFrame({"exact match, generated": after.loc[closed, "exact match"],
 few = load_instruction_tasks(split="train").frame.query("task == @NEW_TASK").head(16)
 new_test = load_instruction_tasks(split="test").frame.query("task == @NEW_TASK").head(args.test_per_task)
 model.set_params(answer_choices=None).adapt(few[["text", "task"]], few["target"].tolist(), mode="routing",
-                                              max_epochs=4 if SMALL else 10)
+                                              max_epochs=5 if SMALL else 10)
 new_scores = supernatural_scores(new_test, model.predict(new_test[["text", "task"]]))
 print(f"{NEW_TASK} after adapt on 16 examples: ROUGE-L {new_scores['ROUGE-L'].iloc[0]:.3f}")
 assert (model.predict(test[["text", "task"]]) == generated).all()  # the fitted tasks are untouched

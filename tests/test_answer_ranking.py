@@ -118,11 +118,17 @@ def test_decoder_only_loss_equals_the_mean_over_rows_read_without_padding(kind):
     assert float(loss) == pytest.approx(total / count, rel=1e-5)
 
 
-def test_predict_reports_progress(capsys):
+def test_predict_reports_progress(capsys, monkeypatch):
     est = LoRASeq2Seq(backbone=tiny_backbone("llama"), **SETTINGS).fit(X, y)
     est.set_params(verbose=1).predict(X)
-    assert "LoRASeq2Seq.predict: 10 rows in" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "LoRASeq2Seq.predict: 10 rows in" in captured.out
+    assert "10/10" not in captured.err  # a short run: no bar at verbose=1
+    monkeypatch.setattr("skillfit.estimators._runtime.PROGRESS_DELAY", 0.0)  # every run counts as long
+    est.predict(X)
+    assert "10/10" in capsys.readouterr().err
+    monkeypatch.undo()
     est.set_params(verbose=2, answer_choices="auto").predict(X)
     captured = capsys.readouterr()
-    assert "10/10" in captured.err  # the progress bar reached every row
+    assert "10/10" in captured.err  # the progress bar reached every row, ranked and generated
     assert "LoRASeq2Seq.predict: 10 rows in" in captured.out

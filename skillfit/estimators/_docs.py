@@ -38,7 +38,9 @@ target_modules : list of str, str or None, default=None
         the same value repeats exactly. The global torch and numpy RNGs are untouched.
     verbose : {0, 1, 2}, default=0
         0 prints nothing (transformers' warnings and bars silenced), 1 prints one line
-        per epoch, 2 shows a progress bar.
+        per epoch, 2 shows a progress bar. Text-to-text ``predict`` prints a closing line
+        at 1 and 2, and shows a progress bar over the rows at 2, or at 1 once it has run
+        for 10 seconds.
     text_column, task_column : str, default="text", "task"
         Column names used when ``X`` is a DataFrame.
     handle_unknown_task : {"error", "average", "infer", "route", "infer_and_route"}, default="error"

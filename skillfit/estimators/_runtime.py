@@ -123,15 +123,17 @@ def copy_sharing_frozen(module: torch.nn.Module) -> torch.nn.Module:
 
 @contextmanager
 def prediction_progress(verbose: int, total: int, name: str) -> Iterator[Any]:
-    """A progress bar over ``total`` rows at ``verbose >= 2`` (None below), and a closing line at ``verbose >= 1``.
+    """A progress bar over ``total`` rows, and a closing line; nothing at ``verbose=0``.
 
-    The caller calls ``update(n)`` on what it yields when ``n`` rows are done.
+    At ``verbose=2`` the bar shows at once; at ``verbose=1`` only once the prediction has
+    run for ``PROGRESS_DELAY`` seconds, so that short calls print just their closing
+    line. The caller calls ``update(n)`` on what it yields when ``n`` rows are done.
     """
     bar = None
-    if verbose >= 2:
+    if verbose >= 1:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc=name, unit="row", file=sys.stderr)
+        bar = tqdm(total=total, desc=name, unit="row", file=sys.stderr, delay=0 if verbose >= 2 else PROGRESS_DELAY)
     start = time.perf_counter()
     try:
         yield bar
@@ -141,3 +143,6 @@ def prediction_progress(verbose: int, total: int, name: str) -> Iterator[Any]:
     if verbose >= 1:
         seconds = time.perf_counter() - start
         print(f"{name}: {total} rows in {seconds:.1f} s ({total / max(seconds, 1e-9):.1f} rows/s)")
+
+
+PROGRESS_DELAY = 10.0  # seconds before verbose=1 shows a prediction's progress bar
