@@ -363,11 +363,12 @@ def transfer_run(records: Records, profile_name: str, source: str, mode: str, sh
 
 
 def run_transfer(records: Records, profile_name: str, methods: list[str] | None, models: Path) -> None:
+    """Fewest shots first, every seed, then more shots: the target is read at the fewest."""
     profile = PROFILES[profile_name]
-    for seed in profile.seeds:
-        for shots in profile.adapt_epochs:
-            runs = [(source, mode) for source, modes in TRANSFER_SOURCES.items() for mode in modes]
-            runs.append(("LoRA from scratch", "fit"))
+    runs = [(source, mode) for source in ("C-Poly", "LoRA shared") for mode in TRANSFER_SOURCES[source]]
+    runs += [("LoRA from scratch", "fit")] + [("Poly", mode) for mode in TRANSFER_SOURCES["Poly"]]
+    for shots in sorted(profile.adapt_epochs):
+        for seed in profile.seeds:
             for source, mode in runs:
                 if methods is None or source in methods:
                     transfer_run(records, profile_name, source, mode, shots, seed, models)

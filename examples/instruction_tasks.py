@@ -1,6 +1,6 @@
 """
 Instruction tasks: many tasks, text to text, a new task from a few examples
-==========================================================================
+===========================================================================
 
 The setting of the skill-routing papers: heterogeneous instruction tasks of
 Super-NaturalInstructions (:func:`~skillfit.datasets.load_instruction_tasks`), answered
