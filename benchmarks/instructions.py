@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from instruction_report import write_report  # noqa: E402
+from instruction_report import learning_rate_search, write_report  # noqa: E402
 from peers import PeftSeq2Seq, zero_shot_predict  # noqa: E402
 
 import skillfit  # noqa: E402
@@ -273,14 +273,17 @@ def label(method: str, definitions: bool) -> str:
 
 
 def chosen_lr(records: Records, profile_name: str, method: str, definitions: bool) -> float | None:
-    """The grid's learning rate with the best validation ROUGE-L (seed 0), once every grid run is done."""
+    """The learning rate with the best validation ROUGE-L at seed 0, once the search is done (else None)."""
+    return _search(records, profile_name, method, definitions)[0]
+
+
+def _search(records: Records, profile_name: str, method: str, definitions: bool):
     if method == "zero-shot":
-        return None
-    runs = [records.find(part="multitask", profile=profile_name, method=method, definitions=definitions, seed=0, lr=lr)
-            for lr in PROFILES[profile_name].lr_grid]
-    if any(run is None for run in runs):
-        return None
-    return max(runs, key=lambda run: run["validation"]["generate"]["rougeL"])["lr"]
+        return None, None
+    validation = {r["lr"]: r["validation"]["generate"]["rougeL"] for r in records.rows
+                  if (r.get("part"), r.get("profile"), r.get("method"), r.get("definitions"), r.get("seed"))
+                  == ("multitask", profile_name, method, definitions, 0)}
+    return learning_rate_search(validation, PROFILES[profile_name].lr_grid)
 
 
 def run_variants(records: Records, profile_name: str, variants: list[str], seeds: list[int]) -> None:
@@ -298,9 +301,10 @@ def run_multitask(records: Records, profile_name: str, methods: list[str] | None
     for method, definitions in MULTITASK_RUNS:
         if methods is not None and label(method, definitions) not in methods:
             continue
-        grid = (None,) if method == "zero-shot" else profile.lr_grid
-        for lr in grid:
-            multitask_run(records, profile_name, method, definitions, 0, lr, models)
+        if method == "zero-shot":
+            multitask_run(records, profile_name, method, definitions, 0, None, models)
+        while (next_lr := _search(records, profile_name, method, definitions)[1]) is not None:
+            multitask_run(records, profile_name, method, definitions, 0, next_lr, models)
         lr = chosen_lr(records, profile_name, method, definitions)
         for seed in profile.seeds[1:] if method != "zero-shot" else ():
             multitask_run(records, profile_name, method, definitions, seed, lr, models)
@@ -309,11 +313,9 @@ def run_multitask(records: Records, profile_name: str, methods: list[str] | None
 # -------------------------------------------------------------------------- transfer
 def multitask_model(records: Records, profile_name: str, method: str, seed: int, models: Path):
     """The fitted multi-task model (no definitions) at the method's chosen learning rate."""
+    while (next_lr := _search(records, profile_name, method, False)[1]) is not None:
+        multitask_run(records, profile_name, method, False, 0, next_lr, models)
     lr = chosen_lr(records, profile_name, method, False)
-    if lr is None:
-        for grid_lr in PROFILES[profile_name].lr_grid:
-            multitask_run(records, profile_name, method, False, 0, grid_lr, models)
-        lr = chosen_lr(records, profile_name, method, False)
     path = models / f"{method.replace(' ', '_')}-seed{seed}-lr{lr}.joblib"
     if not path.exists():  # the run is in the records but its model was not kept: fit it again
         records.rows = [r for r in records.rows if not (r.get("part") == "multitask" and r.get("method") == method

@@ -130,3 +130,15 @@ def test_instruction_benchmark_runs_every_part_resumes_and_reports(tmp_path):
     for heading in ("## Targets", "## Multi-task", "## Transfer", "## Cost", "## Per task"):
         assert heading in report
     assert "| C-Poly | routing |" in report and "| LoRA from scratch | fit |" in report
+
+
+def test_learning_rate_search_extends_the_grid_where_the_best_rate_is_at_an_end():
+    report = pytest.importorskip("instruction_report")
+    search, grid = report.learning_rate_search, (1e-3, 3e-3)
+    assert search({}, grid) == (None, 1e-3)
+    assert search({1e-3: 0.3, 3e-3: 0.4}, grid) == (None, 0.009)  # best at the top: try 3x beyond
+    assert search({1e-3: 0.3, 3e-3: 0.4, 0.009: 0.35}, grid) == (3e-3, None)
+    assert search({1e-3: 0.3, 3e-3: 0.4, 0.009: 0.45}, grid) == (0.009, None)  # one step beyond, no more
+    assert search({1e-3: 0.5, 3e-3: 0.4}, grid) == (None, 0.000333)
+    assert search({1e-3: 0.5, 3e-3: 0.4, 0.000333: 0.2}, grid) == (1e-3, None)
+    assert search({2e-3: 0.1}, (2e-3,)) == (2e-3, None)
