@@ -35,9 +35,11 @@ def _time(function) -> float:
     return time.perf_counter() - start
 
 
-def run_cost(records, profile_name: str, profile, make_estimator, benchmark_tasks, task_rows, n_batches: int = 3) -> dict:
+def run_cost(records, profile_name: str, profile, make_estimator, benchmark_tasks, task_rows, n_batches: int = 3,
+             repeats: int | None = None) -> dict:
     """Median seconds per train step and per generation pass for each method; appended to the records."""
-    key = dict(part="cost", profile=profile_name)
+    repeats = repeats or REPEATS.get(profile_name, 5)
+    key = dict(part="cost", profile=profile_name, repeats=repeats)
     if (done := records.find(**key)) is not None:
         return done
     tasks, _ = benchmark_tasks(profile)
@@ -59,7 +61,6 @@ def run_cost(records, profile_name: str, profile, make_estimator, benchmark_task
     # Generation time depends on how many tokens are generated: record it, so that equal work is checked.
     tokens = {method: sum(len(setup[0].tokenizer_(text)["input_ids"]) for text in setup[0].predict(mixed[["text", "task"]]))
               for method, setup in setups.items()}
-    repeats = REPEATS.get(profile_name, 5)
     for round_ in range(repeats + 1):  # the first round warms up
         for method, (estimator, loop, optimizer, scheduler, batches) in setups.items():
             step = statistics.mean(_time(lambda b=b: loop.train_step(b, optimizer, scheduler)) for b in batches)
@@ -74,7 +75,9 @@ def run_cost(records, profile_name: str, profile, make_estimator, benchmark_task
     name = (torch.cuda.get_device_name(device) if device.type == "cuda"
             else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)")
     medians = {method: {k: statistics.median(v) for k, v in values.items()} for method, values in times.items()}
+    for method, values in times.items():
+        medians[method]["all"] = values  # every repeat, for the spread
     for method in medians:
         medians[method]["generated_tokens_mixed"] = tokens[method]
-    return records.add({**key, "device": name, "repeats": repeats, "n_batches": n_batches,
+    return records.add({**key, "device": name, "n_batches": n_batches,
                         "mixed_rows": len(mixed), "single_rows": len(single_task), "methods": medians})

@@ -141,15 +141,17 @@ def cost_table(rows: list[dict], profile_name: str) -> list[str]:
     if not cost:
         return ["(no cost run yet)"]
     latest = cost[-1]
-    lines = [f"On {latest['device']}, {latest['repeats']} interleaved repeats, medians; ratios against peft LoRA "
-             "in the same run.", "",
+    lines = [f"On {latest['device']}, {latest['repeats']} interleaved repeats: medians (range); ratios of medians "
+             "against peft LoRA in the same run.", "",
              "| method | train step (s) | × peft LoRA | generate, mixed-task batches (s) | × peft LoRA | "
              "generate, one-task batches (s) | × peft LoRA | tokens generated (mixed) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     reference = latest["methods"]["peft LoRA"]
     for method, values in latest["methods"].items():
         cells = []
         for key in ("train_step", "generate_mixed", "generate_single"):
-            cells += [f"{values[key]:.2f}", f"{values[key] / reference[key]:.2f}"]
+            spread = values.get("all", {}).get(key)
+            span = f" ({min(spread):.2f}-{max(spread):.2f})" if spread else ""
+            cells += [f"{values[key]:.2f}{span}", f"{values[key] / reference[key]:.2f}"]
         cells.append(str(values.get("generated_tokens_mixed", "-")))
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return lines

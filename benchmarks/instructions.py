@@ -384,6 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                         "'LoRA shared + definitions', transfer sources such as 'C-Poly' or 'LoRA from scratch'")
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), help="run these ablation variants (multi-task)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of the --variants runs")
+    parser.add_argument("--cost-repeats", type=int, default=None, help="interleaved repeats of the cost part (default 5)")
     parser.add_argument("--output", type=Path, default=None, help="folder of records.jsonl and report.md")
     parser.add_argument("--report", action="store_true", help="only write report.md from the records")
     args = parser.parse_args(argv)
@@ -401,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.part in ("cost", "all"):
             from instruction_cost import run_cost
 
-            run_cost(records, args.profile, PROFILES[args.profile], make_estimator, benchmark_tasks, task_rows)
+            run_cost(records, args.profile, PROFILES[args.profile], make_estimator, benchmark_tasks, task_rows,
+                     repeats=args.cost_repeats)
     write_report(records.rows, PROFILES[args.profile], args.profile, benchmark_tasks(PROFILES[args.profile]), output / "report.md")
     print(f"report: {output / 'report.md'}")
     return 0
