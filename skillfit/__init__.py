@@ -6,6 +6,7 @@ methods and their math, ``docs/architecture.md`` for the layers.
 """
 
 from .estimators import (
+    ConcurrentUseError,
     CPolyClassifier,
     CPolySeq2Seq,
     LoRAClassifier,
@@ -21,6 +22,7 @@ from .estimators import (
 from ._version import __version__
 
 __all__ = [
+    "ConcurrentUseError",
     "CPolyClassifier",
     "CPolySeq2Seq",
     "LoRAClassifier",

@@ -6,6 +6,7 @@ fill in are declared in ``_hooks.py``, the training loop is ``_training.py``.
 ``docs/architecture.md`` maps every module and walks through adding a method.
 """
 
+from ._concurrency import ConcurrentUseError
 from .cpoly import CPolyClassifier, CPolySeq2Seq
 from .lora import LoRAClassifier, LoRASeq2Seq
 from .mtlora import MTLoRAClassifier, MTLoRASeq2Seq
@@ -13,6 +14,7 @@ from .pemt import PEMTClassifier, PEMTSeq2Seq
 from .poly import PolyClassifier, PolySeq2Seq
 
 __all__ = [
+    "ConcurrentUseError",
     "CPolyClassifier",
     "CPolySeq2Seq",
     "LoRAClassifier",

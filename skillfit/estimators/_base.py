@@ -42,6 +42,7 @@ from ..backbones import DEFAULT_BACKBONE, load_backbone_of_kind, max_positions, 
 from ..skills import UNKNOWN_TASK, SkillConfig, add_tasks, centred_cosine, routing_update_gram, train_only_new_tasks
 from ._batching import PREDICT_CHUNK_ROWS, evaluation_batches, pad_sequences, token_lengths
 from ._checkpoint import FitCheckpoints, data_digest, fingerprint, model_digest
+from ._concurrency import changes_model, reads_model
 from ._distributed import (
     BACKENDS,
     DataParallelLoop,
@@ -191,7 +192,49 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
         unknown = sorted({task for task in tasks.tolist() if task not in lookup}, key=str)
         return np.asarray([lookup.get(task, UNKNOWN_TASK) for task in tasks.tolist()], dtype=np.int64), unknown
 
+    @changes_model
+    def set_params(self, **params: Any) -> "SkillEstimatorBase":
+        """Set parameters, as scikit-learn's ``set_params`` does.
+
+        Values are checked by the next ``fit`` or prediction. It changes the estimator,
+        so it is refused with a :class:`~skillfit.ConcurrentUseError` while another
+        thread predicts with or fits this estimator.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameter names and their new values.
+
+        Returns
+        -------
+        self : estimator
+            The estimator itself.
+
+        Raises
+        ------
+        ConcurrentUseError
+            If another thread is inside a call on this estimator.
+
+        See Also
+        --------
+        sklearn.base.BaseEstimator.get_params : The parameters and their values.
+        skillfit.ConcurrentUseError : Raised for calls that overlap a change.
+
+        References
+        ----------
+        .. [1] Buitinck et al. "API design for machine learning software: experiences from
+           the scikit-learn project." ECML PKDD Workshop 2013 (arXiv:1309.0238).
+
+        Examples
+        --------
+        >>> from skillfit import PolyClassifier
+        >>> PolyClassifier().set_params(n_skills=4, rank=2).get_params()["n_skills"]
+        4
+        """
+        return super().set_params(**params)
+
     # ------------------------------------------------------------------- fit
+    @changes_model
     def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None, **fit_params: Any) -> "SkillEstimatorBase":
         """Train the skills, routers and head on ``(text, task)`` pairs.
 
@@ -616,6 +659,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
         return -total_loss / total_units, per_task
 
     # -------------------------------------------------------------- new tasks
+    @changes_model
     def adapt(self, X: Any, y: Any, *, mode: str = "routing", max_epochs: int | None = None) -> "SkillEstimatorBase":
         """Learn new tasks from a few examples after ``fit``, keeping what was learned.
 
@@ -816,6 +860,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
             )
 
     # ---------------------------------------------------------- introspection
+    @reads_model
     def task_similarity(self, top_k: int | None = None) -> "pd.DataFrame":
         """How alike the tasks' routing is: a centred cosine similarity, from -1 to 1.
 

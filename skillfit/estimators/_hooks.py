@@ -24,6 +24,7 @@ import torch
 
 from ..backbones import Backbone, default_target_modules
 from ..skills import SkillConfig, TaskContext, inject_skills, routing_weights
+from ._concurrency import tokenize
 from ._training import TrainingLoop, is_router_parameter
 
 
@@ -119,7 +120,7 @@ class EstimatorHooks:
 
     def _encode(self, texts: list[str], task_index: np.ndarray, targets: Any) -> dict[str, Any]:
         """Token ids of the texts with their task indices and targets. *Kind.*"""
-        encoding = self.tokenizer_(texts, truncation=True, max_length=self._length_limit())
+        encoding = tokenize(self.tokenizer_, texts, truncation=True, max_length=self._length_limit())
         return {"input_ids": encoding["input_ids"], "tasks": task_index, "targets": targets}
 
     def _make_batch(self, indices: np.ndarray, encoded: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -1,7 +1,10 @@
 """Process state around a fit or a prediction: seeds, deterministic kernels, quiet libraries, autocast.
 
 Each helper is a scope that restores what it changed, so an estimator never leaves the
-caller's RNGs, logging levels or determinism settings altered.
+caller's RNGs, logging levels or determinism settings altered. That state belongs to the
+process, so the scopes are safe under threads: the seeded ones (``reproducible_torch``)
+run one at a time, and the quiet one silences the libraries while any thread is inside
+it and restores them when the last leaves.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import copy
 import logging
 import os
 import sys
+import threading
 import time
 import warnings
 from contextlib import contextmanager
@@ -24,10 +28,31 @@ def quiet_libraries(verbose: int) -> Iterator[None]:
     """Below ``verbose=2``, silence transformers' logs, progress bars and warnings.
 
     Only our own lines are printed at ``verbose=1``; everything shows at ``verbose=2``.
+    The levels are the process's: the first thread in silences them, the last one out
+    restores what the first found.
     """
     if verbose >= 2:
         yield
         return
+    with _QUIET_LOCK:
+        if _QUIET["depth"] == 0:
+            _QUIET["restore"] = _silence_libraries()
+        _QUIET["depth"] += 1
+    try:
+        yield
+    finally:
+        with _QUIET_LOCK:
+            _QUIET["depth"] -= 1
+            if _QUIET["depth"] == 0:
+                _QUIET.pop("restore")()
+
+
+_QUIET_LOCK = threading.Lock()
+_QUIET: dict[str, Any] = {"depth": 0}
+
+
+def _silence_libraries():
+    """Silence transformers, huggingface_hub and their warnings; return the function that undoes it."""
     from transformers.utils import logging as hf_logging
 
     previous_level = hf_logging.get_verbosity()
@@ -37,16 +62,19 @@ def quiet_libraries(verbose: int) -> Iterator[None]:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     hub_logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            for module in ("transformers", "huggingface_hub", "torch"):
-                warnings.filterwarnings("ignore", module=module)
-            yield
-    finally:
+    caught = warnings.catch_warnings()
+    caught.__enter__()
+    for module in ("transformers", "huggingface_hub", "torch"):
+        warnings.filterwarnings("ignore", module=module)
+
+    def restore() -> None:
+        caught.__exit__(None, None, None)
         hf_logging.set_verbosity(previous_level)
         if bars_were_enabled:
             hf_logging.enable_progress_bar()
         hub_logger.setLevel(previous_hub_level)
+
+    return restore
 
 
 @contextmanager
@@ -57,16 +85,26 @@ def reproducible_torch(seed: int) -> Iterator[None]:
     the same seed drifted apart by ~1e-8 in the loss of the second epoch (some kernels
     reduce in a thread-dependent order); in deterministic mode they match bit for bit,
     at no measurable cost.
+
+    torch's global RNG and its determinism flag belong to the process, so these scopes
+    run one at a time (a re-entrant lock): fits, adapts and sampled generations in
+    several threads each draw from their own seed, as they would alone, instead of
+    interleaving their draws. Predictions that draw nothing (greedy and beam search,
+    classifiers) do not enter it and run in parallel.
     """
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
-    with torch.random.fork_rng(devices=devices):
+    with _SEEDED_LOCK, torch.random.fork_rng(devices=devices):
+        deterministic = torch.are_deterministic_algorithms_enabled()
+        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
         torch.manual_seed(seed)
         torch.use_deterministic_algorithms(True, warn_only=True)
         try:
             yield
         finally:
             torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+
+
+_SEEDED_LOCK = threading.RLock()
 
 
 def available_cores() -> int:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..backbones import load_bare_backbone, resolve_device
+from ._concurrency import reads_model
 from ._peft_export import ExportSource, export_peft
 from ._persistence import (
     BACKBONE_DIR,
@@ -54,6 +55,7 @@ def fitted_attributes(estimator: Any) -> dict[str, Any]:
 class PersistenceMixin:
     """``save_pretrained``, ``from_pretrained``, ``export_peft`` and pickling of a skillfit estimator."""
 
+    @reads_model
     def save_pretrained(
         self, path: str | os.PathLike, *, include_backbone: bool = False, scores: dict | None = None
     ) -> None:
@@ -268,6 +270,7 @@ class PersistenceMixin:
         )
         self._configure_backbone(self.network_.backbone)
 
+    @reads_model
     def export_peft(self, path: str | os.PathLike, *, task: Any = None, format: str = "lora") -> None:
         """Write a standard peft adapter that reproduces this estimator on the bare backbone.
 

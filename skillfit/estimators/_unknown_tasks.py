@@ -20,7 +20,9 @@ outputs are those of a prediction of these rows alone, bit for bit.
 
 from __future__ import annotations
 
+import threading
 import warnings
+import weakref
 from contextlib import nullcontext
 from typing import Any, Callable
 
@@ -31,6 +33,7 @@ from .._inputs import check_texts_and_optional_tasks, is_text_only
 from ..skills import skill_layers
 from ..skills.content_routing import ContentRouting
 from ._batching import PREDICT_CHUNK_ROWS, evaluation_batches, token_lengths
+from ._concurrency import changes_model, reads_model
 from ._networks import layer_mean_states
 from ._runtime import autocast
 from ._task_identifier import TaskIdentifier
@@ -38,6 +41,8 @@ from ._task_identifier import TaskIdentifier
 UNKNOWN_TASK_MODES = ("error", "average", "infer", "route", "infer_and_route")
 INFERRING_MODES = ("infer", "infer_and_route")
 ROUTING_MODES = ("route", "infer_and_route")
+# Each thread's own last prediction report, per estimator (held weakly): see unknown_task_report_.
+_THREAD_REPORTS = threading.local()
 # How each row of a prediction is handled; rows of each kind are predicted together.
 GIVEN, RESOLVED, ROUTED = 0, 1, 2
 
@@ -59,6 +64,7 @@ class UnknownTaskMixin:
         return self._skill_config(1).routing == "poly"
 
     # ------------------------------------------------------- task identifier
+    @reads_model
     def predict_task_proba(self, X: Any) -> np.ndarray:
         """Probability of each fitted task for each text, inferred from the text alone.
 
@@ -113,6 +119,7 @@ class UnknownTaskMixin:
         texts, _, _ = check_texts_and_optional_tasks(X, text_column=self.text_column, task_column=self.task_column)
         return self._task_probabilities(texts)
 
+    @reads_model
     def predict_task(self, X: Any) -> np.ndarray:
         """The most probable fitted task of each text (``unknown_task_threshold`` is not applied).
 
@@ -161,6 +168,7 @@ class UnknownTaskMixin:
         """
         return self.tasks_[np.argmax(self.predict_task_proba(X), axis=1)]
 
+    @changes_model
     def fit_task_identifier(self, X: Any) -> "UnknownTaskMixin":
         """Train the task identifier on ``(text, task)`` pairs of fitted tasks, keeping the skills.
 
@@ -305,7 +313,8 @@ class UnknownTaskMixin:
         routing, below ``unknown_task_threshold``), ``averaged`` and ``routed`` by
         content [2]_; ``fractions`` holds the same as fractions of ``rows``. Each
         ``predict``, ``predict_proba`` or ``score`` replaces it; before the first,
-        reading it raises an AttributeError.
+        reading it raises an AttributeError. Each thread reads the report of its own
+        last prediction; a thread that has made none reads the last of any thread.
 
         See Also
         --------
@@ -336,7 +345,7 @@ class UnknownTaskMixin:
         >>> round(report["fractions"]["inferred"], 4)
         0.3333
         """
-        report = self.__dict__.get("_prediction_report")
+        report = getattr(_THREAD_REPORTS, "by_estimator", {}).get(self) or self.__dict__.get("_prediction_report")
         if not report:
             raise AttributeError(f"{type(self).__name__} has made no prediction yet: unknown_task_report_ is set by predict.")
         return {**report, "fractions": dict(report["fractions"])}
@@ -352,9 +361,14 @@ class UnknownTaskMixin:
     def _record_prediction(self, report: dict[str, Any]) -> None:
         holder = self.__dict__.get("_prediction_report")
         if holder is None:  # an estimator made before reports existed, restored without __setstate__
-            holder = self.__dict__["_prediction_report"] = {}
-        holder.clear()
+            holder = self.__dict__.setdefault("_prediction_report", {})
+        # The last report of any thread: every report has the same keys, and one dict.update
+        # runs under the GIL, so a reader never sees half of one.
         holder.update(report)
+        mine = getattr(_THREAD_REPORTS, "by_estimator", None)
+        if mine is None:
+            mine = _THREAD_REPORTS.by_estimator = weakref.WeakKeyDictionary()
+        mine[self] = report
 
     def _prediction_tasks(self, X: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Texts, each row's task index (-1: average routing) and how each row is handled (GIVEN, RESOLVED, ROUTED).

@@ -14,6 +14,7 @@ from .._validation import Options
 from ..backbones import Backbone
 from ..skills import SkillConfig
 from ._base import SkillEstimatorBase
+from ._concurrency import reads_model
 from ._networks import POOLINGS, SkilledClassifierNetwork
 from ._params import estimator_parameters, parameter
 from ._runtime import autocast
@@ -173,6 +174,7 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         return label_index, new_parameters
 
     # ---------------------------------------------------------------- predict
+    @reads_model
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, columns in the order of ``classes_``.
 
@@ -243,6 +245,7 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
                     probabilities[np.ix_(indices[rows], columns)] = exp / exp.sum(axis=1, keepdims=True)
         return probabilities
 
+    @reads_model
     def predict(self, X: Any) -> np.ndarray:
         """The most probable label of each row among its task's labels.
 
@@ -288,6 +291,7 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         probabilities = self.predict_proba(X)
         return self.classes_[np.argmax(probabilities, axis=1)]
 
+    @reads_model
     def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
         """Mean accuracy of :meth:`predict` on ``(X, y)``, optionally weighted by ``sample_weight``.
 
@@ -360,6 +364,7 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
                 raise ValueError(f"sample_weight has shape {sample_weight.shape}; score() needs one weight per row of X ({n_samples}).")
         return float(np.average(self.predict(X) == labels, weights=sample_weight))
 
+    @reads_model
     def predict_log_proba(self, X: Any) -> np.ndarray:
         """Log of :meth:`predict_proba`; ``-inf`` outside each row's task labels.
 

@@ -13,6 +13,7 @@ import torch
 from .._validation import NONE, InstanceOf, Interval
 from ..backbones import Backbone
 from ..skills import SkillConfig, gate_experts, gate_weights, skill_layers, task_sparsity_loss
+from ._concurrency import tokenize
 from ._docs import fill_doc, seq2seq_doc
 from ._networks import hidden_states, pool_hidden_states
 from ._params import estimator_parameters, parameter
@@ -45,7 +46,7 @@ class _PEMTMethod:
 
     def _embed_descriptions(self, model: torch.nn.Module, tasks: list) -> torch.Tensor:
         """Mean-pooled states of the frozen backbone for each task's description text."""
-        encoding = self.tokenizer_(self._description_texts(tasks), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+        encoding = tokenize(self.tokenizer_, self._description_texts(tasks), truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
         encoding = {key: value.to(self.device_) for key, value in encoding.items() if key in ("input_ids", "attention_mask")}
         with torch.no_grad():
             hidden = hidden_states(model, encoding["input_ids"], encoding["attention_mask"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from numbers import Integral
 from typing import Any
 
@@ -15,6 +16,7 @@ from ..metrics import SCORERS
 from ..skills import SkillConfig
 from ._answer_ranking import AnswerChoiceTable, choices_by_task_index, closed_answer_sets, rank_answers
 from ._base import SkillEstimatorBase
+from ._concurrency import batch_decode, reads_model, tokenize
 from ._networks import SkilledSeq2SeqNetwork
 from ._params import estimator_parameters, parameter
 from ._runtime import autocast, prediction_progress, reproducible_torch, resolve_seed
@@ -84,11 +86,11 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
     def _answer_token_ids(self, targets: list[str]) -> list[list[int]]:
         """The label ids of target texts, EOS-terminated: what the loss trains and rank classification scores."""
         if not self.decoder_only_:
-            labels = self.tokenizer_(text_target=targets, truncation=True, max_length=self.max_target_length)["input_ids"]
+            labels = tokenize(self.tokenizer_, text_target=targets, truncation=True, max_length=self.max_target_length)["input_ids"]
             return [self._eos_terminated(ids) for ids in labels]
         # Decoder-only: the target continues the prompt after a space.
-        continuations = self.tokenizer_(
-            [" " + target for target in targets], add_special_tokens=False, truncation=True,
+        continuations = tokenize(
+            self.tokenizer_, [" " + target for target in targets], add_special_tokens=False, truncation=True,
             max_length=self.max_target_length,
         )["input_ids"]
         return [self._eos_terminated(ids) for ids in continuations]
@@ -98,7 +100,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         tokenizer = self.tokenizer_
         # A decoder-only model reads the prompt and then the generated tokens in one sequence.
         reserved = self.max_new_tokens if self.decoder_only_ and targets is None else 0
-        prompts = tokenizer(texts, truncation=True, max_length=self._length_limit(reserved))["input_ids"]
+        prompts = tokenize(tokenizer, texts, truncation=True, max_length=self._length_limit(reserved))["input_ids"]
         encoded: dict[str, Any] = {"input_ids": prompts, "tasks": task_index}
         if targets is None:
             return encoded
@@ -150,9 +152,11 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         choices = choices_by_task_index(self)
         ranked = np.isin(encoded["tasks"], list(choices))
         self.network_.eval()
+        # Only sampling draws from torch's RNG: greedy and beam search skip the seeded scope,
+        # which runs one thread at a time, and so predict in parallel across threads.
+        seeded = reproducible_torch(resolve_seed(self.random_state)) if self.do_sample else nullcontext()
         with prediction_progress(self.verbose, n_rows, f"{type(self).__name__}.predict") as progress, \
-                torch.no_grad(), autocast(self.device_), self._inference(), \
-                reproducible_torch(resolve_seed(self.random_state)):
+                torch.no_grad(), autocast(self.device_), self._inference(), seeded:
             if ranked.any():
                 rows = np.flatnonzero(ranked)
                 predictions[rows] = rank_answers(self, _take_rows(encoded, rows), choices, progress)
@@ -168,7 +172,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
             generated = self.network_.generate(
                 batch["input_ids"], batch["attention_mask"], batch["tasks"], **self._generation_settings()
             )
-            decoded = self.tokenizer_.batch_decode(generated, skip_special_tokens=True)
+            decoded = batch_decode(self.tokenizer_, generated, skip_special_tokens=True)
             predictions[indices] = [text.strip() for text in decoded]
             if progress is not None:
                 progress.update(len(indices))
@@ -188,6 +192,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
             "eos_token_id": tokenizer.eos_token_id,
         }
 
+    @reads_model
     def predict(self, X: Any) -> np.ndarray:
         """Generate the target text of each ``(text, task)`` pair.
 
@@ -239,6 +244,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
         """
         return self._predict_in_chunks(X, self._predict_encoded)
 
+    @reads_model
     def score(self, X: Any, y: Any, sample_weight: None = None) -> float:
         """Mean ROUGE-L F1 (``scoring="rougeL"``) or exact match of the predictions.
 

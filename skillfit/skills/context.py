@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Union
 import torch
 
 from .content_routing import ContentRouting
+from .scope_state import HasPerThreadState, PerThread
 
 # What a task-wise computation returns: one tensor or several, each with one row per task.
 PerTask = Union[torch.Tensor, tuple[torch.Tensor, ...]]
@@ -24,13 +25,15 @@ PerTask = Union[torch.Tensor, tuple[torch.Tensor, ...]]
 INFERENCE_CACHE_BYTES = 1 << 30
 
 
-class TaskContext:
+class TaskContext(HasPerThreadState):
     """The task ids of the batch that the model is processing now.
 
     All skill layers of one model share one context, which
     :func:`~skillfit.skills.inject_skills` creates and returns. Polytropon routes by
     task [1]_: the caller sets the batch's task ids once, and every layer mixes its
-    skills for the distinct tasks of the batch.
+    skills for the distinct tasks of the batch. Scopes belong to the thread that opens
+    them: several threads may run forward passes of one model at once, each with its
+    own task ids and caches.
 
     Attributes
     ----------
@@ -90,28 +93,24 @@ class TaskContext:
     RuntimeError: A skill layer ran without task ids. ...
     """
 
-    # Class-level defaults: contexts pickled before these existed still load.
-    _noise: dict | None = None
-    _noise_seed: int | None = None
-    _noise_generator: torch.Generator | None = None
-    content_routing: ContentRouting | None = None
+    # The scopes' state, each thread's own (scope_state.py): one model serves many threads.
+    bypassed = PerThread(lambda: False)
+    has_unknown = PerThread(lambda: False)
+    inference_cache = PerThread()  # dict | None
+    merge = PerThread(lambda: False)
+    content_routing = PerThread()  # ContentRouting | None
+    cache_bytes_left = PerThread(lambda: 0)
+    _batch_tasks = PerThread()  # torch.Tensor | None
+    _example_group = PerThread()  # torch.Tensor | None
+    _task_counts = PerThread()  # list[int] | None
+    # (device, batch size) -> (batch tasks, example group) already on that device.
+    _on_device = PerThread(dict)
+    _noise = PerThread()  # dict[int, torch.Tensor] | None
+    _noise_seed = PerThread()  # int | None
+    _noise_generator = PerThread()  # torch.Generator | None
 
     def __init__(self) -> None:
-        self.bypassed = False
-        self.has_unknown = False
-        self.task_descriptions: torch.Tensor | None = None
-        self.inference_cache: dict | None = None
-        self.merge = False
-        self.content_routing: ContentRouting | None = None
-        self.cache_bytes_left = 0
-        self._batch_tasks: torch.Tensor | None = None
-        self._example_group: torch.Tensor | None = None
-        self._task_counts: list[int] | None = None
-        # (device, batch size) -> (batch tasks, example group) already on that device.
-        self._on_device: dict[tuple[torch.device, int], tuple[torch.Tensor, torch.Tensor]] = {}
-        self._noise: dict[int, torch.Tensor] | None = None
-        self._noise_seed: int | None = None
-        self._noise_generator: torch.Generator | None = None
+        self.task_descriptions: torch.Tensor | None = None  # the model's own (PEMT), shared by all threads
 
     @contextmanager
     def tasks(self, task_ids: torch.Tensor | list[int], noise_seed: int | None = None) -> Iterator[None]:
