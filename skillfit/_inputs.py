@@ -15,8 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 from sklearn.exceptions import DataConversionWarning
-from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _X_FORMS = (
     "a pandas DataFrame with a text and a task column, a list of (text, task) pairs, "
     "or an object array of shape (n_samples, 2)"
@@ -62,7 +63,7 @@ def _columns_of(X: Any, text_column: str, task_column: str) -> tuple[Sequence[An
         rows = X.tolist() if X.ndim == 2 and X.shape[1] == 2 else None
     else:
         rows = list(X)
-        one_dimensional = bool(rows) and all(isinstance(row, str) or np.ndim(row) == 0 for row in rows)
+        one_dimensional = bool(rows) and all(_is_scalar(row) for row in rows)
         if not all(isinstance(row, (tuple, list, np.ndarray)) and len(row) == 2 for row in rows):
             rows = None
     if one_dimensional:
@@ -79,11 +80,24 @@ def _columns_of(X: Any, text_column: str, task_column: str) -> tuple[Sequence[An
     return [row[0] for row in rows], [row[1] for row in rows]
 
 
+def _is_scalar(value: Any) -> bool:
+    """A cell rather than a row: a string, bytes, or anything that is not a sequence or an array."""
+    if isinstance(value, (str, bytes)):
+        return True
+    return not isinstance(value, (Sequence, np.ndarray, AbstractSet, Mapping)) or getattr(value, "ndim", 1) == 0
+
+
 def _check_task_ids(tasks: Sequence[Any]) -> np.ndarray:
     missing = [i for i, task in enumerate(tasks) if _is_missing(task)]
     if missing:
         raise ValueError(f"Task ids are missing (None or NaN) at rows {missing[:10]}; every row needs a task id.")
-    if all(isinstance(task, Integral) and not isinstance(task, bool) for task in tasks):
+    if all(isinstance(task, Integral) and not isinstance(task, (bool, np.bool_)) for task in tasks):
+        too_large = next((i for i, task in enumerate(tasks) if not INT64_MIN <= int(task) <= INT64_MAX), None)
+        if too_large is not None:
+            raise ValueError(
+                f"Task id {tasks[too_large]} (row {too_large}) does not fit in a 64-bit integer; integer task ids must "
+                f"lie in [{INT64_MIN}, {INT64_MAX}]. Use strings as task ids instead (str(task))."
+            )
         return np.asarray([int(task) for task in tasks], dtype=np.int64)
     if all(isinstance(task, str) for task in tasks):
         array = np.empty(len(tasks), dtype=object)
@@ -170,8 +184,8 @@ def _check_texts(texts: Sequence[Any]) -> None:
     if missing is not None:
         raise ValueError(f"Row {missing} has no text (None or NaN); drop the rows without text or fill them in.")
     _check_strings(
-        texts, "Every text must be a str; row {i} holds {kind} {value!r}. Put the text first and the task id "
-        "second in each pair.", "Row {i} holds an empty text; remove it or give it content.",
+        texts, "Every text must be a str; row {i} holds {kind} {value}. Put the text first and the task id "
+        "second in each pair.", "Row {i} holds an empty text; remove it or give it content.", "Row",
     )
 
 
@@ -186,13 +200,27 @@ def _warn_if_swapped(task_ids: np.ndarray) -> None:
         )
 
 
-def _check_strings(values: Sequence[Any], not_a_string: str, empty: str) -> None:
-    """TypeError for the first non-string, ValueError for the first blank one (messages formatted with i)."""
+def _check_strings(values: Sequence[Any], not_a_string: str, empty: str, where: str) -> None:
+    """TypeError for the first non-string, ValueError for the first blank or not-encodable one (messages formatted with i)."""
     for i, value in enumerate(values):
         if not isinstance(value, str):
-            raise TypeError(not_a_string.format(i=i, kind=type(value).__name__, value=value))
+            raise TypeError(not_a_string.format(i=i, kind=type(value).__name__, value=_short(value)))
         if not value.strip():
             raise ValueError(empty.format(i=i))
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"{where} {i} holds a string that is not valid Unicode text: {error.reason} at "
+                f"character {error.start} ({value[error.start:error.end]!r}), which no tokenizer can encode. Decode "
+                "your bytes with errors='replace', or drop the character (text.encode('utf-8', 'replace').decode())."
+            ) from None
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a long cell would flood the message)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _target_values(y: Any, n_samples: int, names: tuple[str, str] = ("X", "y")) -> list[Any]:
@@ -252,7 +280,17 @@ def check_labels(y: Any, n_samples: int, names: tuple[str, str] = ("X", "y")) ->
         if any(issubclass(kind, str) for kind in kinds):
             raise TypeError(f"Labels must be all strings or all numbers; got a mix of {sorted(k.__name__ for k in kinds)}.")
         labels = np.asarray(values)
-    check_classification_targets(labels)
+    try:
+        check_classification_targets(labels)
+    except TypeError:  # scikit-learn refuses bytes labels
+        raise TypeError(f"{names[1]} holds bytes labels (e.g. {_short(values[0])}); decode them to strings first "
+                        "(label.decode()), or use integers.") from None
+    except ValueError:
+        kind = type_of_target(labels)
+        raise ValueError(
+            f"{names[1]} holds {kind} values (e.g. {_short(values[0])}); a classifier needs discrete labels. "
+            f"Pass class labels (strings or integers), or bin the values first; to predict text, use a ...Seq2Seq."
+        ) from None
     return labels
 
 
@@ -265,8 +303,8 @@ def check_target_texts(y: Any, n_samples: int, names: tuple[str, str] = ("X", "y
     """
     values = _target_values(y, n_samples, names)
     _check_strings(
-        values, "Every target must be a str; position {i} holds {kind} {value!r}. Text-to-text estimators "
+        values, "Every target must be a str; position {i} holds {kind} {value}. Text-to-text estimators "
         "generate text: convert labels to words, or use a ...Classifier.",
-        "Target {i} is empty; every example needs a non-empty target text.",
+        "Target {i} is empty; every example needs a non-empty target text.", "Target",
     )
     return values

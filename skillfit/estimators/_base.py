@@ -84,6 +84,8 @@ ADAPT_MODES = ("routing", "average", "all")
 ADAPT_CONSTRAINTS = {"mode": [Options(*ADAPT_MODES)], "max_epochs": [Interval(Integral, 1, None), NONE]}
 TOP_K_CONSTRAINTS = {"top_k": [Interval(Integral, 1, None), NONE]}
 
+MAX_RATE = 1e3  # the largest learning rate or weight decay a parameter accepts
+
 
 @estimator_parameters
 class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, BaseEstimator):
@@ -100,9 +102,10 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
     rank: int = parameter(8, Interval(Integral, 1, None))
     alpha: float = parameter(16.0, Interval(Real, 0, None, closed="neither"))
     dropout: float = parameter(0.0, Interval(Real, 0, 1, closed="left"))
-    learning_rate: float = parameter(2e-3, Interval(Real, 0, None, closed="neither"))
-    router_learning_rate: float = parameter(0.5, Interval(Real, 0, None, closed="neither"))
-    weight_decay: float = parameter(0.0, Interval(Real, 0, None))
+    # Rates and decay above MAX_RATE only diverge, and torch's optimizers overflow past float32's range.
+    learning_rate: float = parameter(2e-3, Interval(Real, 0, MAX_RATE, closed="right"))
+    router_learning_rate: float = parameter(0.5, Interval(Real, 0, MAX_RATE, closed="right"))
+    weight_decay: float = parameter(0.0, Interval(Real, 0, MAX_RATE))
     warmup_fraction: float = parameter(0.1, Interval(Real, 0, 1, closed="left"))
     max_epochs: int = parameter(5, Interval(Integral, 1, None))
     batch_size: int = parameter(32, Interval(Integral, 1, None))
@@ -272,6 +275,11 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
             the model does not train (those of ``X``, or of ``tasks_`` when warm-starting).
         TypeError
             If ``fit_params`` are given.
+        FloatingPointError
+            If the training loss becomes NaN or infinite (a learning rate too high);
+            the estimator keeps its state from before the call.
+        ConcurrentUseError
+            If another thread is inside a call on this estimator.
 
         See Also
         --------
@@ -699,6 +707,10 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
             With ``"routing"`` or ``"average"``: if ``X`` has rows of fitted tasks or
             no new task, or if the estimator keeps no per-task parameters and the new
             tasks bring no new labels (nothing to train; use ``mode="all"``).
+        FloatingPointError
+            If the training loss becomes NaN or infinite; the estimator stays as it was.
+        ConcurrentUseError
+            If another thread is inside a call on this estimator.
 
         See Also
         --------

@@ -14,13 +14,13 @@ target_modules : list of str, str or None, default=None
     dropout : float, default=0.0
         Dropout on the input of the skills.
     learning_rate : float, default=2e-3
-        AdamW learning rate of the skills and the head.
+        AdamW learning rate of the skills and the head, in (0, 1000].
     router_learning_rate : float, default=0.5
         AdamW learning rate of the routing logits. Routers need a far larger rate than
         skills to move in a few epochs (the reference code searches 0.1 and 0.5 against
-        1e-3 and 1e-4; ``docs/methods.md``).
+        1e-3 and 1e-4; ``docs/methods.md``). In (0, 1000].
     weight_decay : float, default=0.0
-        AdamW weight decay of the skills and the head (never the routers).
+        AdamW weight decay of the skills and the head (never the routers), in [0, 1000].
     warmup_fraction : float, default=0.1
         Fraction of the training steps with a linear warm-up; the rate then decays
         linearly to zero.
@@ -146,7 +146,7 @@ backbone : str, default="google/flan-t5-small"
     max_new_tokens : int, default=32
         Most tokens ``predict`` generates per text.
     num_beams : int, default=1
-        Beam width of generation (1: greedy); task ids follow each beam.
+        Beam width of generation (1: greedy), at most 1024; task ids follow each beam.
     do_sample : bool, default=False
         Sample instead of searching.
     scoring : {"rougeL", "exact_match"}, default="rougeL"

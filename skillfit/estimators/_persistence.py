@@ -165,13 +165,26 @@ def rebuild_network(
             "Load it with the backbone it was trained with."
         ) from error
     restore_task_free(network, blueprint.get("task_free"))
-    expected = set(adapter_state(network))
+    expected_tensors = adapter_state(network)
+    expected = set(expected_tensors)
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:
         raise ValueError(
             f"The weights in {where} do not match the network rebuilt from its config "
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}); the folder may be damaged or from "
             "another skillfit version."
+        )
+    not_finite = next((key for key in sorted(state) if state[key].is_floating_point() and not bool(state[key].isfinite().all())), None)
+    if not_finite is not None:
+        raise ValueError(
+            f"The weights in {where} are damaged: tensor {not_finite!r} holds NaN or infinite values. Save the "
+            "model again, or copy the folder anew."
+        )
+    retyped = next((key for key in sorted(state) if state[key].dtype != expected_tensors[key].dtype), None)
+    if retyped is not None:
+        raise ValueError(
+            f"The weights in {where} are damaged: tensor {retyped!r} is {state[retyped].dtype}, but the network "
+            f"keeps it as {expected_tensors[retyped].dtype}. Save the model again, or copy the folder anew."
         )
     try:
         network.load_state_dict(state, strict=False)
@@ -265,9 +278,18 @@ def write_folder(
 
 def read_config(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     """The folder and its parsed config; a clear error when it is not a skillfit folder."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+        raise TypeError(f"path must be the folder that save_pretrained wrote (a str or path-like); got {path!r}.")
+    if not os.fspath(path).strip():
+        raise ValueError("path is empty; pass the folder that save_pretrained(path) wrote.")
     folder = Path(path)
     config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
+    try:
+        is_file = config_path.is_file()
+    except (OSError, ValueError) as error:  # a name the file system cannot hold (an unpaired surrogate, a NUL)
+        raise ValueError(f"path {os.fspath(path)!r} cannot name a folder on this system ({error}); pass the "
+                         "folder that save_pretrained(path) wrote.") from None
+    if not is_file:
         raise ValueError(
             f"{str(folder)!r} is not a folder written by save_pretrained: it has no {CONFIG_FILE}. "
             "Pass the folder that save_pretrained(path) created."
@@ -316,8 +338,8 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _warn_on_version_change(versions: dict[str, str], folder: Path) -> None:
-    saved = versions.get("skillfit")
-    if saved is not None and saved.split(".")[:2] != __version__.split(".")[:2]:
+    saved = versions.get("skillfit") if isinstance(versions, dict) else None
+    if isinstance(saved, str) and saved.split(".")[:2] != __version__.split(".")[:2]:
         warnings.warn(
             f"{str(folder)!r} was saved with skillfit {saved}; this is {__version__}. If predictions look "
             "wrong, load it with the version that saved it.",

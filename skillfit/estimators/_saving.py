@@ -21,6 +21,7 @@ from ._concurrency import reads_model
 from ._peft_export import ExportSource, export_peft
 from ._persistence import (
     BACKBONE_DIR,
+    CONFIG_FILE,
     FORMAT_VERSION,
     check_backbone_hash,
     from_json,
@@ -33,6 +34,7 @@ from ._persistence import (
     write_folder,
 )
 from ._distributed import is_main_process
+from ._folder_checks import check_fitted_section, check_network_matches
 from ._model_card import model_card
 from ._registry import estimator_class
 from ._runtime import cpu_copy, quiet_libraries
@@ -228,25 +230,52 @@ class PersistenceMixin:
                 f"{str(folder)!r} holds a {config['estimator']}, not a {cls.__name__}; load it with "
                 f"{config['estimator']}.from_pretrained(path)."
             )
+        config_path = folder / CONFIG_FILE
+        try:
+            return cls._load_folder(folder, config, saved_class, device, backbone, trust_remote_code)
+        except (KeyError, IndexError, AttributeError, RuntimeError, OverflowError) as error:
+            # The folder is data: what cannot be read back from it is damage, reported as such.
+            raise ValueError(
+                f"{str(config_path)!r} does not describe a model that can be rebuilt ({type(error).__name__}: "
+                f"{error}); the folder is damaged or its files come from different models. Save the model "
+                "again, or copy the folder anew."
+            ) from error
+
+    @classmethod
+    def _load_folder(cls, folder, config, saved_class, device, backbone, trust_remote_code):
+        """The estimator of a folder whose config is read (``from_pretrained``'s body)."""
         params = from_json(config["params"])
+        if not isinstance(params, dict) or set(params) - set(saved_class().get_params(deep=False)):
+            unknown = sorted(set(params) - set(saved_class().get_params(deep=False))) if isinstance(params, dict) else params
+            raise ValueError(f"{str(folder / CONFIG_FILE)!r}: 'params' holds what {saved_class.__name__} has no "
+                             f"parameter for ({unknown!r:.100}); the file is damaged. Save the model again.")
         params.update({key: value for key, value in (("device", device), ("backbone", backbone)) if value is not None})
         params["trust_remote_code"] = trust_remote_code
         params["checkpoint_dir"] = None  # a folder of the machine that saved it; set it anew to checkpoint here
         estimator = saved_class(**params)
         estimator._validate_params()
         estimator._fitted_params = estimator.get_params(deep=False)
-        for key, value in from_json(config["fitted"]).items():
+        fitted = from_json(config["fitted"])
+        check_fitted_section(fitted, saved_class, folder / CONFIG_FILE)
+        for key, value in fitted.items():
             setattr(estimator, key, value)
         estimator.device_ = estimator._device_for_loading(f"{str(folder)!r} was saved with device={estimator.device!r}", device is None)
         reference = config["backbone"]
         estimator._backbone_reference = {key: reference.get(key) for key in ("name", "revision", "sha256")}
         where = f"the folder {str(folder)!r}"
         embedded = None
+        if not isinstance(reference.get("embedded", False), bool):
+            raise ValueError(f"{str(folder / CONFIG_FILE)!r} is damaged: 'backbone.embedded' is "
+                             f"{reference.get('embedded')!r}, not true or false. Save the model again.")
         if reference.get("embedded") and backbone is None:
+            if not (folder / BACKBONE_DIR).is_dir():
+                raise FileNotFoundError(f"{str(folder / BACKBONE_DIR)!r} is missing, but {str(folder / CONFIG_FILE)!r} "
+                                        "says the backbone is embedded; the folder is incomplete. Save the model again.")
             embedded = load_bare_backbone(folder / BACKBONE_DIR, estimator._backbone_kind, estimator.device_)
             check_backbone_hash(embedded, reference.get("sha256"), str(folder / BACKBONE_DIR), where)
         payload = {"blueprint": config["network"], "state": read_weights(folder), "backbone": reference}
         estimator._restore_network(payload, where, backbone=embedded)
+        check_network_matches(estimator, folder / CONFIG_FILE)
         estimator._set_routing_attributes()
         estimator._start_prediction_reports()
         return estimator

@@ -36,7 +36,7 @@ class SkillSeq2SeqBase(SkillEstimatorBase):
     backbone: str = parameter(DEFAULT_GENERATOR, STRING)
     max_target_length: int = parameter(64, Interval(Integral, 1, None))
     max_new_tokens: int = parameter(32, Interval(Integral, 1, None))
-    num_beams: int = parameter(1, Interval(Integral, 1, None))
+    num_beams: int = parameter(1, Interval(Integral, 1, 1024))  # more beams than this only exhaust memory
     do_sample: bool = parameter(False, Options(False, True))
     scoring: str = parameter("rougeL", Options(*SCORERS))
     answer_choices: str | dict | None = parameter(None, NONE, Options("auto"), AnswerChoiceTable())

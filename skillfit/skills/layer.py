@@ -41,6 +41,7 @@ from transformers.pytorch_utils import Conv1D
 from .config import SkillConfig
 from .content_routing import content_weights, skill_prototypes
 from .context import TaskContext
+from .memory import check_skill_memory
 from .routing import ExclusiveMixer, GateRouter, PolyRouter, Router, UniformRouter, grown
 
 
@@ -258,6 +259,8 @@ class SkillLinear(nn.Module):
         r, r_ex = config.rank, config.task_rank
         T, K, E = config.n_tasks, config.n_shared, config.n_exclusive
         self.dropout = nn.Dropout(config.dropout) if config.dropout > 0 else nn.Identity()
+        n_values = heads * (K * (d_in + d_out) * r + T * E * (d_in + d_out) * r_ex + T * K + T * E)
+        check_skill_memory(n_values, name or type(base_layer).__name__, base_layer.weight.device, config)
 
         self.shared_A = nn.Parameter(torch.empty(heads, K, d_in, r)) if K else None
         self.shared_B = nn.Parameter(torch.zeros(heads, K, r, d_out)) if K else None
