@@ -53,7 +53,6 @@ def test_score_inputs(classifier, X, y):
 
 
 @given(X=inputs, y=targets)
-@settings(max_examples=12)
 def test_fit_inputs(X, y):
     est = PolyClassifier(n_skills=2, backbone=tiny_backbone("bert"), **TINY)
     fitted = assert_clean(lambda: est.fit(X, y), est)
@@ -62,14 +61,12 @@ def test_fit_inputs(X, y):
 
 
 @given(X=inputs, y=targets)
-@settings(max_examples=12)
 def test_fit_inputs_text_to_text(X, y):
     est = CPolySeq2Seq(n_shared=1, n_exclusive=1, backbone=tiny_backbone("llama"), max_new_tokens=2, **TINY)
     assert_clean(lambda: est.fit(X, y), est)
 
 
 @given(X=inputs, y=targets, mode=st.sampled_from(["routing", "average", "all", "exclusive", "bogus", None, 3]))
-@settings(max_examples=12)
 def test_adapt_inputs(classifier, X, y, mode):
     est = copy.deepcopy(classifier)
     assert_clean(lambda: est.adapt(X, y, mode=mode), est)
@@ -97,7 +94,6 @@ ESTIMATORS = [CPolyClassifier, PolyClassifier, LoRAClassifier, PEMTClassifier, C
 
 @pytest.mark.parametrize("cls", ESTIMATORS, ids=lambda cls: cls.__name__)
 @given(data=st.data())
-@settings(max_examples=40)
 def test_every_parameter_at_and_past_its_bounds(cls, data):
     name = data.draw(st.sampled_from(sorted(set(cls().get_params()) - {"backbone"})), label="parameter")
     value = data.draw(parameter_values, label="value")
@@ -113,7 +109,6 @@ def test_every_parameter_at_and_past_its_bounds(cls, data):
 
 @given(path=st.one_of(st.text(max_size=30), st.just(""), st.just("\ud800"), st.just("/nonexistent/model"),
                       st.just("."), st.integers(), st.none(), st.binary(max_size=5)))
-@settings(max_examples=30)
 def test_from_pretrained_paths(path):
     assert_clean(lambda: PolyClassifier.from_pretrained(path))
 
