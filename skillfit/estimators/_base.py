@@ -391,7 +391,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
             fit_name = f"{type(self).__name__}.fit"
             kept_note = ". Call fit again to train fully."
             resumable_from = str(checkpoints.path) if warm and checkpoints is not None else None
-            with interruptible(loop, fit_name, needs_an_epoch=True, kept_note=kept_note, stacklevel=5,
+            with interruptible(loop, fit_name, needs_an_epoch=True, kept_note=kept_note, stacklevel=6,
                                resumable_from=resumable_from):
                 with self._compiled_for_training():
                     self._train(loop, encoded, validation)
@@ -399,7 +399,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
         if self.handle_unknown_task in INFERRING_MODES and getattr(self.network_, "task_identifier", None) is None:
             # The identifier reads the frozen backbone only: a warm fit keeps the one it has.
             self._train_task_identifier(texts, task_index)
-        self._warn_if_resumed(loop, "fit", stacklevel=3)
+        self._warn_if_resumed(loop, "fit", stacklevel=4)
 
     # ------------------------------------------------------------- checkpoints
     def _open_checkpoints(self, call: dict[str, Any], data: tuple, *, continues: bool) -> FitCheckpoints | None:
@@ -515,7 +515,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
                 f"{self.backbone!r}; texts are cut to {positions} tokens. Set max_length<={positions} "
                 "to silence this.",
                 UserWarning,
-                stacklevel=4,  # the caller of fit
+                stacklevel=5,  # the caller of fit (through the concurrency guard)
             )
 
     def _text_positions(self) -> int | None:
@@ -809,7 +809,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
                 loop = self._training_loop(np.random.default_rng(seed), checkpoints)
                 unchanged = " and the fitted tasks are unchanged." if mode != "all" else "."
                 with interruptible(
-                    loop, f"{type(self).__name__}.adapt", needs_an_epoch=False, kept_note=unchanged, stacklevel=5,
+                    loop, f"{type(self).__name__}.adapt", needs_an_epoch=False, kept_note=unchanged, stacklevel=6,
                     resumable_from=None if checkpoints is None else str(checkpoints.path),
                 ):
                     loop.fit_loop(
@@ -822,7 +822,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
             self._update_task_identifier(texts, task_index)
         self._set_routing_attributes()
         self._attach_routing_prototypes()
-        self._warn_if_resumed(loop, "adapt", stacklevel=3)
+        self._warn_if_resumed(loop, "adapt", stacklevel=4)
 
     def _check_task_id_type(self, tasks: np.ndarray, action: str) -> None:
         """Task ids of another type than ``tasks_`` (int against str) can only be a mistake: refuse them."""

@@ -33,7 +33,7 @@ class ConcurrentUseError(RuntimeError):
     See Also
     --------
     skillfit.PolyClassifier.predict : A call that any number of threads may make at once.
-    skillfit.PolyClassifier.set_params : A call that needs the estimator to itself.
+    skillfit.PolyClassifier.fit : A call that needs the estimator to itself.
 
     References
     ----------
