@@ -120,32 +120,30 @@ def changing(estimator: Any, call: str) -> Iterator[None]:
                 usage.writer, usage.writer_call = None, ""
 
 
-# The public calls of each side; the estimators wrap theirs with the decorators below.
-READS = ("predict", "predict_proba", "predict_log_proba", "score", "predict_task", "predict_task_proba",
-         "save_pretrained", "export_peft", "task_similarity")
+# The calls that change the fitted model; each estimator wraps them with changes_model.
 CHANGES = ("fit", "adapt", "fit_task_identifier", "set_params")
 
 Method = TypeVar("Method", bound=Callable[..., Any])
 
 
-def reads_model(method: Method) -> Method:
-    """Run ``method`` inside :func:`reading` (its name names the call in errors)."""
+def _guarded_by(scope: Callable[[Any, str], Any], method: Method) -> Method:
+    """``method`` run inside ``scope(self, its name)``."""
     @functools.wraps(method)
     def guarded(self, *args: Any, **kwargs: Any) -> Any:
-        with reading(self, method.__name__):
+        with scope(self, method.__name__):
             return method(self, *args, **kwargs)
 
     return guarded  # type: ignore[return-value]
+
+
+def reads_model(method: Method) -> Method:
+    """Run ``method`` inside :func:`reading` (its name names the call in errors)."""
+    return _guarded_by(reading, method)
 
 
 def changes_model(method: Method) -> Method:
     """Run ``method`` inside :func:`changing` (its name names the call in errors)."""
-    @functools.wraps(method)
-    def guarded(self, *args: Any, **kwargs: Any) -> Any:
-        with changing(self, method.__name__):
-            return method(self, *args, **kwargs)
-
-    return guarded  # type: ignore[return-value]
+    return _guarded_by(changing, method)
 
 
 # A fast tokenizer keeps its truncation and padding settings in its Rust object and changes

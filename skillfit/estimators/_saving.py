@@ -245,8 +245,9 @@ class PersistenceMixin:
     def _load_folder(cls, folder, config, saved_class, device, backbone, trust_remote_code):
         """The estimator of a folder whose config is read (``from_pretrained``'s body)."""
         params = from_json(config["params"])
-        if not isinstance(params, dict) or set(params) - set(saved_class().get_params(deep=False)):
-            unknown = sorted(set(params) - set(saved_class().get_params(deep=False))) if isinstance(params, dict) else params
+        known = set(saved_class().get_params(deep=False))
+        if not isinstance(params, dict) or set(params) - known:
+            unknown = sorted(set(params) - known) if isinstance(params, dict) else params
             raise ValueError(f"{str(folder / CONFIG_FILE)!r}: 'params' holds what {saved_class.__name__} has no "
                              f"parameter for ({unknown!r:.100}); the file is damaged. Save the model again.")
         params.update({key: value for key, value in (("device", device), ("backbone", backbone)) if value is not None})
