@@ -54,6 +54,7 @@ from ._distributed import (
     run_data_parallel,
 )
 from ._hooks import EstimatorHooks
+from ._persistence import check_folder_path
 from ._params import estimator_parameters, parameter, parameter_constraints
 from ._registry import register
 from ._runtime import (
@@ -151,8 +152,8 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
             raise ValueError(
                 f"text_column and task_column are both {self.text_column!r}; name the two different columns of X."
             )
-        if self.checkpoint_dir is not None and not os.fspath(self.checkpoint_dir).strip():
-            raise ValueError("checkpoint_dir is an empty path; pass a folder, or None for no checkpoints.")
+        if self.checkpoint_dir is not None:
+            check_folder_path(self.checkpoint_dir, "checkpoint_dir")
         self._check_method_params()
         self._check_unknown_task_params()
 

@@ -244,11 +244,25 @@ def library_versions() -> dict[str, str]:
     return {"skillfit": __version__, "torch": torch.__version__, "transformers": transformers.__version__, "scikit-learn": sklearn.__version__}
 
 
+def check_folder_path(path: Any, what: str) -> Path:
+    """``path`` as a Path; TypeError for a non-path, ValueError for an empty one or one no file system can hold."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+        raise TypeError(f"{what} must be a folder path (str or path-like); got {path!r}.")
+    text = os.fspath(path)
+    if not text.strip():
+        raise ValueError(f"{what} is an empty path; pass a folder.")
+    try:
+        text.encode("utf-8")
+        if "\0" in text:
+            raise ValueError("it holds a NUL character")
+    except (UnicodeEncodeError, ValueError) as error:  # an unpaired surrogate, a NUL
+        raise ValueError(f"{what}={text!r} cannot name a folder on this system ({error}); pass another path.") from None
+    return Path(text)
+
+
 def prepare_folder(path: Any, what: str) -> Path:
     """Create the folder ``path`` (``what`` names it in messages, e.g. ``"checkpoint_dir"``) and check it takes files."""
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path).strip():
-        raise TypeError(f"{what} must be a folder path (str or path-like); got {path!r}.")
-    folder = Path(path)
+    folder = check_folder_path(path, what)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{what}={str(folder)!r} is a file, not a folder; pass a folder path.")
     try:
