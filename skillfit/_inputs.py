@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from numbers import Integral
-from collections.abc import Mapping, Set as AbstractSet
+from collections.abc import Iterator, Mapping, Set as AbstractSet
 from typing import Any, Sequence
 
 import numpy as np
@@ -50,6 +50,9 @@ def _columns_of(X: Any, text_column: str, task_column: str) -> tuple[Sequence[An
                 "X.loc[:, ~X.columns.duplicated()]) or rename them."
             )
         return X[text_column].tolist(), X[task_column].tolist()
+    if isinstance(X, Iterator):
+        raise TypeError(f"X must be {_X_FORMS}; got a {type(X).__name__}, which can be read only once. "
+                        "Pass list(X).")
     if isinstance(X, (str, bytes)) or not hasattr(X, "__len__"):
         raise TypeError(f"X must be {_X_FORMS}; got {type(X).__name__}.")
     if isinstance(X, (AbstractSet, Mapping)) or type(X).__name__ in ("dict_keys", "dict_values", "dict_items"):
@@ -104,7 +107,9 @@ def _check_task_ids(tasks: Sequence[Any]) -> np.ndarray:
         array[:] = list(tasks)
         return array
     kinds = sorted({type(task).__name__ for task in tasks})
-    raise TypeError(f"Task ids must be all strings or all integers; got a mix of types {kinds}.")
+    got = f"task ids of type {kinds[0]}" if len(kinds) == 1 else f"a mix of types {kinds}"
+    raise TypeError(f"Task ids must be all strings or all integers; got {got}. Convert them to one kind, "
+                    "for example [str(task) for task in tasks].")
 
 
 def check_texts_and_tasks(X: Any, *, text_column: str = "text", task_column: str = "task") -> tuple[list[str], np.ndarray]:

@@ -66,6 +66,27 @@ def containers(pairs: list) -> st.SearchStrategy:
 
 
 inputs = rows.flatmap(containers)
+
+# ------------------------------------------------- valid inputs, to check what a fit keeps
+WORDS = ("w1 apple pie", "w2 red sky", "w3 cold tea", "w1 w2 w3", "apple")
+INT64 = (-(2**63), 2**63 - 1)
+
+
+@st.composite
+def faithful_fits(draw) -> tuple[list, list, list, list]:
+    """Valid ``(pairs, y, tasks, labels)`` of one kind of task id and one kind of label, in any user type."""
+    if draw(st.booleans(), label="string task ids"):
+        names = st.one_of(st.text(min_size=1, max_size=8), st.sampled_from([np.str_("alpha"), "beta", " padded "]))
+        pool = draw(st.lists(names, min_size=1, max_size=3, unique_by=str), label="task pool")
+    else:
+        numbers = st.one_of(st.integers(*INT64), st.sampled_from([np.int64(3), np.uint8(4), np.int16(-2), 2**63 - 1]))
+        pool = draw(st.lists(numbers, min_size=1, max_size=3, unique_by=int), label="task pool")
+    classes = draw(st.sampled_from([["yes", "no"], [0, 1], [np.int64(5), np.int64(-1)], [True, False], ["x", "y", "z"],
+                                    [np.str_("p"), "q"]]), label="label pool")
+    n = draw(st.integers(2, 8), label="rows")
+    pairs = [(draw(st.sampled_from(WORDS)), draw(st.sampled_from(pool))) for _ in range(n)]
+    y = [draw(st.sampled_from(classes)) for _ in range(n)]
+    return pairs, y, [task for _, task in pairs], y
 targets = st.lists(st.one_of(st.sampled_from(["alpha:yes", "alpha:no", "beta:yes"]), cells, task_ids), max_size=7)
 
 # ------------------------------------------------------------------- parameters

@@ -76,6 +76,19 @@ def test_invalid_parameters(estimator, message):
         estimator.fit(X_OK, Y_OK)
 
 
+@pytest.mark.parametrize(
+    "estimator, message",
+    [
+        (CPolyClassifier(target_modules="query|("), r"target_modules='query\|\(' is not a valid regular expression \(missing \)"),
+        (CPolyClassifier(checkpoint_dir="\ud800"), r"checkpoint_dir='\\ud800' cannot name a folder on this system"),
+        (CPolyClassifier(checkpoint_dir="a\0b"), r"checkpoint_dir='a\\x00b' cannot name a folder .* NUL character"),
+    ],
+)
+def test_parameters_that_do_not_parse(estimator, message):
+    with pytest.raises(ValueError, match=message):
+        estimator.fit(X_OK, Y_OK)
+
+
 def test_cpoly_needs_a_skill(tiny_kwargs):
     with pytest.raises(ValueError, match="n_shared \\+ n_exclusive must be >= 1"):
         CPolyClassifier(n_shared=0, n_exclusive=0, **tiny_kwargs).fit(X_OK, Y_OK)

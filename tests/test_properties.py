@@ -7,11 +7,12 @@ The examples come from ``_strategies.py``. ``SKILLFIT_HYPOTHESIS_PROFILE=nightly
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from _strategies import assert_clean, inputs, parameter_values, register_profiles, targets
+from _strategies import assert_clean, faithful_fits, inputs, parameter_values, register_profiles, targets
 from _tiny import tiny_backbone
 from conftest import make_multitask
 from skillfit import CPolyClassifier, CPolySeq2Seq, LoRAClassifier, MTLoRASeq2Seq, PEMTClassifier, PolyClassifier
@@ -58,6 +59,37 @@ def test_fit_inputs(X, y):
     fitted = assert_clean(lambda: est.fit(X, y), est)
     if fitted is est:  # it worked: one label per kept row, tasks as given
         assert len(est.classes_) >= 1 and len(est.tasks_) >= 1
+
+
+@given(fit=faithful_fits(), container=st.integers(0, 5), y_as=st.sampled_from([list, np.asarray, pd.Series, tuple]))
+def test_a_fit_keeps_exactly_the_tasks_and_labels_it_was_given(fit, container, y_as):
+    """Never a model silently built from misread input: what a fit that works keeps is what was passed."""
+    pairs, y, tasks, labels = fit
+    make = _TASKED_CONTAINERS[container]
+    est = PolyClassifier(n_skills=2, backbone=tiny_backbone("bert"), **TINY)
+    fitted = assert_clean(lambda: est.fit(make(pairs), y_as(y)), est)
+    if fitted is not est:  # refused: an iterator (read once), a dict (no row order) or one class
+        assert make in _TASKED_CONTAINERS[4:] or len(set(labels)) == 1, f"a valid fit was refused: {fitted}"
+        return
+    key = int if isinstance(tasks[0], (int, np.integer)) else str
+    assert sorted(map(key, est.tasks_)) == sorted(set(map(key, tasks)))
+    assert list(est.classes_) == sorted(set(labels))
+    predicted = est.predict(make(pairs))
+    assert len(predicted) == len(pairs) and set(predicted.tolist()) <= set(est.classes_.tolist())
+
+
+def _frame(pairs):
+    return pd.DataFrame({"text": [p[0] for p in pairs], "task": pd.Series([p[1] for p in pairs], dtype=object)})
+
+
+def _array(pairs):
+    out = np.empty((len(pairs), 2), dtype=object)
+    out[:] = [list(p) for p in pairs] if pairs else out
+    return out
+
+
+_TASKED_CONTAINERS = (list, tuple, _frame, _array, lambda pairs: iter(pairs),
+                      lambda pairs: {"text": [p[0] for p in pairs], "task": [p[1] for p in pairs]})
 
 
 @given(X=inputs, y=targets)

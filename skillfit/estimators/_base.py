@@ -40,6 +40,7 @@ from .._validation import (
 )
 from ..backbones import DEFAULT_BACKBONE, load_backbone_of_kind, max_positions, resolve_device
 from ..skills import UNKNOWN_TASK, SkillConfig, add_tasks, centred_cosine, routing_update_gram, train_only_new_tasks
+from ..skills.inject import check_target_pattern
 from ._batching import PREDICT_CHUNK_ROWS, evaluation_batches, pad_sequences, token_lengths
 from ._checkpoint import FitCheckpoints, data_digest, fingerprint, model_digest
 from ._concurrency import changes_model, reads_model
@@ -154,6 +155,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
             )
         if self.checkpoint_dir is not None:
             check_folder_path(self.checkpoint_dir, "checkpoint_dir")
+        check_target_pattern(self.target_modules)
         self._check_method_params()
         self._check_unknown_task_params()
 

@@ -19,6 +19,18 @@ from .layer import SkillLinear
 ALL_LINEAR = "all-linear"
 
 
+def check_target_pattern(target_modules: object) -> None:
+    """ValueError when ``target_modules`` is a string that is neither ``"all-linear"`` nor a valid regular expression."""
+    if isinstance(target_modules, str) and target_modules != ALL_LINEAR:
+        try:
+            re.compile(target_modules)
+        except re.error as error:
+            raise ValueError(
+                f"target_modules={target_modules!r} is not a valid regular expression ({error}). A string is matched "
+                "against whole layer names; pass a valid pattern such as r'.*\\.(query|value)', or a list of names."
+            ) from None
+
+
 def _is_target(name: str, module: nn.Module, target_modules: str | Sequence[str], output_layer: nn.Module | None) -> bool:
     if not isinstance(module, (nn.Linear, Conv1D)):
         return False
@@ -55,8 +67,9 @@ def target_layer_names(model: nn.Module, target_modules: str | Sequence[str]) ->
     Raises
     ------
     ValueError
-        If nothing matches, or an entry of a sequence matches no layer; the message
-        lists the names of the model's linear layers.
+        If nothing matches, or an entry of a sequence matches no layer (the message
+        lists the names of the model's linear layers), or a string is not a valid
+        regular expression.
 
     See Also
     --------
@@ -92,6 +105,7 @@ def target_layer_names(model: nn.Module, target_modules: str | Sequence[str]) ->
     ValueError: target_modules=['q_proj'] matches no linear layer of BertModel. Its linear layers are named
     ['dense', 'key', 'query', 'value']; pass some of these names.
     """
+    check_target_pattern(target_modules)
     get_output = getattr(model, "get_output_embeddings", None)
     output_layer = get_output() if callable(get_output) else None
     targets = [
