@@ -268,11 +268,11 @@ def load_generator(
 
 def load_backbone_of_kind(
     kind: str, name: str, device: torch.device | str = "cpu", *, revision: str | None = None,
-    trust_remote_code: bool = False,
+    trust_remote_code: bool = False, dtype: torch.dtype | None = None,
 ) -> Backbone:
     """:func:`load_backbone` for ``kind="model"`` (classifiers), :func:`load_generator` for ``"generator"``."""
     loader = {"model": load_backbone, "generator": load_generator}[kind]
-    return loader(name, device, revision=revision, trust_remote_code=trust_remote_code)
+    return loader(name, device, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code)
 
 
 def used_part(kind: str, model: nn.Module, config: PretrainedConfig) -> tuple[nn.Module, bool]:
@@ -753,12 +753,15 @@ def save_bare_backbone(model: nn.Module, tokenizer: PreTrainedTokenizerBase, fol
     save_model(bare, str(folder / SAVED_WEIGHTS_FILE))
 
 
-def load_bare_backbone(folder: Path, kind: str, device: torch.device | str = "cpu") -> Backbone:
-    """Load a backbone written by :func:`save_bare_backbone`, as a ``kind`` estimator uses it."""
+def load_bare_backbone(
+    folder: Path, kind: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+) -> Backbone:
+    """Load a backbone written by :func:`save_bare_backbone`, as a ``kind`` estimator uses it, in ``dtype``."""
     from safetensors.torch import load_model
 
     config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
-    model, decoder_only = used_part(kind, _model_class(kind, str(folder), config).from_config(config), config)
+    built = _model_class(kind, str(folder), config).from_config(config).to(dtype)
+    model, decoder_only = used_part(kind, built, config)
     weights = folder / SAVED_WEIGHTS_FILE
     try:
         load_model(model, str(weights), strict=True)

@@ -56,6 +56,7 @@ from ._distributed import (
 )
 from ._hooks import EstimatorHooks
 from ._persistence import check_folder_path
+from ._precision import BACKBONE_DTYPES, chosen_dtype, dtype_name
 from ._params import estimator_parameters, parameter, parameter_constraints
 from ._registry import register
 from ._runtime import (
@@ -100,6 +101,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
     """
 
     backbone: str = parameter(DEFAULT_BACKBONE, STRING)
+    backbone_dtype: str = parameter("auto", Options(*BACKBONE_DTYPES))
     target_modules: list[str] | str | None = parameter(None, NONE, StringList(), STRING)
     rank: int = parameter(8, Interval(Integral, 1, None))
     alpha: float = parameter(16.0, Interval(Real, 0, None, closed="neither"))
@@ -502,10 +504,12 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
     def _build_model(self, targets: Any, task_index: np.ndarray) -> None:
         """Load the backbone, put the method's skills into it and build the network on ``device_``."""
         self.device_ = rank_device(resolve_device(self.device))
+        dtype = chosen_dtype(self.backbone_dtype, self.device_)
         backbone = load_backbone_of_kind(
-            self._backbone_kind, self.backbone, self.device_, trust_remote_code=self.trust_remote_code
+            self._backbone_kind, self.backbone, self.device_, trust_remote_code=self.trust_remote_code, dtype=dtype
         )
-        self._backbone_reference = {"name": self.backbone, "revision": backbone.revision, "sha256": backbone.weights_sha256()}
+        self._backbone_reference = {"name": self.backbone, "revision": backbone.revision,
+                                    "sha256": backbone.weights_sha256(), "dtype": dtype_name(dtype)}
         self.tokenizer_ = backbone.tokenizer
         skill_config = self._skill_config(len(self.tasks_))
         self.network_ = self._build_network(backbone, skill_config, targets, task_index).to(self.device_)

@@ -48,8 +48,10 @@ import numpy as np
 import torch
 
 from .._version import __version__
+from ..backbones import resolve_device
 from ._distributed import _from_rank_zero, rank_and_world
 from ._persistence import adapter_state, from_json, prepare_folder, to_json
+from ._precision import dtype_name, resolved_dtype
 from ._training import LoopPosition, TrainingLoop, WeightSnapshot
 
 CHECKPOINT_FORMAT = 1
@@ -97,6 +99,8 @@ def model_digest(network: torch.nn.Module, *attributes: Any) -> str:
 def fingerprint(estimator: Any, call: dict[str, Any], data: str, start: str | None) -> dict[str, Any]:
     """What a checkpoint must match: skillfit's version, class, call, parameters (but ``HOW_PARAMETERS``), data and start."""
     params = {key: value for key, value in estimator.get_params(deep=False).items() if key not in HOW_PARAMETERS}
+    if "backbone_dtype" in params:  # "auto" stands for bfloat16 on a GPU, float32 on the CPU: the dtype counts
+        params["backbone_dtype"] = dtype_name(resolved_dtype(params["backbone_dtype"], resolve_device(estimator.device)))
     cls = type(estimator)
     return {
         "format": CHECKPOINT_FORMAT,

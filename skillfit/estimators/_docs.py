@@ -33,6 +33,11 @@ target_modules : list of str, str or None, default=None
     device : str, default="auto"
         ``"auto"`` trains on CUDA when available (with bf16 autocast), on the GPU with
         the most free memory, else on CPU.
+    backbone_dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
+        Precision of the frozen backbone's weights. ``"auto"`` is bfloat16 on GPUs that
+        support it and float32 elsewhere. Skills, routers and heads keep float32
+        weights whatever it is; the folder, pickle and checkpoints remember it, and a
+        reload on a device without bfloat16 falls back to float32 with a warning.
     random_state : int or None, default=None
         Seeds initialisation, routing noise, dropout and shuffling; a CPU run with
         the same value repeats exactly. The global torch and numpy RNGs are untouched.

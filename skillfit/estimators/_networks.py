@@ -99,6 +99,7 @@ class BlockHead(nn.Module):
         return block
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        pooled = pooled.to(self.blocks[0].weight.dtype)  # a bfloat16 backbone's states meet the float32 head
         logits = torch.cat([block(pooled) for block in self.blocks], dim=-1)
         return logits if len(self.blocks) == 1 else logits[:, self.label_order]
 

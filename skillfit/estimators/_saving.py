@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from ..backbones import load_bare_backbone, resolve_device
+from ._precision import reload_dtype
 from ._concurrency import reads_model
 from ._peft_export import ExportSource, export_peft
 from ._persistence import (
@@ -262,7 +263,8 @@ class PersistenceMixin:
             setattr(estimator, key, value)
         estimator.device_ = estimator._device_for_loading(f"{str(folder)!r} was saved with device={estimator.device!r}", device is None)
         reference = config["backbone"]
-        estimator._backbone_reference = {key: reference.get(key) for key in ("name", "revision", "sha256")}
+        estimator._backbone_reference = {key: reference.get(key) for key in ("name", "revision", "sha256", "dtype")
+                                         if key in reference}
         where = f"the folder {str(folder)!r}"
         embedded = None
         if not isinstance(reference.get("embedded", False), bool):
@@ -272,7 +274,8 @@ class PersistenceMixin:
             if not (folder / BACKBONE_DIR).is_dir():
                 raise FileNotFoundError(f"{str(folder / BACKBONE_DIR)!r} is missing, but {str(folder / CONFIG_FILE)!r} "
                                         "says the backbone is embedded; the folder is incomplete. Save the model again.")
-            embedded = load_bare_backbone(folder / BACKBONE_DIR, estimator._backbone_kind, estimator.device_)
+            dtype = reload_dtype(reference.get("dtype"), estimator.device_, where)
+            embedded = load_bare_backbone(folder / BACKBONE_DIR, estimator._backbone_kind, estimator.device_, dtype)
             check_backbone_hash(embedded, reference.get("sha256"), str(folder / BACKBONE_DIR), where)
         payload = {"blueprint": config["network"], "state": read_weights(folder), "backbone": reference}
         estimator._restore_network(payload, where, backbone=embedded)
