@@ -39,6 +39,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
 )
+from ._precision import quantization_config
 
 # The public part of this module: the cache of loaded backbones. The rest serves the estimators.
 __all__ = ["BackboneCacheInfo", "backbone_cache_info", "clear_backbone_cache", "set_backbone_cache_size"]
@@ -218,7 +219,7 @@ def load_config(name: str, revision: str | None = None, trust_remote_code: bool 
 
 def load_backbone(
     name: str, device: torch.device | str = "cpu", *, revision: str | None = None, dtype: torch.dtype | None = None,
-    trust_remote_code: bool = False,
+    trust_remote_code: bool = False, quantization: str | None = None,
 ) -> Backbone:
     """Load a frozen backbone for feature extraction.
 
@@ -238,19 +239,22 @@ def load_backbone(
     trust_remote_code : bool, default=False
         Run model code shipped with the checkpoint (its ``auto_map``). False never runs
         it and never asks: a checkpoint that needs it is refused with a clear error.
+    quantization : {"int8", "nf4", "fp4"}, optional
+        Quantize the linear layers' weights with bitsandbytes as they load (the other
+        weights take ``dtype``); needs the ``skillfit[quantization]`` extra.
 
     Returns
     -------
     Backbone
     """
-    entry = _cached_load("model", name, revision, dtype, trust_remote_code)
-    model, decoder_only = used_part("model", _own_module_tree(entry.model).to(device), entry.config)
+    entry = _cached_load("model", name, revision, dtype, trust_remote_code, quantization, device)
+    model, decoder_only = used_part("model", _placed(_own_module_tree(entry.model), device), entry.config)
     return entry.backbone(model, decoder_only=decoder_only, encoder_only=entry.config.is_encoder_decoder)
 
 
 def load_generator(
     name: str, device: torch.device | str = "cpu", *, revision: str | None = None, dtype: torch.dtype | None = None,
-    trust_remote_code: bool = False,
+    trust_remote_code: bool = False, quantization: str | None = None,
 ) -> Backbone:
     """Load a frozen text-generation backbone: an encoder-decoder or a causal language model.
 
@@ -261,18 +265,19 @@ def load_generator(
     ValueError
         If the model cannot generate text (an encoder-only model such as BERT).
     """
-    entry = _cached_load("generator", name, revision, dtype, trust_remote_code)
-    model, decoder_only = used_part("generator", _own_module_tree(entry.model).to(device), entry.config)
+    entry = _cached_load("generator", name, revision, dtype, trust_remote_code, quantization, device)
+    model, decoder_only = used_part("generator", _placed(_own_module_tree(entry.model), device), entry.config)
     return entry.backbone(model, decoder_only=decoder_only)
 
 
 def load_backbone_of_kind(
     kind: str, name: str, device: torch.device | str = "cpu", *, revision: str | None = None,
-    trust_remote_code: bool = False, dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False, dtype: torch.dtype | None = None, quantization: str | None = None,
 ) -> Backbone:
     """:func:`load_backbone` for ``kind="model"`` (classifiers), :func:`load_generator` for ``"generator"``."""
     loader = {"model": load_backbone, "generator": load_generator}[kind]
-    return loader(name, device, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code)
+    return loader(name, device, revision=revision, dtype=dtype, trust_remote_code=trust_remote_code,
+                  quantization=quantization)
 
 
 def used_part(kind: str, model: nn.Module, config: PretrainedConfig) -> tuple[nn.Module, bool]:
@@ -311,7 +316,7 @@ def _model_class(kind: str, name: str, config: PretrainedConfig) -> type:
 
 def _load_model_and_tokenizer(
     name: str, source: str, model_class: type, revision: str | None, dtype: torch.dtype | None,
-    trust_remote_code: bool = False,
+    trust_remote_code: bool = False, quantization: str | None = None, device: torch.device | str = "cpu",
 ) -> tuple[nn.Module, PreTrainedTokenizerBase]:
     path, extra = _split_gguf(source)
     if revision is not None:
@@ -322,7 +327,17 @@ def _load_model_and_tokenizer(
         check_tokenizer(tokenizer, name)
         if dtype is not None:
             extra["dtype"] = dtype
+        if quantization is not None:  # bitsandbytes quantizes as the weights load, on the device they go to
+            extra["quantization_config"] = quantization_config(quantization, dtype or torch.float32)
+            extra["device_map"] = {"": torch.device(device)}
         model = model_class.from_pretrained(path, **extra)
+        if quantization is not None:
+            for module in model.modules():
+                # bitsandbytes repacks a 4-bit weight in place at its first CPU inference on AVX512-BF16
+                # machines: a write to weights shared by every estimator and thread, which also fails for
+                # layers narrower than a quantization block. Keep the weights as they loaded.
+                if hasattr(module, "support_avx512bf16_for_cpu"):
+                    module.support_avx512bf16_for_cpu = False
     except (OSError, ValueError, SafetensorError) as error:  # the last: truncated or damaged weights
         raise _not_found(name, error) from error
     frozen_with_pad_token(model, tokenizer)
@@ -502,10 +517,12 @@ def _files_stamp(source: str) -> tuple:
 
 
 def _cached_load(
-    kind: str, name: str, revision: str | None, dtype: torch.dtype | None, trust_remote_code: bool = False
+    kind: str, name: str, revision: str | None, dtype: torch.dtype | None, trust_remote_code: bool = False,
+    quantization: str | None = None, device: torch.device | str = "cpu",
 ) -> _CacheEntry:
     source, config = load_config(name, revision=revision, trust_remote_code=trust_remote_code)
-    key = (kind, source, revision, str(dtype), trust_remote_code, _files_stamp(source))
+    where = str(torch.device(device)) if quantization is not None else None  # quantized weights load in place
+    key = (kind, source, revision, str(dtype), trust_remote_code, _files_stamp(source), quantization, where)
     with _CACHE_LOCK:
         loading = _LOADING.setdefault(key, threading.Lock())
     with loading:  # a second thread asking for the same backbone waits for the first load
@@ -515,7 +532,8 @@ def _cached_load(
                 _counts["hits"] += 1
                 return _CACHE[key]
         model_class = _model_class(kind, name, config)
-        model, tokenizer = _load_model_and_tokenizer(name, source, model_class, revision, dtype, trust_remote_code)
+        model, tokenizer = _load_model_and_tokenizer(name, source, model_class, revision, dtype, trust_remote_code,
+                                                     quantization, device)
         entry = _CacheEntry(model, tokenizer, config, source, getattr(config, "_commit_hash", None) or revision)
         with _CACHE_LOCK:
             _counts["misses"] += 1
@@ -616,6 +634,11 @@ def set_backbone_cache_size(max_entries: int) -> None:
             _CACHE.popitem(last=False)
 
 
+def _placed(model: nn.Module, device: torch.device | str) -> nn.Module:
+    """``model`` on ``device``; a quantized model already is (it loaded there), and refuses ``.to``."""
+    return model if getattr(model, "is_quantized", False) else model.to(device)
+
+
 def _own_module_tree(model: nn.Module) -> nn.Module:
     """A copy of ``model`` with new modules and Parameter objects that share the tensors' memory.
 
@@ -624,10 +647,30 @@ def _own_module_tree(model: nn.Module) -> nn.Module:
     """
     memo: dict[int, object] = {}
     for param in model.parameters():  # tied weights stay tied: one new Parameter per old one
-        memo[id(param)] = nn.Parameter(param.data, requires_grad=False)
+        memo[id(param)] = _shared_parameter(param)
     for buffer in model.buffers():
         memo[id(buffer)] = buffer
-    return copy.deepcopy(model, memo)
+    copied = copy.deepcopy(model, memo)
+    for module in copied.modules():
+        # bitsandbytes' 8-bit layer moves its weight's scales onto itself at its first forward pass;
+        # done here, once, so that threads predicting at once never race through that move.
+        if callable(getattr(module, "init_8bit_state", None)) and getattr(module.weight, "CB", None) is not None:
+            module.init_8bit_state()
+    return copied
+
+
+def _shared_parameter(param: nn.Parameter) -> nn.Parameter:
+    """A new frozen Parameter over ``param``'s memory; quantized weights keep their quantization state.
+
+    bitsandbytes' 4-bit weights (``Params4bit``) carry it on the object and never change it: shared
+    as they are. Its 8-bit weights (``Int8Params``) hand their scales to the first layer that runs
+    them: each copy gets its own object over the same int8 memory and scales.
+    """
+    if param.is_floating_point():
+        return nn.Parameter(param.data, requires_grad=False)
+    if hasattr(param, "SCB"):
+        return type(param)(param.data, requires_grad=False, has_fp16_weights=False, CB=param.CB, SCB=param.SCB)
+    return param
 
 
 def frozen_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from skillfit import (
     CPolyClassifier, CPolySeq2Seq, LoRAClassifier, LoRASeq2Seq, MTLoRAClassifier, MTLoRASeq2Seq, PEMTClassifier,
     PEMTSeq2Seq, PolyClassifier, PolySeq2Seq,
 )
-from skillfit.estimators import _precision
+from skillfit import _precision
 from skillfit.skills import skill_layers
 
 TINY = dict(max_epochs=2, random_state=0, rank=2, max_length=16, batch_size=8)

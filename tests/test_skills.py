@@ -315,4 +315,4 @@ def test_a_shared_lora_runs_merged_on_mixed_task_batches_and_cpoly_gathers():
         torch.testing.assert_close(mixed, reference, rtol=1e-5, atol=1e-5)
         if merged:
             weight = layer.merged_weight(torch.tensor([0]))  # any task's: they are all the same
-            torch.testing.assert_close(mixed, nn.functional.linear(x, weight, layer.base_layer.bias), rtol=0, atol=1e-6)
+            torch.testing.assert_close(mixed, nn.functional.linear(x, weight, layer.base_layer.bias), rtol=1e-6, atol=1e-5)  # float32 rounding of outputs near 10

@@ -56,7 +56,7 @@ from ._distributed import (
 )
 from ._hooks import EstimatorHooks
 from ._persistence import check_folder_path
-from ._precision import BACKBONE_DTYPES, chosen_dtype, dtype_name
+from .._precision import BACKBONE_DTYPES, QUANTIZATIONS, chosen_dtype, dtype_name
 from ._params import estimator_parameters, parameter, parameter_constraints
 from ._registry import register
 from ._runtime import (
@@ -102,6 +102,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
 
     backbone: str = parameter(DEFAULT_BACKBONE, STRING)
     backbone_dtype: str = parameter("auto", Options(*BACKBONE_DTYPES))
+    quantization: str | None = parameter(None, NONE, Options(*QUANTIZATIONS))
     target_modules: list[str] | str | None = parameter(None, NONE, StringList(), STRING)
     rank: int = parameter(8, Interval(Integral, 1, None))
     alpha: float = parameter(16.0, Interval(Real, 0, None, closed="neither"))
@@ -158,6 +159,11 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
         if self.checkpoint_dir is not None:
             check_folder_path(self.checkpoint_dir, "checkpoint_dir")
         check_target_pattern(self.target_modules)
+        if self.quantization is not None and self.embed_backbone:
+            raise ValueError(
+                f"embed_backbone=True cannot pickle a quantized backbone (quantization={self.quantization!r}): it is "
+                "quantized again from its original weights when unpickled. Set embed_backbone=False."
+            )
         self._check_method_params()
         self._check_unknown_task_params()
 
@@ -506,10 +512,13 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, Bas
         self.device_ = rank_device(resolve_device(self.device))
         dtype = chosen_dtype(self.backbone_dtype, self.device_)
         backbone = load_backbone_of_kind(
-            self._backbone_kind, self.backbone, self.device_, trust_remote_code=self.trust_remote_code, dtype=dtype
+            self._backbone_kind, self.backbone, self.device_, trust_remote_code=self.trust_remote_code, dtype=dtype,
+            quantization=self.quantization,
         )
         self._backbone_reference = {"name": self.backbone, "revision": backbone.revision,
                                     "sha256": backbone.weights_sha256(), "dtype": dtype_name(dtype)}
+        if self.quantization is not None:
+            self._backbone_reference["quantization"] = self.quantization
         self.tokenizer_ = backbone.tokenizer
         skill_config = self._skill_config(len(self.tasks_))
         self.network_ = self._build_network(backbone, skill_config, targets, task_index).to(self.device_)

@@ -51,7 +51,7 @@ from .._version import __version__
 from ..backbones import resolve_device
 from ._distributed import _from_rank_zero, rank_and_world
 from ._persistence import adapter_state, from_json, prepare_folder, to_json
-from ._precision import dtype_name, resolved_dtype
+from .._precision import dtype_name, resolved_dtype
 from ._training import LoopPosition, TrainingLoop, WeightSnapshot
 
 CHECKPOINT_FORMAT = 1

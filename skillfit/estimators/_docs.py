@@ -33,6 +33,12 @@ target_modules : list of str, str or None, default=None
     device : str, default="auto"
         ``"auto"`` trains on CUDA when available (with bf16 autocast), on the GPU with
         the most free memory, else on CPU.
+    quantization : {"int8", "nf4", "fp4"} or None, default=None
+        Quantize the backbone's linear layers with bitsandbytes as they load (8-bit,
+        or 4-bit NormalFloat / FloatingPoint as in QLoRA); the other weights take
+        ``backbone_dtype`` and 4-bit layers compute in it. Skills wrap the quantized
+        layers. Needs ``pip install 'skillfit[quantization]'``; such a model saves and
+        pickles its backbone by reference (it is quantized again at load).
     backbone_dtype : {"auto", "float32", "bfloat16", "float16"}, default="auto"
         Precision of the frozen backbone's weights. ``"auto"`` is bfloat16 on GPUs that
         support it and float32 elsewhere. Skills, routers and heads keep float32
@@ -94,6 +100,8 @@ target_modules : list of str, str or None, default=None
         the base weights are never written. Costs one extra copy of each adapted
         weight per task while predicting. Batches of several tasks always gather
         each row's factors, mixed once per ``predict`` call for every task.
+        Quantized backbones (``quantization``) never merge: folding an update into
+        4-bit or 8-bit weights would round it away, so it is added to the output.
     gradient_checkpointing : bool, default=False
         Recompute the backbone's activations in the backward pass instead of
         storing them: less memory for large backbones, about a third more compute.

@@ -30,7 +30,7 @@ import torch
 
 from .._version import __version__
 from ..backbones import Backbone, load_backbone_of_kind, save_bare_backbone
-from ._precision import dtype_name, reload_dtype
+from .._precision import dtype_name, reload_dtype, saved_quantization
 from ..skills import SkillConfig, inject_skills, skill_layers
 from ._task_identifier import TaskIdentifier
 
@@ -229,7 +229,7 @@ def load_network(
         dtype = reload_dtype(reference.get("dtype"), device, where)
         backbone = load_backbone_of_kind(
             kind, backbone_name, device, revision=reference.get("revision"), trust_remote_code=trust_remote_code,
-            dtype=dtype,
+            dtype=dtype, quantization=saved_quantization(reference.get("quantization"), where),
         )
         if dtype_name(dtype) == reference.get("dtype", "float32"):  # a fallback's weights cannot match the hash
             check_backbone_hash(backbone, reference.get("sha256"), backbone_name, where)

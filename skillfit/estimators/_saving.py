@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..backbones import load_bare_backbone, resolve_device
-from ._precision import reload_dtype
+from .._precision import reload_dtype
 from ._concurrency import reads_model
 from ._peft_export import ExportSource, export_peft
 from ._persistence import (
@@ -133,6 +133,12 @@ class PersistenceMixin:
             )
         if not isinstance(include_backbone, bool):
             raise TypeError(f"include_backbone must be True or False; got {include_backbone!r}.")
+        if include_backbone and self._backbone_reference.get("quantization") is not None:
+            raise ValueError(
+                f"include_backbone=True cannot write a quantized backbone ({self._backbone_reference['quantization']}): "
+                "its weights are quantized again from the original ones at load. Save with include_backbone=False "
+                "and keep the backbone's original weights where from_pretrained can find them."
+            )
         if not is_main_process():
             return
         payload = network_payload(self.network_, self._backbone_reference)
@@ -263,7 +269,7 @@ class PersistenceMixin:
             setattr(estimator, key, value)
         estimator.device_ = estimator._device_for_loading(f"{str(folder)!r} was saved with device={estimator.device!r}", device is None)
         reference = config["backbone"]
-        estimator._backbone_reference = {key: reference.get(key) for key in ("name", "revision", "sha256", "dtype")
+        estimator._backbone_reference = {key: reference.get(key) for key in ("name", "revision", "sha256", "dtype", "quantization")
                                          if key in reference}
         where = f"the folder {str(folder)!r}"
         embedded = None

@@ -581,7 +581,8 @@ class SkillLinear(nn.Module):
             if factors is not None:
                 return self._cached_forward(x, factors, *args, **kwargs)
         batch_tasks, example_group = context.groups(x.shape[0], x.device)
-        if context.inference_cache is not None and context.merge and len(batch_tasks) == 1 and not torch.is_grad_enabled():
+        if (context.inference_cache is not None and context.merge and len(batch_tasks) == 1 and self.can_merge
+                and not torch.is_grad_enabled()):
             return self._merged_forward(x, lambda: self.merged_weight(batch_tasks))
         result = self.base_layer(x, *args, **kwargs)
         rows = self.dropout(x).reshape(x.shape[0], -1, self.in_features)
@@ -643,8 +644,40 @@ class SkillLinear(nn.Module):
         """
         return self._fold(self.delta_weight(task)[0])
 
+    @property
+    def can_merge(self) -> bool:
+        """Whether an update can be folded into the base weight: not when it is quantized (bitsandbytes).
+
+        Folding into 4-bit or 8-bit weights [1]_ would mean dequantize, add, requantize:
+        the update, small against the weight, would be rounded into the quantization
+        error. Such layers always add the update to the base layer's output instead.
+
+        See Also
+        --------
+        skillfit.skills.SkillLinear.merged_weight : The weight with one task's update folded in.
+
+        References
+        ----------
+        .. [1] Dettmers, Pagnoni, Holtzman, Zettlemoyer. "QLoRA: Efficient Finetuning of
+           Quantized LLMs." NeurIPS 2023 (arXiv:2305.14314).
+
+        Examples
+        --------
+        >>> import torch
+        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
+        >>> SkillLinear(torch.nn.Linear(8, 4), SkillConfig(n_tasks=2, n_shared=2), TaskContext()).can_merge
+        True
+        """
+        return self.base_layer.weight.is_floating_point()
+
     def _fold(self, update: torch.Tensor) -> torch.Tensor:
         """``W + update`` for an ``x @ W``-oriented update ``(d_in, d_out)``, in the base layer's layout."""
+        if not self.can_merge:
+            raise ValueError(
+                f"The base layer ({type(self.base_layer).__name__}) holds quantized weights; an update cannot be "
+                "folded into them without rounding it away. Use the layer's forward pass, which adds the update "
+                "to the base output."
+            )
         weight = self.base_layer.weight
         if isinstance(self.base_layer, nn.Linear):
             update = update.T
@@ -670,7 +703,7 @@ class SkillLinear(nn.Module):
     def _cached_forward(self, x: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor], *args, **kwargs) -> torch.Tensor:
         context = self.context
         A, B = factors
-        if context.merge and (len(context.host_tasks()) == 1 or self._same_update_for_every_task):
+        if context.merge and self.can_merge and (len(context.host_tasks()) == 1 or self._same_update_for_every_task):
             # One update for the whole batch: fold it into the weight (a shared LoRA's is every task's).
             row = context.host_tasks()[0] + 1
             return self._merged_forward(x, lambda: self._fold(A[row] @ B[row]))

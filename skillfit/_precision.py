@@ -14,6 +14,7 @@ import warnings
 import torch
 
 BACKBONE_DTYPES = ("auto", "float32", "bfloat16", "float16")
+QUANTIZATIONS = ("int8", "nf4", "fp4")
 _BY_NAME = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -71,3 +72,32 @@ def reload_dtype(saved: str | None, device: torch.device, where: str) -> torch.d
         )
         return torch.float32
     return _BY_NAME[saved]
+
+
+def quantization_config(name: str, compute_dtype: torch.dtype):
+    """transformers' ``BitsAndBytesConfig`` for ``quantization=name``; ImportError naming the extra without bitsandbytes.
+
+    4-bit weights compute in ``compute_dtype`` (the backbone's dtype) and keep
+    float32 quantization constants unquantized (no double quantization), as QLoRA
+    trains with ``bnb_4bit_use_double_quant=False`` by default in transformers.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ImportError(
+            f"quantization={name!r} needs bitsandbytes, which is not installed. Install it with "
+            "pip install 'skillfit[quantization]', or pass quantization=None."
+        )
+    from transformers import BitsAndBytesConfig
+
+    if name == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=name, bnb_4bit_compute_dtype=compute_dtype)
+
+
+def saved_quantization(saved: object, where: str) -> str | None:
+    """The quantization a folder or pickle names (None: full-precision weights); ValueError if damaged."""
+    if saved is not None and saved not in QUANTIZATIONS:
+        raise ValueError(f"{where} names the backbone quantization {saved!r}; expected one of {list(QUANTIZATIONS)} "
+                         "or none. Save the model again, or copy the folder anew.")
+    return saved
