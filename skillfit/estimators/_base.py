@@ -55,6 +55,7 @@ from ._distributed import (
     run_data_parallel,
 )
 from ._hooks import EstimatorHooks
+from ._memory_estimate import MemoryEstimateMixin
 from ._persistence import check_folder_path
 from .._precision import BACKBONE_DTYPES, QUANTIZATIONS, chosen_dtype, dtype_name
 from ._params import estimator_parameters, parameter, parameter_constraints
@@ -91,7 +92,7 @@ MAX_RATE = 1e3  # the largest learning rate or weight decay a parameter accepts
 
 
 @estimator_parameters
-class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, EstimatorHooks, BaseEstimator):
+class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin, EstimatorHooks, BaseEstimator):
     """Common parameters, ``fit`` and ``adapt`` of skillfit estimators.
 
     Not meant to be used directly: use a method class such as

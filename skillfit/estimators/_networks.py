@@ -27,7 +27,7 @@ def pool_hidden_states(hidden: torch.Tensor, attention_mask: torch.Tensor, pooli
     ``"last"`` takes the last unpadded token, whatever the padding side.
     """
     if pooling == "mean":
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        mask = attention_mask.unsqueeze(-1).to(device=hidden.device, dtype=hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
     if pooling == "first":
         return hidden[:, 0]
@@ -274,13 +274,14 @@ class SkilledSeq2SeqNetwork(nn.Module):
         rows, so a row is read as it would be without padding.
         """
         mask = inputs["attention_mask"]
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        device = (inputs["input_ids"] if "input_ids" in inputs else inputs["inputs_embeds"]).device
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0).to(device)
         answer_length = max(1, int((labels != -100).sum(dim=1).max()))
         kept = answer_length + 1  # the logit before each answer token predicts it; the last one predicts nothing
         # A model without logits_to_keep computes every position's logits; the last ones are taken.
         extra = {"logits_to_keep": kept} if _accepts(self.backbone, "logits_to_keep") else {}
         logits = self.backbone(**inputs, position_ids=positions, **extra).logits
-        return logits[:, -kept:-1], labels[:, -answer_length:]
+        return logits[:, -kept:-1], labels[:, -answer_length:].to(logits.device)
 
     def generate(self, input_ids, attention_mask, tasks, **generation) -> torch.Tensor:
         """Generated token ids, without the prompt."""

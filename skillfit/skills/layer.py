@@ -114,7 +114,9 @@ def sliced_tasks_limit(device: torch.device) -> int:
 
 
 def autocast_dtype(device: torch.device) -> torch.dtype | None:
-    """The dtype autocast computes in on ``device``'s type; None when autocast is off."""
+    """The dtype autocast computes in on ``device``'s type; None when autocast is off (or the device has none: meta)."""
+    if device.type == "meta":
+        return None
     try:
         return torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
     except (TypeError, AttributeError):  # torch < 2.4: no device-type arguments

@@ -1,0 +1,221 @@
+#!/usr/bin/env python
+"""Billion-parameter backbones: peak training memory and step time against peft LoRA, and the estimate.
+
+Llama-shaped backbones of the real configurations (Qwen2.5-0.5B, Llama 3.2 1B and 3B,
+Llama 3 8B), with random weights (no download: memory and speed do not need trained
+weights) and the real vocabularies. For each size, precision (float32, bfloat16, nf4),
+method (C-Poly 4+1, Poly, shared LoRA, peft LoRA) and gradient checkpointing (off, on), a
+fresh Python process fits one text-to-text estimator and reports:
+
+* ``peak``: the peak memory of a training step. On CUDA, ``torch.cuda.max_memory_allocated``
+  during a fit of three steps whose backbone is already loaded (the weights count: they
+  are held). On the CPU, the resident set size sampled every 2 ms during that fit, less
+  the size before it, plus the loaded weights.
+* ``step``: seconds per training step, from fits of one and three steps (their difference
+  over two), and ``generate``: seconds to generate ``--new-tokens`` tokens for one batch.
+* ``estimate``: ``estimator.estimate_memory(...).total`` for the same batch, made before
+  loading any weight, and its ratio to the measured peak.
+
+The table prints ratios against peft LoRA at the same size, precision and checkpointing.
+
+Usage::
+
+    python benchmarks/big_backbones.py --sizes 0.5B --precisions float32 bfloat16 --batch 2 --length 128
+    python benchmarks/big_backbones.py --sizes 0.5B 1B 3B 8B --batch 8 --length 512   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+# The real shapes (config.json of each model); every size has its real vocabulary.
+SIZES = {
+    "0.5B": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                 num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "1B": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    "3B": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
+               num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    "8B": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False),
+}
+METHODS = ("C-Poly", "Poly", "LoRA shared", "peft LoRA")
+PRECISIONS = {"float32": ("float32", None), "bfloat16": ("bfloat16", None), "nf4": ("bfloat16", "nf4")}
+
+
+def build_backbone(size: str, folder: Path) -> Path:
+    """A saved Llama-shaped model of ``size`` with random bfloat16 weights and a small offline tokenizer."""
+    if (folder / "config.json").exists():
+        return folder
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from skillfit.datasets import _tiny
+
+    config = LlamaConfig(max_position_embeddings=4096, rope_theta=500000.0, **SIZES[size])
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config)
+    model = model.to_empty(device="cpu").to(torch.bfloat16)
+    generator = torch.Generator().manual_seed(0)
+    for param in model.parameters():
+        param.data.normal_(0.0, 0.02, generator=generator)
+    model.save_pretrained(folder)
+    words = [f"w{i}" for i in range(200)]
+    _tiny._tokenizer(words, max_positions=4096).save_pretrained(folder)
+    return folder
+
+
+def make_estimator(method: str, backbone: str, precision: str, checkpointing: bool, batch: int, length: int,
+                   new_tokens: int):
+    from peers import PeftSeq2Seq
+    from skillfit import CPolySeq2Seq, LoRASeq2Seq, PolySeq2Seq
+
+    dtype, quantization = PRECISIONS[precision]
+    common = dict(backbone=backbone, backbone_dtype=dtype, quantization=quantization, rank=8, batch_size=batch,
+                  max_length=length, max_target_length=16, max_new_tokens=new_tokens, max_epochs=1,
+                  gradient_checkpointing=checkpointing, random_state=0, device="auto")
+    return {"C-Poly": lambda: CPolySeq2Seq(n_shared=4, n_exclusive=1, **common),
+            "Poly": lambda: PolySeq2Seq(n_skills=8, **common),
+            "LoRA shared": lambda: LoRASeq2Seq(sharing="shared", **common),
+            "peft LoRA": lambda: PeftSeq2Seq(peft_method="lora", **common)}[method]()
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+class _PeakRss:
+    """The largest resident set size seen while the ``with`` block runs (sampled every 2 ms)."""
+
+    def __enter__(self):
+        self.start = self.peak = _rss()
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while self.running:
+            self.peak = max(self.peak, _rss())
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+        self.peak = max(self.peak, _rss())
+
+
+def one_case(case: dict) -> dict:
+    """Fit, time and measure one case (run in its own process)."""
+    import torch
+
+    n_tasks, batch, length = case["tasks"], case["batch"], case["length"]
+    make = lambda: make_estimator(case["method"], case["backbone"], case["precision"], case["checkpointing"],  # noqa: E731
+                                  batch, length, case["new_tokens"])
+    estimate = make().estimate_memory(n_tasks, batch_size=batch, sequence_length=length, target_length=16)
+    words = " ".join(f"w{i % 200}" for i in range(length * 2))
+    rows = [(words, f"task{i % n_tasks}") for i in range(batch * 3)]
+    targets = [" ".join(f"w{(i + j) % 200}" for j in range(16)) for i in range(batch * 3)]
+    cuda = torch.cuda.is_available()
+    first = make()
+    start = time.perf_counter()
+    first.fit(rows[:batch], targets[:batch])  # loads the backbone: kept in the cache for the next fit
+    one_step = time.perf_counter() - start
+    weights = sum(p.numel() * p.element_size() for p in first.network_.backbone.parameters() if not p.requires_grad)
+    del first
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    est = make()
+    with _PeakRss() as rss:
+        start = time.perf_counter()
+        est.fit(rows, targets)
+        three_steps = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated() if cuda else rss.peak - rss.start + weights
+    start = time.perf_counter()
+    est.predict(rows[:batch])
+    generate = time.perf_counter() - start
+    return {**case, "device": torch.cuda.get_device_name() if cuda else "cpu", "peak": peak,
+            "estimate": estimate.total, "estimate_parts": {k: getattr(estimate, k) for k in (
+                "frozen_weights", "trainable", "gradients", "optimizer", "activations", "transient")},
+            "step_seconds": (three_steps - one_step) / 2, "generate_seconds": generate, "loss": est.loss_curve_}
+
+
+def run_case(case: dict) -> dict:
+    """``one_case`` in a fresh process: peaks of different cases never mix."""
+    proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(case)], capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {**case, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+    return json.loads(lines[-1])
+
+
+def report(results: list[dict]) -> str:
+    gib = 1024**3
+    rows = ["| size | precision | checkpointing | method | peak GiB | vs peft LoRA | step s | vs peft LoRA | "
+            "generate s | estimate GiB | estimate / peak |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        if "error" in r:
+            rows.append(f"| {r['size']} | {r['precision']} | {r['checkpointing']} | {r['method']} | error: {r['error']} "
+                        "| | | | | | |")
+            continue
+        peer = next((p for p in results if "error" not in p and p["method"] == "peft LoRA" and
+                     (p["size"], p["precision"], p["checkpointing"]) == (r["size"], r["precision"], r["checkpointing"])),
+                    None)
+        mem = f"{r['peak'] / peer['peak']:.2f}" if peer else "-"
+        step = f"{r['step_seconds'] / peer['step_seconds']:.2f}" if peer else "-"
+        rows.append(f"| {r['size']} | {r['precision']} | {r['checkpointing']} | {r['method']} | {r['peak'] / gib:.2f} "
+                    f"| {mem} | {r['step_seconds']:.2f} | {step} | {r['generate_seconds']:.2f} "
+                    f"| {r['estimate'] / gib:.2f} | {r['estimate'] / r['peak']:.2f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--sizes", nargs="+", default=["0.5B"], choices=sorted(SIZES))
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=list(PRECISIONS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--checkpointing", nargs="+", default=["off", "on"], choices=["off", "on"])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--length", type=int, default=512)
+    parser.add_argument("--tasks", type=int, default=20)
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--models", type=Path, default=Path("/tmp/skillfit-big-backbones"))
+    parser.add_argument("--output", type=Path, help="write the table and the raw records here (.md and .jsonl)")
+    args = parser.parse_args(argv)
+    if args.one:
+        print(json.dumps(one_case(json.loads(args.one))))
+        return 0
+    results = []
+    for size in args.sizes:
+        backbone = str(build_backbone(size, args.models / f"llama-{size}"))
+        for precision in args.precisions:
+            for checkpointing in args.checkpointing:
+                for method in args.methods:
+                    case = dict(size=size, backbone=backbone, precision=precision, checkpointing=checkpointing == "on",
+                                method=method, batch=args.batch, length=args.length, tasks=args.tasks,
+                                new_tokens=args.new_tokens)
+                    results.append(run_case(case))
+                    print(json.dumps({k: v for k, v in results[-1].items() if k != "loss"}), flush=True)
+    table = report(results)
+    print(table)
+    if args.output:
+        args.output.with_suffix(".md").write_text(table + "\n")
+        args.output.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
