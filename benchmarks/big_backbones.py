@@ -9,10 +9,11 @@ fresh Python process fits one text-to-text estimator and reports:
 
 * ``peak``: the peak memory of a training step. On CUDA, ``torch.cuda.max_memory_allocated``
   during a fit of three steps whose backbone is already loaded (the weights count: they
-  are held). On the CPU, the resident set size sampled every 2 ms during that fit, less
-  the size before it, plus the loaded weights.
-* ``step``: seconds per training step, from fits of one and three steps (their difference
-  over two), and ``generate``: seconds to generate ``--new-tokens`` tokens for one batch.
+  are held). On the CPU, the bytes the C allocator has in use (glibc's ``mallinfo2``, which
+  torch's CPU tensors go through), sampled every 2 ms during that fit, less the bytes in
+  use before it, plus the loaded weights.
+* ``step``: seconds per training step, from fits of one and three steps after a warm-up fit
+  (their difference over two), and ``generate``: seconds to generate ``--new-tokens`` tokens for one batch.
 * ``estimate``: ``estimator.estimate_memory(...).total`` for the same batch, made before
   loading any weight, and its ratio to the measured peak.
 
@@ -27,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import statistics
 import subprocess
@@ -90,16 +92,25 @@ def make_estimator(method: str, backbone: str, precision: str, checkpointing: bo
             "peft LoRA": lambda: PeftSeq2Seq(peft_method="lora", **common)}[method]()
 
 
-def _rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * 4096
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
 
 
-class _PeakRss:
-    """The largest resident set size seen while the ``with`` block runs (sampled every 2 ms)."""
+def _in_use() -> int:
+    """Bytes the C allocator has handed out and not taken back (glibc's mallinfo2): torch's CPU tensors
+    included, memory freed but kept by the allocator excluded (unlike the resident set size)."""
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = _MallInfo2
+    info = libc.mallinfo2()
+    return info.uordblks + info.hblkhd
+
+
+class _PeakInUse:
+    """The most bytes in use while the ``with`` block runs (sampled every 2 ms)."""
 
     def __enter__(self):
-        self.start = self.peak = _rss()
+        self.start = self.peak = _in_use()
         self.running = True
         self.thread = threading.Thread(target=self._sample, daemon=True)
         self.thread.start()
@@ -107,13 +118,13 @@ class _PeakRss:
 
     def _sample(self):
         while self.running:
-            self.peak = max(self.peak, _rss())
+            self.peak = max(self.peak, _in_use())
             time.sleep(0.002)
 
     def __exit__(self, *exc):
         self.running = False
         self.thread.join()
-        self.peak = max(self.peak, _rss())
+        self.peak = max(self.peak, _in_use())
 
 
 def one_case(case: dict) -> dict:
@@ -128,21 +139,21 @@ def one_case(case: dict) -> dict:
     rows = [(words, f"task{i % n_tasks}") for i in range(batch * 3)]
     targets = [" ".join(f"w{(i + j) % 200}" for j in range(16)) for i in range(batch * 3)]
     cuda = torch.cuda.is_available()
-    first = make()
+    warm = make().fit(rows[:batch], targets[:batch])  # loads the backbone: kept in the cache for the next fits
+    weights = sum(p.numel() * p.element_size() for p in warm.network_.backbone.parameters() if not p.requires_grad)
+    del warm
     start = time.perf_counter()
-    first.fit(rows[:batch], targets[:batch])  # loads the backbone: kept in the cache for the next fit
+    make().fit(rows[:batch], targets[:batch])
     one_step = time.perf_counter() - start
-    weights = sum(p.numel() * p.element_size() for p in first.network_.backbone.parameters() if not p.requires_grad)
-    del first
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     est = make()
-    with _PeakRss() as rss:
+    with _PeakInUse() as in_use:
         start = time.perf_counter()
         est.fit(rows, targets)
         three_steps = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated() if cuda else rss.peak - rss.start + weights
+    peak = torch.cuda.max_memory_allocated() if cuda else in_use.peak - in_use.start + weights
     start = time.perf_counter()
     est.predict(rows[:batch])
     generate = time.perf_counter() - start

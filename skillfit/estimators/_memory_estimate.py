@@ -112,10 +112,9 @@ def _encoded(estimator: Any, n_tasks: int, n_labels: int, rows: int, length: int
     tasks = np.arange(rows) % n_tasks
     if estimator._backbone_kind == "model":
         return {"input_ids": [[1] * length] * rows, "tasks": tasks, "targets": np.arange(rows) % n_labels}
-    if estimator.decoder_only_:  # prompt and target share the positions
-        prompt = max(1, length - target_length)
-        return {"input_ids": [[1] * (prompt + target_length)] * rows, "tasks": tasks,
-                "labels": [[-100] * prompt + [1] * target_length] * rows}
+    if estimator.decoder_only_:  # the model reads prompt + target (+ EOS), within its positions
+        return {"input_ids": [[1] * (length + target_length)] * rows, "tasks": tasks,
+                "labels": [[-100] * length + [1] * target_length] * rows}
     return {"input_ids": [[1] * length] * rows, "tasks": tasks, "labels": [[1] * target_length] * rows}
 
 
@@ -135,6 +134,9 @@ def estimate_training_memory(
     positions = max_positions(backbone.config, backbone.tokenizer)
     if positions is not None:  # fit cuts texts to the backbone's positions too
         length = min(length, positions)
+        if est._backbone_kind == "generator" and backbone.decoder_only:
+            target = min(target, positions - 1)
+            length = max(1, min(length, positions - target))
     est.tasks_, est.device_, est.tokenizer_ = np.arange(n_tasks), torch.device("meta"), backbone.tokenizer
     if est._backbone_kind == "model":
         est.classes_ = np.arange(n_labels)
@@ -249,7 +251,8 @@ class MemoryEstimateMixin:
             Tokens per input row; ``max_length`` by default (rows padded to it).
         target_length : int, optional
             Target tokens per row of a text-to-text estimator; ``max_target_length`` by
-            default (a decoder-only model reads them within ``sequence_length``).
+            default (a decoder-only model reads them after the ``sequence_length`` prompt
+            tokens).
 
         Returns
         -------
