@@ -55,6 +55,41 @@ METHODS = ("C-Poly", "Poly", "LoRA shared", "peft LoRA")
 PRECISIONS = {"float32": ("float32", None), "bfloat16": ("bfloat16", None), "nf4": ("bfloat16", "nf4")}
 
 
+def config_folder(size: str, folder: Path) -> Path:
+    """A folder with only the configuration and tokenizer of ``size``: enough for ``estimate_memory``."""
+    if not (folder / "config.json").exists():
+        from transformers import LlamaConfig
+
+        from skillfit.datasets import _tiny
+
+        LlamaConfig(max_position_embeddings=4096, rope_theta=500000.0, **SIZES[size]).save_pretrained(folder)
+        _tiny._tokenizer([f"w{i}" for i in range(200)], max_positions=4096).save_pretrained(folder)
+    return folder
+
+
+def planning_table(models: Path, batch: int, length: int, n_tasks: int) -> str:
+    """Predicted peak training memory (GiB) by size, precision and checkpointing, for C-Poly 4+1 and peft LoRA."""
+    gib = 1024**3
+    rows = [f"| backbone | precision | checkpointing | C-Poly 4+1, {n_tasks} tasks | shared LoRA | fits in |",
+            "|---|---|---|---:|---:|---|"]
+    for size in SIZES:
+        backbone = str(config_folder(size, models / f"config-{size}"))
+        for precision in ("bfloat16", "nf4"):
+            for checkpointing in (False, True):
+                totals = [make_estimator(method, backbone, precision, checkpointing, batch, length, 16).estimate_memory(
+                    n_tasks, batch_size=batch, sequence_length=length, target_length=16).total / gib
+                    for method in ("C-Poly", "LoRA shared")]
+                fits = next((f"{card} ({memory} GB)" for card, memory in GPUS if totals[0] * gib < memory * 1e9 * 0.95),
+                            "none listed")
+                rows.append(f"| Llama-shaped {size} | {precision} | {'on' if checkpointing else 'off'} "
+                            f"| {totals[0]:.1f} | {totals[1]:.1f} | {fits} |")
+    return "\n".join(rows)
+
+
+# Cards a user may hold, smallest first (their memory in GB; 5% is kept free for the CUDA context).
+GPUS = (("RTX 4060 Ti", 16), ("RTX 4090 / A10", 24), ("L40S / A6000", 48), ("A100 / H100", 80), ("H200", 141))
+
+
 def build_backbone(size: str, folder: Path) -> Path:
     """A saved Llama-shaped model of ``size`` with random bfloat16 weights and a small offline tokenizer."""
     if (folder / "config.json").exists():
@@ -205,9 +240,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--models", type=Path, default=Path("/tmp/skillfit-big-backbones"))
     parser.add_argument("--output", type=Path, help="write the table and the raw records here (.md and .jsonl)")
+    parser.add_argument("--plan", action="store_true", help="only print the predicted memory of every size (no weights)")
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(one_case(json.loads(args.one))))
+        return 0
+    if args.plan:
+        print(planning_table(args.models, args.batch, args.length, args.tasks))
         return 0
     results = []
     for size in args.sizes:
