@@ -103,6 +103,7 @@ def build_backbone(size: str, folder: Path) -> Path:
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     model = model.to_empty(device="cpu").to(torch.bfloat16)
+    model.tie_weights()  # to_empty gives the input and output embeddings their own memory: tie them again
     generator = torch.Generator().manual_seed(0)
     for param in model.parameters():
         param.data.normal_(0.0, 0.02, generator=generator)

@@ -83,10 +83,11 @@ def quantization_config(name: str, compute_dtype: torch.dtype):
     """
     import importlib.util
 
-    if importlib.util.find_spec("bitsandbytes") is None:
+    missing = [package for package in ("bitsandbytes", "accelerate") if importlib.util.find_spec(package) is None]
+    if missing:
         raise ImportError(
-            f"quantization={name!r} needs bitsandbytes, which is not installed. Install it with "
-            "pip install 'skillfit[quantization]', or pass quantization=None."
+            f"quantization={name!r} needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+            "installed. Install them with pip install 'skillfit[quantization]', or pass quantization=None."
         )
     from transformers import BitsAndBytesConfig
 
