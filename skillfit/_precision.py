@@ -87,7 +87,8 @@ def quantization_config(name: str, compute_dtype: torch.dtype):
     if missing:
         raise ImportError(
             f"quantization={name!r} needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-            f"installed. Install {'it' if len(missing) == 1 else 'them'} with pip install 'skillfit[quantization]', or pass quantization=None."
+            f"installed. Install {'it' if len(missing) == 1 else 'them'} with pip install 'skillfit[quantization]', "
+            "or pass quantization=None."
         )
     from transformers import BitsAndBytesConfig
 
