@@ -218,6 +218,9 @@ class SkilledSeq2SeqNetwork(nn.Module):
         self.context = context
         self.decoder_only = not backbone.config.is_encoder_decoder
         _registered_descriptions(self, context, task_descriptions)
+        output_layer = backbone.get_output_embeddings() if hasattr(backbone, "get_output_embeddings") else None
+        if self.decoder_only and isinstance(output_layer, nn.Linear):
+            output_layer.register_forward_pre_hook(_contiguous_input)
 
     def structure(self) -> dict[str, Any]:
         """What :meth:`from_structure` needs besides a backbone: the shape of the task descriptions."""
@@ -291,6 +294,13 @@ class SkilledSeq2SeqNetwork(nn.Module):
         if self.decoder_only and "input_ids" in inputs:
             output = output[:, input_ids.shape[1]:]
         return output
+
+
+def _contiguous_input(module: nn.Module, args: tuple) -> tuple:
+    """The output layer's input as one block: transformers hands it the last positions as a strided view,
+    and torch's CPU kernels then copy the whole (vocabulary x hidden) weight to float32 for a bfloat16
+    matmul (+0.5 GiB for a 0.5B model); a copy of the few kept positions costs almost nothing."""
+    return (args[0].contiguous(), *args[1:]) if args and isinstance(args[0], torch.Tensor) else None
 
 
 def _summed_log_probabilities(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
