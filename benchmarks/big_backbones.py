@@ -170,9 +170,10 @@ def one_case(case: dict) -> dict:
     n_tasks, batch, length = case["tasks"], case["batch"], case["length"]
     make = lambda: make_estimator(case["method"], case["backbone"], case["precision"], case["checkpointing"],  # noqa: E731
                                   batch, length, case["new_tokens"])
-    estimate = make().estimate_memory(n_tasks, batch_size=batch, sequence_length=length, target_length=16)
     words = " ".join(f"w{i % 200}" for i in range(length * 2))
     rows = [(words, f"task{i % n_tasks}") for i in range(batch * 3)]
+    fitted_tasks = len({task for _, task in rows})  # the measured fit's tasks: they size the exclusive skills
+    estimate = make().estimate_memory(fitted_tasks, batch_size=batch, sequence_length=length, target_length=16)
     targets = [" ".join(f"w{(i + j) % 200}" for j in range(16)) for i in range(batch * 3)]
     cuda = torch.cuda.is_available()
     warm = make().fit(rows[:batch], targets[:batch])  # loads the backbone: kept in the cache for the next fits
@@ -193,7 +194,7 @@ def one_case(case: dict) -> dict:
     start = time.perf_counter()
     est.predict(rows[:batch])
     generate = time.perf_counter() - start
-    return {**case, "device": torch.cuda.get_device_name() if cuda else "cpu", "peak": peak,
+    return {**case, "fitted_tasks": fitted_tasks, "device": torch.cuda.get_device_name() if cuda else "cpu", "peak": peak,
             "estimate": estimate.total, "estimate_parts": {k: getattr(estimate, k) for k in (
                 "frozen_weights", "trainable", "gradients", "optimizer", "activations", "transient")},
             "step_seconds": (three_steps - one_step) / 2, "generate_seconds": generate, "loss": est.loss_curve_}
