@@ -245,7 +245,10 @@ def test_launches_from_code_that_is_no_file(quiet_bert):
 
 
 INTERRUPTED_SCRIPT = """
-import sys, warnings
+import signal, sys, warnings
+# A caller started in the background by a non-interactive shell inherits SIGINT ignored; a notebook
+# kernel, which this stands for, handles it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 sys.path.insert(0, {tests!r})
 from conftest import make_multitask
 from skillfit import PolyClassifier
