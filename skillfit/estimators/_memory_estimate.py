@@ -175,9 +175,15 @@ def _trace_training_step(est: Any, encoded: dict, frozen: set[int]) -> tuple[int
     network = est.network_.train()
     layers = _checkpointable_layers(network)
     counter = _SavedBytes(frozen)
-    hooks = []
+    hooks, layer_input_bytes = [], []
+
+    def entering(index: int, args: tuple) -> None:
+        counter.layer = index
+        if not layer_input_bytes and args and isinstance(args[0], torch.Tensor):  # what a checkpointed layer keeps
+            layer_input_bytes.append(args[0].numel() * args[0].element_size())
+
     for index, layer in enumerate(layers):
-        hooks.append(layer.register_forward_pre_hook(lambda module, args, i=index: setattr(counter, "layer", i)))
+        hooks.append(layer.register_forward_pre_hook(lambda module, args, i=index: entering(i, args)))
         hooks.append(layer.register_forward_hook(lambda module, args, out: setattr(counter, "layer", None)))
     est.device_ = torch.device("cpu")  # the batch is made with values, then all but what code reads moves to meta
     batch = est._make_batch(np.arange(len(encoded["tasks"])), encoded)
@@ -198,19 +204,10 @@ def _trace_training_step(est: Any, encoded: dict, frozen: set[int]) -> tuple[int
             module.warn_if_padding_and_no_attention_mask = lambda *args, **kwargs: None  # it reads the ids' values
     reads_values = masking_utils.fast_all
     masking_utils.fast_all = lambda tensor: True if tensor.device.type == "meta" else reads_values(tensor)
-    boundary = 0
     try:
         with torch.autograd.graph.saved_tensors_hooks(counter.pack, lambda tensor: tensor):
             loss = est._batch_loss(batch)
         loss.backward()
-        first_input = []
-        if layers:
-            handle = layers[0].register_forward_pre_hook(lambda module, args: first_input.append(args[0] if args else None))
-            with torch.no_grad():
-                est._batch_loss(batch)
-            handle.remove()
-            if first_input and isinstance(first_input[0], torch.Tensor):
-                boundary = first_input[0].numel() * first_input[0].element_size()
     finally:
         masking_utils.fast_all = reads_values
         for hook in hooks:
@@ -219,6 +216,7 @@ def _trace_training_step(est: Any, encoded: dict, frozen: set[int]) -> tuple[int
     outside = counter.by_layer.get(None, 0)
     if est.gradient_checkpointing and in_layers:
         # Each layer keeps only its input; its activations come back one layer at a time in backward.
+        boundary = layer_input_bytes[0] if layer_input_bytes else 0
         return outside + boundary * len(layers) + max(in_layers), counter.largest
     return outside + sum(in_layers), counter.largest
 
