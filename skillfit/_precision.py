@@ -93,8 +93,29 @@ def quantization_config(name: str, compute_dtype: torch.dtype):
     from transformers import BitsAndBytesConfig
 
     if name == "int8":
+        _drop_int8_cast_notes()
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=name, bnb_4bit_compute_dtype=compute_dtype)
+
+
+def _drop_int8_cast_notes() -> None:
+    """Drop bitsandbytes' "inputs will be cast ... to float16" log line, printed at every 8-bit matmul.
+
+    LLM.int8() always quantizes its inputs through float16; the line would repeat for every
+    layer of every step and prediction, and there is nothing a user could change about it.
+    """
+    import logging
+
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(f, _Int8CastNoteFilter) for f in logger.filters):
+        logger.addFilter(_Int8CastNoteFilter())
+
+
+class _Int8CastNoteFilter:
+    """A logging filter that drops only the 8-bit matmul's float16 cast note."""
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith("MatMul8bitLt: inputs will be cast")
 
 
 def saved_quantization(saved: object, where: str) -> str | None:

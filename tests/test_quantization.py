@@ -43,17 +43,24 @@ def test_each_quantization_trains_and_reloads_exactly(tmp_path, quantization):
     np.testing.assert_array_equal(again.predict_proba(X), expected)
 
 
-def _dequantized_copy(estimator):
-    """The estimator with every 4-bit base layer replaced by a float32 nn.Linear of its dequantized weight."""
-    import copy
-
+def _dequantized_weight(quantized) -> torch.Tensor:
+    """The float32 weight a bitsandbytes layer's stored codes stand for."""
     from bitsandbytes.functional import dequantize_4bit
+
+    if type(quantized).__name__ == "Linear8bitLt":  # int8 codes, one absmax scale per output row
+        return quantized.state.CB.float() * quantized.state.SCB.float()[:, None] / 127
+    return dequantize_4bit(quantized.weight.data, quantized.weight.quant_state).float()
+
+
+def _dequantized_copy(estimator):
+    """The estimator with every quantized base layer replaced by a float32 nn.Linear of its dequantized weight."""
+    import copy
 
     reference = copy.deepcopy(estimator)
     for _, layer in skill_layers(reference.network_.backbone):
         quantized = layer.base_layer
         dense = torch.nn.Linear(quantized.in_features, quantized.out_features, bias=quantized.bias is not None)
-        dense.weight.data = dequantize_4bit(quantized.weight.data, quantized.weight.quant_state).float()
+        dense.weight.data = _dequantized_weight(quantized)
         if quantized.bias is not None:
             dense.bias.data = quantized.bias.data.float()
         layer.base_layer = dense.requires_grad_(False)
@@ -66,6 +73,35 @@ def test_4bit_outputs_match_a_dequantized_float32_reference(quantization):
     reference = _dequantized_copy(est)
     assert _base_layer_kinds(reference) == {"Linear"}
     np.testing.assert_allclose(est.predict_proba(X), reference.predict_proba(X), atol=1e-5)
+
+
+def test_8bit_outputs_match_a_dequantized_float32_reference():
+    """LLM.int8() also rounds its inputs: each row to 8 bits of its absolute maximum, through float16.
+
+    That rounding step is absmax / 127; for a row of Gaussian activations (absmax about 3
+    standard deviations at these widths) its root mean square is 3 / (127 * sqrt(12)), about
+    0.7% of the row's. A layer's output is therefore held to 1.5% relative error against the
+    dequantized float32 weight (measured 0.52-0.55% over three methods), and the
+    probabilities, after every layer and the softmax, to 1e-3 (measured at most 3.7e-5).
+    """
+    est = _fit("C-Poly", False, "float32", quantization="int8")
+    reference = _dequantized_copy(est)
+    assert _base_layer_kinds(reference) == {"Linear"}
+    inputs = torch.randn(64, 32, generator=torch.Generator().manual_seed(0))
+    quantized_layer = next(layer for _, layer in skill_layers(est.network_.backbone)).base_layer
+    dense_layer = next(layer for _, layer in skill_layers(reference.network_.backbone)).base_layer
+    with torch.no_grad():
+        got, expected = quantized_layer(inputs), dense_layer(inputs)
+    assert ((got - expected).norm() / expected.norm()).item() < 0.015
+    np.testing.assert_allclose(est.predict_proba(X), reference.predict_proba(X), atol=1e-3)
+    assert not np.array_equal(est.predict_proba(X), reference.predict_proba(X))  # the inputs were rounded
+
+
+def test_8bit_layers_log_no_float16_cast_note(caplog):
+    est = _fit("C-Poly", False, "float32", quantization="int8")
+    with caplog.at_level("WARNING"):
+        est.predict_proba(X)
+    assert not [record for record in caplog.records if "will be cast" in record.getMessage()]
 
 
 def test_quantized_layers_never_merge_and_say_why():
