@@ -102,6 +102,7 @@ class StringList:
 NONE = Options(None)
 STRING = InstanceOf(str, "a str")
 PATH = InstanceOf((str, os.PathLike), "a str or path-like folder")
+CALLBACK_LIST = InstanceOf((list, tuple), "a list of skillfit.callbacks.Callback objects")
 RANDOM_STATE = [Interval(Integral, 0, 2**32 - 1), NONE]
 
 

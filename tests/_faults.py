@@ -36,3 +36,15 @@ class PreemptedAtStep(PolyClassifier):
         if self._steps == int(os.environ.get("SKILLFIT_TEST_PREEMPT_AT", "0")):
             raise RuntimeError("preempted")
         return super()._batch_loss(batch)
+
+
+class StopsAtStep:
+    """A callback that stops the training after its ``step``-th step (on rank 0, where callbacks run)."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.ranks = step, []
+
+    def on_batch_end(self, state) -> None:
+        self.ranks.append(dist.get_rank() if dist.is_initialized() else 0)
+        if state.global_step >= self.step:
+            state.stop_training = True

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from _faults import FailsOnRankOne, InterruptedInSecondEpoch
+from _faults import FailsOnRankOne, InterruptedInSecondEpoch, StopsAtStep
 from _tiny import tiny_backbone
 from conftest import make_multitask
 from skillfit import CPolyClassifier, PEMTClassifier, PEMTSeq2Seq, PolyClassifier, PolySeq2Seq
@@ -87,6 +87,17 @@ def test_early_stopping_validation_and_adapt_behave_as_in_one_process(quiet_bert
     two.adapt(X_new, y_new)
     assert list(two.tasks_) == list(one.tasks_)
     np.testing.assert_allclose(two.predict_proba(X_new), one.predict_proba(X_new), atol=1e-4)
+
+
+def test_a_callback_on_rank_zero_stops_every_rank_where_one_process_stops(quiet_bert, data):
+    X, y = data
+    make = lambda **kw: PolyClassifier(n_skills=3, backbone=quiet_bert, callbacks=[StopsAtStep(3)],  # noqa: E731
+                                       **{**SETTINGS, "max_epochs": 4}, **kw)
+    one, two = fit_both(make, X, y)
+    steps_per_epoch = -(-len(X) // SETTINGS["batch_size"])
+    assert two.n_iter_ == one.n_iter_ == -(-3 // steps_per_epoch) < 4  # the epoch of the third step is the last
+    np.testing.assert_allclose(two.loss_curve_, one.loss_curve_, rtol=1e-4)
+    np.testing.assert_allclose(two.predict_proba(X), one.predict_proba(X), atol=1e-4)
 
 
 def test_a_failure_in_one_rank_ends_every_rank_and_reaches_the_caller(quiet_bert, data):

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from .._inputs import check_texts_and_tasks
+from ..callbacks import CallbackList, check_callbacks
 from .._validation import (
+    CALLBACK_LIST,
     NONE,
     PATH,
     RANDOM_STATE,
@@ -80,7 +82,7 @@ WARM_START_ADJUSTABLE = frozenset({
     "max_length", "device", "random_state", "verbose", "text_column", "task_column", "handle_unknown_task",
     "early_stopping", "validation_fraction", "n_iter_no_change", "tol", "validation_scoring", "embed_backbone",
     "group_by_length", "merged_inference", "gradient_checkpointing", "torch_compile", "n_devices",
-    "distributed_backend", "trust_remote_code", "warm_start", "checkpoint_dir", "checkpoint_every",
+    "distributed_backend", "trust_remote_code", "warm_start", "checkpoint_dir", "checkpoint_every", "callbacks",
     "unknown_task_threshold", "route_top_k", "route_temperature",
     "max_target_length", "max_new_tokens", "num_beams", "do_sample", "scoring",
 })
@@ -141,6 +143,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin
     warm_start: bool = parameter(False, Options(False, True))
     checkpoint_dir: str | os.PathLike | None = parameter(None, NONE, PATH)
     checkpoint_every: int | None = parameter(None, NONE, Interval(Integral, 1, None))
+    callbacks: list | None = parameter(None, NONE, CALLBACK_LIST)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -160,6 +163,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin
         if self.checkpoint_dir is not None:
             check_folder_path(self.checkpoint_dir, "checkpoint_dir")
         check_target_pattern(self.target_modules)
+        check_callbacks(self.callbacks)
         if self.quantization is not None and self.embed_backbone:
             raise ValueError(
                 f"embed_backbone=True cannot pickle a quantized backbone (quantization={self.quantization!r}): it is "
@@ -399,7 +403,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin
             validation = None
             if held_out is not None:
                 validation = {"encoded": self._encode(*held_out), "tasks": held_out[1], "targets": held_out[2]}
-            loop = self._training_loop(rng, checkpoints)
+            loop = self._training_loop(rng, checkpoints, call="fit")
             fit_name = f"{type(self).__name__}.fit"
             kept_note = ". Call fit again to train fully."
             resumable_from = str(checkpoints.path) if warm and checkpoints is not None else None
@@ -412,6 +416,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin
             # The identifier reads the frozen backbone only: a warm fit keeps the one it has.
             self._train_task_identifier(texts, task_index)
         self._warn_if_resumed(loop, "fit", stacklevel=4)
+        loop.callbacks.emit("on_fit_end")
 
     # ------------------------------------------------------------- checkpoints
     def _open_checkpoints(self, call: dict[str, Any], data: tuple, *, continues: bool) -> FitCheckpoints | None:
@@ -562,11 +567,15 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin
             )
         return min(self.max_length, positions - reserved)
 
-    def _training_loop(self, rng: np.random.Generator, checkpoints: FitCheckpoints | None = None) -> TrainingLoop:
-        """A :class:`TrainingLoop` over ``network_`` with this estimator's settings and hooks; ``rng`` shuffles.
+    def _training_loop(
+        self, rng: np.random.Generator, checkpoints: FitCheckpoints | None = None, call: str = "fit"
+    ) -> TrainingLoop:
+        """A :class:`TrainingLoop` over ``network_`` with this estimator's settings, hooks and callbacks.
 
-        In a process group of several ranks, a :class:`~._distributed.DataParallelLoop`.
+        ``rng`` shuffles; ``call`` names the call for the callbacks. In a process group
+        of several ranks, a :class:`~._distributed.DataParallelLoop`.
         """
+        history = self.__dict__.setdefault("history_", [])  # estimators saved before history_ existed
         data_parallel = rank_and_world()[1] > 1
         extra = {"loss_units": self._loss_units} if data_parallel else {}
         return (DataParallelLoop if data_parallel else TrainingLoop)(
@@ -577,10 +586,11 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin
             batch_loss=self._batch_loss,
             score_validation=self._validation_scores,
             rng=rng,
-            history=self.__dict__.setdefault("history_", []),  # estimators saved before history_ existed
+            history=history,
             name=type(self).__name__,
             is_router=self._is_router_parameter,
             checkpoints=checkpoints,
+            callbacks=CallbackList(check_callbacks(self.callbacks), self, call, history),
         )
 
     def _finish_fit(self, loop: TrainingLoop) -> None:
@@ -823,7 +833,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin
                 self._check_something_trains(mode)
                 if checkpoints is not None:
                     checkpoints.check_backbone(self._backbone_reference.get("sha256"))
-                loop = self._training_loop(np.random.default_rng(seed), checkpoints)
+                loop = self._training_loop(np.random.default_rng(seed), checkpoints, call="adapt")
                 unchanged = " and the fitted tasks are unchanged." if mode != "all" else "."
                 with interruptible(
                     loop, f"{type(self).__name__}.adapt", needs_an_epoch=False, kept_note=unchanged, stacklevel=6,
@@ -840,6 +850,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin
         self._set_routing_attributes()
         self._attach_routing_prototypes()
         self._warn_if_resumed(loop, "adapt", stacklevel=4)
+        loop.callbacks.emit("on_fit_end")
 
     def _check_task_id_type(self, tasks: np.ndarray, action: str) -> None:
         """Task ids of another type than ``tasks_`` (int against str) can only be a mistake: refuse them."""

@@ -61,7 +61,7 @@ METADATA_KEY = "skillfit_checkpoint"
 # Parameters that say where or how fast a fit runs, or only how it predicts, not what it
 # learns: a checkpoint resumes across them (e.g. on other devices, or with more frequent checkpoints).
 HOW_PARAMETERS = frozenset({
-    "verbose", "device", "n_devices", "distributed_backend", "checkpoint_dir", "checkpoint_every",
+    "verbose", "device", "n_devices", "distributed_backend", "checkpoint_dir", "checkpoint_every", "callbacks",
     "torch_compile", "gradient_checkpointing", "merged_inference", "embed_backbone",
     # what prediction does with rows of unknown tasks, which training never reads
     "unknown_task_threshold", "route_top_k", "route_temperature",

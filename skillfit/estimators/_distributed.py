@@ -170,6 +170,7 @@ class DataParallelLoop(TrainingLoop):
         self.loss_units = loss_units
         self.rank, self.world_size = rank_and_world()
         self.is_main_process = self.rank == 0
+        self.callbacks.active = self.is_main_process  # callbacks run on rank 0; its decision to stop is broadcast
         score_validation = self.score_validation
         # Every rank scores the same weights; rank 0's result decides, so no rank can stop alone.
         self.score_validation = lambda validation: _from_rank_zero(score_validation(validation))
@@ -181,6 +182,12 @@ class DataParallelLoop(TrainingLoop):
         losses = super().fit_loop(encoded, n_epochs, **kwargs)
         check_ranks_agree(trainable)
         return losses
+
+    def _stop_requested(self) -> bool:
+        """Rank 0's callbacks decide; with no user callback there is nothing to ask (and no broadcast)."""
+        if len(self.callbacks.callbacks) <= 1:  # only the loop's own printer, which never stops
+            return False
+        return bool(_from_rank_zero(self.callbacks.stop_requested))
 
     def step_on_rows(self, indices: np.ndarray, encoded: dict[str, Any], optimizer, scheduler) -> float:
         """One step on the global batch ``indices``, of which this rank computes every ``world``-th row."""

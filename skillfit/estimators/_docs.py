@@ -135,6 +135,11 @@ target_modules : list of str, str or None, default=None
     checkpoint_every : int, optional
         With ``checkpoint_dir``: also write a checkpoint every this many training steps,
         not only at epoch ends.
+    callbacks : list of skillfit.callbacks.Callback, optional
+        Code of yours that ``fit`` and ``adapt`` call at the start and end of the call,
+        of each epoch and after each step (:mod:`skillfit.callbacks`); a callback may
+        stop the training. Loggers (:mod:`skillfit.loggers`) are callbacks. ``clone``
+        copies them; ``save_pretrained`` does not save them.
     trust_remote_code : bool, default=False
         Run model code that a backbone's checkpoint ships (a config whose ``auto_map``
         points to Python files). That code runs on your machine with your rights: allow

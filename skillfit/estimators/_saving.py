@@ -143,6 +143,7 @@ class PersistenceMixin:
             return
         payload = network_payload(self.network_, self._backbone_reference)
         params, fitted = self.get_params(deep=False), fitted_attributes(self)
+        params.pop("callbacks", None)  # objects of the user's code, not the model: from_pretrained takes them anew
         config = {
             "format_version": FORMAT_VERSION,
             "estimator": type(self).__name__,
@@ -260,6 +261,7 @@ class PersistenceMixin:
         params.update({key: value for key, value in (("device", device), ("backbone", backbone)) if value is not None})
         params["trust_remote_code"] = trust_remote_code
         params["checkpoint_dir"] = None  # a folder of the machine that saved it; set it anew to checkpoint here
+        params.pop("callbacks", None)
         estimator = saved_class(**params)
         estimator._validate_params()
         estimator._fitted_params = estimator.get_params(deep=False)

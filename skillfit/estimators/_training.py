@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -30,8 +29,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from ..callbacks import CallbackList, learning_rates
 from ._batching import token_lengths, training_batches
 from ._optimizer import make_optimizer
+from ._progress import ProgressPrinter
 from ._runtime import autocast
 
 # Global gradient-norm clip; fixed, as in most LoRA recipes.
@@ -179,6 +180,9 @@ class TrainingLoop:
     checkpoints : FitCheckpoints, optional
         Where the loop writes its state at epoch ends (and every ``checkpoint_every``
         steps) and from which it resumes (see ``_checkpoint.py``).
+    callbacks : CallbackList, optional
+        The call's callbacks (:mod:`skillfit.callbacks`), told of epochs and steps;
+        they may stop the training.
 
     Attributes
     ----------
@@ -204,6 +208,7 @@ class TrainingLoop:
         name: str,
         is_router: Callable[[str], bool],
         checkpoints: Any = None,
+        callbacks: CallbackList | None = None,
     ) -> None:
         self.network, self.settings, self.rng, self.history, self.name = network, settings, rng, history, name
         self.make_batch, self.batch_loss, self.score_validation, self.is_router = make_batch, batch_loss, score_validation, is_router
@@ -220,6 +225,9 @@ class TrainingLoop:
         self.checkpoints, self.loops_begun = checkpoints, 0
         self.resumed: tuple[str, str] | None = None  # (checkpoint file, where its loop stood) once resumed
         self.trainable: list[torch.nn.Parameter] = []  # what the running loop's optimizer steps
+        self.callbacks = callbacks if callbacks is not None else CallbackList([], None, "fit", history)
+        self.callbacks.callbacks.insert(0, ProgressPrinter(self))
+        self._router_groups: list[bool] = []
 
     def make_optimizer(self, n_steps: int, weight_decay: float | None = None):
         """The optimizer and scheduler of a loop of ``n_steps`` steps (see :func:`make_optimizer`)."""
@@ -253,6 +261,12 @@ class TrainingLoop:
             where = (f"{self.stage}: " if self.stage else "") + _describe(position, n_epochs)
             self.resumed = (str(saved.path), where)
             self._say(f"resumed from {saved.path}: {where}")
+        routers = {id(param) for name, param in self.network.named_parameters() if self.is_router(name)}
+        self._router_groups = [any(id(param) in routers for param in group["params"]) for group in optimizer.param_groups]
+        self.callbacks.update(stage=stage, epoch=position.epoch, n_epochs=n_epochs, n_steps=n_batches,
+                              resumed_from=None if saved is None else str(saved.path),
+                              learning_rates=learning_rates(optimizer, self._router_groups))
+        self.callbacks.begin_fit()
         try:
             if not position.complete:
                 self.run_epochs(encoded, n_epochs, position, optimizer, scheduler, validation)
@@ -273,20 +287,26 @@ class TrainingLoop:
         validation: dict[str, Any] | None,
     ) -> None:
         """The epochs from ``position`` on, each ended by :meth:`end_epoch` and a checkpoint."""
-        if self._stops_early():  # a checkpoint written at the epoch that stopped
+        if self._stops_early() or self._stop_requested():  # a checkpoint written at the epoch that stopped
             return
         for epoch in range(position.epoch, n_epochs):
             start = time.perf_counter()
             if position.step == 0:
                 position.start_epoch(self.rng.bit_generator.state)
             batches = self.training_batches(encoded)
+            self.callbacks.emit("on_epoch_begin", epoch=epoch + 1, step=position.step, n_steps=len(batches),
+                                loss=None, validation_score=None, task_scores=None, record=None)
             loss = self.run_epoch(batches, encoded, optimizer, scheduler, f"epoch {epoch + 1}/{n_epochs}", position)
             position.epoch, position.step = epoch + 1, 0
             self.end_epoch(epoch, n_epochs, loss, self.trainable, validation, start)
             if self.checkpoints is not None:
                 self.checkpoints.save(self, position, optimizer, scheduler)
-            if self._stops_early():
+            if self._stops_early() or self._stop_requested():
                 return
+
+    def _stop_requested(self) -> bool:
+        """Whether a callback asked to stop (:attr:`~skillfit.callbacks.TrainingState.stop_training`)."""
+        return self.callbacks.stop_requested
 
     def _stops_early(self) -> bool:
         """Whether early stopping ends the loop now (``n_iter_no_change`` epochs without improvement); says so."""
@@ -309,11 +329,6 @@ class TrainingLoop:
         """One pass over ``batches`` from ``position.step`` on; returns the mean loss per example."""
         position = position if position is not None else LoopPosition()
         self.network.train()
-        progress = None
-        if self.settings.verbose >= 2 and self.is_main_process:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=len(batches), initial=position.step, desc=description, file=sys.stderr)
         for step in range(position.step, len(batches)):
             indices = batches[step]
             loss = self.step_on_rows(indices, encoded, optimizer, scheduler)
@@ -327,13 +342,15 @@ class TrainingLoop:
             position.loss_sum += loss * len(indices)
             position.loss_count += len(indices)
             position.step = step + 1
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{position.loss_sum / position.loss_count:.4f}")
-            if self.checkpoints is not None and step + 1 < len(batches) and self.checkpoints.step_due(self.steps_taken):
+            self.callbacks.emit("on_batch_end", step=step + 1, global_step=self.callbacks.state.global_step + 1,
+                                loss=loss, epoch_loss=position.loss_sum / position.loss_count,
+                                learning_rates=learning_rates(optimizer, self._router_groups))
+            stop = self._stop_requested()
+            if self.checkpoints is not None and step + 1 < len(batches) and not stop \
+                    and self.checkpoints.step_due(self.steps_taken):
                 self.checkpoints.save(self, position, optimizer, scheduler)
-        if progress is not None:
-            progress.close()
+            if stop:
+                break
         return position.loss_sum / position.loss_count
 
     def step_on_rows(self, indices: np.ndarray, encoded: dict[str, Any], optimizer, scheduler) -> float:
@@ -389,8 +406,9 @@ class TrainingLoop:
         record["time"] = time.perf_counter() - start
         self.history.append(record)
         self.losses.append(loss)
-        shown = f"  validation {record['validation_score']:.4f}" if validation is not None else ""
-        self._say(f"epoch {epoch + 1}/{n_epochs}  loss {loss:.4f}{shown}  ({record['time']:.1f}s)")
+        self.callbacks.emit("on_epoch_end", loss=loss, epoch_loss=loss, record=record,
+                            validation_score=record.get("validation_score"),
+                            task_scores=self.stopping.last_task_scores if validation is not None else None)
 
     def _keep_final_weights(self) -> None:
         """After the last epoch: the best epoch's weights with early stopping, else the last epoch's."""
