@@ -173,3 +173,29 @@ def test_an_error_in_a_callback_leaves_the_estimator_as_it_was():
 
 def test_the_events_are_the_base_class_methods():
     assert [name for name in dir(Callback) if name.startswith("on_")] == sorted(EVENTS)
+
+
+def test_the_loop_state_dict_holds_what_a_resumed_loop_needs():
+    """A callback reads the running loop's state_dict mid-fit; it has every part a checkpoint stores."""
+    seen = {}
+
+    class Capture(Callback):
+        def on_batch_end(self, state):
+            if state.global_step == 2:
+                loop = state.estimator._running_loop
+                seen.update(loop.state_dict())
+
+    est = _cpoly(callbacks=[Capture()], early_stopping=True)
+    est._running_loop = None
+    original = est._training_loop
+
+    def keep_loop(*args, **kwargs):
+        est._running_loop = original(*args, **kwargs)
+        return est._running_loop
+
+    est._training_loop = keep_loop
+    est.fit(X, Y)
+    assert {"position", "history", "network", "optimizer", "scheduler", "kept", "stopping", "numpy_rng",
+            "torch_rng", "noise_seed", "steps_taken"} <= set(seen)
+    assert seen["position"]["step"] == 2 and not seen["position"]["complete"]
+    assert seen["steps_taken"] == 2 and seen["optimizer"]["state"]

@@ -141,6 +141,21 @@ def test_every_stage_and_validation_state_resume(make, stop_at, expected_steps, 
     assert resumed.validation_task_scores_ == reference.validation_task_scores_
 
 
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_schedules_and_accumulation_resume_bit_identical(schedule, bert_path, data, tmp_path, monkeypatch):
+    X, y = data
+    # 8 batches of 16 per epoch, 3 per step: 3 optimizer steps per epoch (the last of 2 batches), 9 in all.
+    settings = dict(backbone=bert_path, n_skills=2, **SETTINGS, checkpoint_dir=str(tmp_path), checkpoint_every=2,
+                    lr_schedule=schedule, gradient_accumulation_steps=3)
+    resumed, steps = preempt_then_resume(lambda: PolyClassifier(**settings), lambda est: est.fit(X, y), 6, monkeypatch)
+    assert steps == 9 - 4  # stopped before step 6, resumed from the checkpoint of step 4
+    reference = PolyClassifier(**{**settings, "checkpoint_dir": None}).fit(X, y)
+    assert_same_model(resumed, reference, X)
+    other = PolyClassifier(**{**settings, "lr_schedule": "linear"})
+    assert _checkpoint.fingerprint(other, {"call": "fit"}, "d", None) != _checkpoint.fingerprint(
+        PolyClassifier(**settings), {"call": "fit"}, "d", None)  # a schedule of its own: another fit's checkpoint
+
+
 def test_adapt_and_warm_start_resume(bert_path, data, tmp_path, monkeypatch):
     X, y = data
     X_new, y_new = make_multitask(n_per_task=24, seed=3, task_ids=("delta",))  # 3 steps per epoch
@@ -321,3 +336,26 @@ def test_a_data_parallel_fit_resumes(data, tmp_path, monkeypatch):
     reference = PreemptedAtStep(**{**settings, "checkpoint_dir": None}).fit(X, y)
     assert resumed.n_devices_ == 2
     assert_same_model(resumed, reference, X)
+
+
+def test_a_checkpoint_written_before_the_loop_had_a_state_dict_resumes_exactly(tmp_path):
+    """tests/fixtures/checkpoint_format_1: written by commit b3ae555 mid-way through epoch 2 (make_checkpoint_fixture.py)."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from _tiny import tiny_backbone
+    from skillfit import CPolyClassifier
+
+    fixtures = Path(__file__).parent / "fixtures"
+    expected = json.loads((fixtures / "checkpoint_format_1_expected.json").read_text())
+    shutil.copytree(fixtures / "checkpoint_format_1", tmp_path / "ckpt")
+    X, y = make_multitask(24)
+    est = CPolyClassifier(backbone=tiny_backbone("bert"), n_shared=2, n_exclusive=1, max_epochs=3, batch_size=16,
+                          random_state=0, rank=2, max_length=16, early_stopping=True, n_iter_no_change=5,
+                          checkpoint_every=1, checkpoint_dir=tmp_path / "ckpt")
+    with pytest.warns(UserWarning, match=r"resumed from the checkpoint .*1 of 3 epochs done, step 2 of epoch 2"):
+        est.fit(X, y)
+    np.testing.assert_array_equal(est.predict_proba(X[:8]), np.asarray(expected["predict_proba"]))
+    assert [{k: v for k, v in record.items() if k != "time"} for record in est.history_] == \
+        [{k: v for k, v in record.items() if k != "time"} for record in expected["history"]]

@@ -89,6 +89,15 @@ def test_early_stopping_validation_and_adapt_behave_as_in_one_process(quiet_bert
     np.testing.assert_allclose(two.predict_proba(X_new), one.predict_proba(X_new), atol=1e-4)
 
 
+def test_gradient_accumulation_across_processes_gives_the_model_of_one(quiet_bert, data):
+    X, y = data
+    make = lambda **kw: CPolyClassifier(n_shared=2, backbone=quiet_bert, gradient_accumulation_steps=3,  # noqa: E731
+                                        lr_schedule="cosine", **{**SETTINGS, "batch_size": 8}, **kw)
+    one, two = fit_both(make, X, y)
+    np.testing.assert_allclose(two.loss_curve_, one.loss_curve_, rtol=1e-4)
+    np.testing.assert_allclose(two.predict_proba(X), one.predict_proba(X), atol=1e-4)
+
+
 def test_a_callback_on_rank_zero_stops_every_rank_where_one_process_stops(quiet_bert, data):
     X, y = data
     make = lambda **kw: PolyClassifier(n_skills=3, backbone=quiet_bert, callbacks=[StopsAtStep(3)],  # noqa: E731

@@ -1,6 +1,7 @@
 """Training UX: validation and early stopping, history and progress, interrupts, memory."""
 
 import gc
+import math
 import json
 import os
 import warnings
@@ -476,3 +477,53 @@ def test_warm_start_refuses_what_only_adapt_can_learn(tiny_kwargs, multitask, mo
     np.testing.assert_array_equal(clf.predict_proba(X), before)  # every refusal and failure left it as it was
     with pytest.raises(ValueError, match="PEMTClassifier cannot continue a fit"):
         PEMTClassifier(**{**tiny_kwargs, "max_epochs": 1, "warm_start": True}).fit(X, y).fit(X, y)
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    # 10 steps, 2 of warm-up (1/3, 2/3), then the shape over the 8 others.
+    ("linear", [1 / 3, 2 / 3, 1.0, 7 / 8, 6 / 8, 5 / 8, 4 / 8, 3 / 8, 2 / 8, 1 / 8]),
+    ("cosine", [1 / 3, 2 / 3] + [0.5 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]),
+    ("constant", [1 / 3, 2 / 3] + [1.0] * 8),
+])
+def test_each_learning_rate_schedule_has_its_shape(schedule, expected):
+    from skillfit.estimators._optimizer import learning_rate_schedule
+
+    factor = learning_rate_schedule(schedule, 10, 0.2)
+    np.testing.assert_allclose([factor(step) for step in range(10)], expected, rtol=1e-12)
+
+
+def test_gradient_accumulation_makes_the_step_of_the_whole_batch():
+    """One step per epoch either way: all 24 rows in one batch, or in 3 batches of 8 whose gradients add up."""
+    X, y = make_multitask(n_per_task=8)
+    settings = dict(backbone=tiny_backbone("bert", dropout=False), n_skills=2, max_epochs=2, rank=2, max_length=16,
+                    random_state=0, warmup_fraction=0.0)
+    whole = PolyClassifier(batch_size=24, **settings).fit(X, y)
+    accumulated = PolyClassifier(batch_size=8, gradient_accumulation_steps=3, **settings).fit(X, y)
+    np.testing.assert_allclose(accumulated.loss_curve_, whole.loss_curve_, rtol=1e-5)
+    np.testing.assert_allclose(accumulated.predict_proba(X), whole.predict_proba(X), atol=1e-5)
+    separate = PolyClassifier(batch_size=8, **settings).fit(X, y)  # three steps per epoch: another model
+    assert not np.allclose(separate.predict_proba(X), whole.predict_proba(X), atol=1e-5)
+
+
+def test_the_cosine_schedule_changes_the_model_and_constant_keeps_the_rate():
+    from skillfit.callbacks import Callback
+
+    class Rates(Callback):
+        def __init__(self):
+            self.rates = []
+
+        def on_batch_end(self, state):
+            self.rates.append(state.learning_rates["learning_rate"])
+
+    X, y = make_multitask(n_per_task=8)
+    runs = {}
+    for schedule in ("linear", "cosine", "constant"):
+        rates = Rates()
+        runs[schedule] = PolyClassifier(backbone=tiny_backbone("bert"), n_skills=2, max_epochs=2, rank=2, max_length=16,
+                                        batch_size=8, random_state=0, warmup_fraction=0.0, lr_schedule=schedule,
+                                        learning_rate=1e-2, callbacks=[rates]).fit(X, y)
+        runs[schedule].rates = rates.rates
+    assert runs["constant"].rates == [1e-2] * 6
+    assert runs["linear"].rates[-1] == 0.0 and runs["cosine"].rates[-1] == pytest.approx(0.0, abs=1e-12)
+    assert runs["cosine"].rates[1] > runs["linear"].rates[1]  # half a cosine stays higher at first
+    assert runs["cosine"].loss_curve_ != runs["linear"].loss_curve_

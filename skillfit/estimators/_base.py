@@ -71,14 +71,17 @@ from ._runtime import (
     resolve_seed,
 )
 from ._saving import PersistenceMixin
-from ._training import TrainingLoop, TrainingSettings, interruptible
+from ._interrupts import interruptible
+from ._optimizer import LR_SCHEDULES
+from ._training import TrainingLoop, TrainingSettings
 from ._unknown_tasks import INFERRING_MODES, UNKNOWN_TASK_MODES, UnknownTaskMixin
 from ._validation_split import stratified_split
 
 # What a warm-started fit may change: how it trains and runs. Any other parameter shapes
 # the fitted model (backbone, layers, rank, skills, head), so a change needs a new fit.
 WARM_START_ADJUSTABLE = frozenset({
-    "learning_rate", "router_learning_rate", "weight_decay", "warmup_fraction", "max_epochs", "batch_size",
+    "learning_rate", "router_learning_rate", "weight_decay", "warmup_fraction", "lr_schedule",
+    "gradient_accumulation_steps", "max_epochs", "batch_size",
     "max_length", "device", "random_state", "verbose", "text_column", "task_column", "handle_unknown_task",
     "early_stopping", "validation_fraction", "n_iter_no_change", "tol", "validation_scoring", "embed_backbone",
     "group_by_length", "merged_inference", "gradient_checkpointing", "torch_compile", "n_devices",
@@ -115,6 +118,8 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin
     router_learning_rate: float = parameter(0.5, Interval(Real, 0, MAX_RATE, closed="right"))
     weight_decay: float = parameter(0.0, Interval(Real, 0, MAX_RATE))
     warmup_fraction: float = parameter(0.1, Interval(Real, 0, 1, closed="left"))
+    lr_schedule: str = parameter("linear", Options(*LR_SCHEDULES))
+    gradient_accumulation_steps: int = parameter(1, Interval(Integral, 1, None))
     max_epochs: int = parameter(5, Interval(Integral, 1, None))
     batch_size: int = parameter(32, Interval(Integral, 1, None))
     max_length: int = parameter(128, Interval(Integral, 2, None))

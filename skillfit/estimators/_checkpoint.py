@@ -52,11 +52,10 @@ from ..backbones import resolve_device
 from ._distributed import _from_rank_zero, rank_and_world
 from ._persistence import adapter_state, from_json, prepare_folder, to_json
 from .._precision import dtype_name, resolved_dtype
-from ._training import LoopPosition, TrainingLoop, WeightSnapshot
+from ._loop_state import LoopPosition
+from ._training import TrainingLoop
 
 CHECKPOINT_FORMAT = 1
-# Optimizer settings that choose an implementation, not a result: taken from the running fit on resume.
-IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
 METADATA_KEY = "skillfit_checkpoint"
 # Parameters that say where or how fast a fit runs, or only how it predicts, not what it
 # learns: a checkpoint resumes across them (e.g. on other devices, or with more frequent checkpoints).
@@ -66,6 +65,11 @@ HOW_PARAMETERS = frozenset({
     # what prediction does with rows of unknown tasks, which training never reads
     "unknown_task_threshold", "route_top_k", "route_temperature",
 })
+
+
+# Parameters that came after checkpoint format 1, at the defaults that reproduce what came before.
+LATER_PARAMETERS = {"lr_schedule": "linear", "gradient_accumulation_steps": 1}
+_NO_DEFAULT = object()
 
 
 # ------------------------------------------------------------------ fingerprints
@@ -97,8 +101,13 @@ def model_digest(network: torch.nn.Module, *attributes: Any) -> str:
 
 
 def fingerprint(estimator: Any, call: dict[str, Any], data: str, start: str | None) -> dict[str, Any]:
-    """What a checkpoint must match: skillfit's version, class, call, parameters (but ``HOW_PARAMETERS``), data and start."""
-    params = {key: value for key, value in estimator.get_params(deep=False).items() if key not in HOW_PARAMETERS}
+    """What a checkpoint must match: skillfit's version, class, call, parameters (but ``HOW_PARAMETERS``), data and start.
+
+    Parameters added after the format (``LATER_PARAMETERS``) count only away from their
+    defaults, so that checkpoints written before they existed keep their names.
+    """
+    params = {key: value for key, value in estimator.get_params(deep=False).items()
+              if key not in HOW_PARAMETERS and LATER_PARAMETERS.get(key, _NO_DEFAULT) != value}
     if "backbone_dtype" in params:  # "auto" stands for bfloat16 on a GPU, float32 on the CPU: the dtype counts
         params["backbone_dtype"] = dtype_name(resolved_dtype(params["backbone_dtype"], resolve_device(estimator.device)))
     cls = type(estimator)
@@ -237,11 +246,11 @@ class FitCheckpoints:
         """Whether a checkpoint is due after ``steps_taken`` steps (``checkpoint_every``)."""
         return self.every is not None and steps_taken % self.every == 0
 
-    def save(self, loop: TrainingLoop, position: LoopPosition, optimizer=None, scheduler=None) -> None:
-        """Write the loop's state at ``position`` (rank 0 only): to a temporary file, then renamed over."""
+    def save(self, loop: TrainingLoop) -> None:
+        """Write the loop's :meth:`~TrainingLoop.state_dict` (rank 0 only): to a temporary file, then renamed over."""
         if not self.is_writer:
             return
-        meta, tensors = capture_loop(loop, position, optimizer, scheduler)
+        meta, tensors = to_file_layout(loop.state_dict())
         meta.update(fingerprint=self.fingerprint, seed=self.seed, backbone_sha256=self.backbone_sha256)
         write_atomically(self.path, _serialise(meta, tensors))
 
@@ -253,14 +262,14 @@ class SavedLoop:
         self.checkpoints, self.of_later_loop = checkpoints, of_later_loop
         self.path = checkpoints.path
 
-    def restore(self, loop: TrainingLoop, optimizer, scheduler) -> LoopPosition:
-        """Put the saved state into ``loop``, its network, optimizer and schedule; return where it stands.
+    def restore(self, loop: TrainingLoop) -> LoopPosition:
+        """Put the saved state into ``loop``, whose optimizer and schedule were just made; return where it stands.
 
         The checkpoint read from disk is let go: it is restored once.
         """
         checkpoints = self.checkpoints
         try:
-            return restore_loop(loop, checkpoints.saved_meta, checkpoints.saved_tensors, optimizer, scheduler)
+            return loop.load_state_dict(from_file_layout(checkpoints.saved_meta, checkpoints.saved_tensors))
         except (KeyError, ValueError, RuntimeError) as error:
             raise ValueError(
                 f"The checkpoint {str(self.path)!r} does not fit this fit's network or optimizer ({type(error).__name__}: "
@@ -270,115 +279,102 @@ class SavedLoop:
             checkpoints.saved_meta = checkpoints.saved_tensors = None
 
 
-# ------------------------------------------------------------------ state of a loop
-def capture_loop(loop: TrainingLoop, position: LoopPosition, optimizer=None, scheduler=None) -> tuple[dict, dict]:
-    """``(metadata, tensors)`` of the loop at ``position``; optimizer and snapshots only while it runs."""
-    tensors = {f"network.{name}": tensor for name, tensor in adapter_state(loop.network).items()}
-    tensors["rng.torch"] = torch.get_rng_state()
-    if loop.device.type == "cuda":
-        tensors["rng.cuda"] = torch.cuda.get_rng_state(loop.device)
+# ------------------------------------------------------- the loop's state in the file
+def to_file_layout(state: dict[str, Any]) -> tuple[dict, dict]:
+    """A loop's :meth:`~TrainingLoop.state_dict` as the file's ``(metadata, tensors)`` (format 1)."""
+    tensors = {f"network.{name}": tensor for name, tensor in state["network"].items()}
+    tensors["rng.torch"] = state["torch_rng"]
+    if state.get("cuda_rng") is not None:
+        tensors["rng.cuda"] = state["cuda_rng"]
     meta: dict[str, Any] = {
-        "position": to_json(vars(position)),
-        "history": to_json(loop.history, "history_"),
-        "losses": list(loop.losses),
-        "numpy_rng": to_json(loop.rng.bit_generator.state),
-        "noise_seed": loop.noise_seed,
-        "steps_taken": loop.steps_taken,
-        "best_score": to_json(loop.best_score),
-        "kept_task_scores": to_json(loop.kept_task_scores),
+        "position": to_json(state["position"]),
+        "history": to_json(state["history"], "history_"),
+        "losses": list(state["losses"]),
+        "numpy_rng": to_json(state["numpy_rng"]),
+        "noise_seed": state["noise_seed"],
+        "steps_taken": state["steps_taken"],
+        "best_score": to_json(state["best_score"]),
+        "kept_task_scores": to_json(state["kept_task_scores"]),
     }
-    if position.complete:
+    if "optimizer" not in state:  # a loop that has ended
         return meta, tensors
-    state = optimizer.state_dict()
     scalars: dict[str, Any] = {}
-    for index, values in state["state"].items():
+    for index, values in state["optimizer"]["state"].items():
         for key, value in values.items():
             if torch.is_tensor(value):
                 tensors[f"optimizer.{index}.{key}"] = value
             else:
                 scalars[f"{index}.{key}"] = value
-    meta["optimizer"] = {"param_groups": to_json(state["param_groups"]), "scalars": to_json(scalars)}
-    meta["scheduler"] = to_json(scheduler.state_dict())
-    meta["kept"] = _snapshot_meta(loop.kept, "kept", tensors)
-    stopping = loop.stopping
+    meta["optimizer"] = {"param_groups": to_json(state["optimizer"]["param_groups"]), "scalars": to_json(scalars)}
+    meta["scheduler"] = to_json(state["scheduler"])
+    meta["kept"] = _snapshot_meta(state["kept"], "kept", tensors)
+    stopping = state.get("stopping")
     if stopping is not None:
+        best = stopping["best_weights"]
         meta["stopping"] = {
-            "best_score": to_json(stopping.best_score),
-            "best_task_scores": to_json(stopping.best_task_scores),
-            "last_task_scores": to_json(stopping.last_task_scores),
-            "epochs_without_improvement": stopping.epochs_without_improvement,
-            "best_weights": "kept" if stopping.best_weights is loop.kept else _snapshot_meta(stopping.best_weights, "best", tensors),
+            "best_score": to_json(stopping["best_score"]),
+            "best_task_scores": to_json(stopping["best_task_scores"]),
+            "last_task_scores": to_json(stopping["last_task_scores"]),
+            "epochs_without_improvement": stopping["epochs_without_improvement"],
+            "best_weights": "kept" if best == "kept" else _snapshot_meta(best, "best", tensors),
         }
     return meta, tensors
 
 
-def restore_loop(loop: TrainingLoop, meta: dict, tensors: dict, optimizer=None, scheduler=None) -> LoopPosition:
-    """Invert :func:`capture_loop` into a loop whose optimizer and schedule were just made."""
-    network_state = {name[len("network."):]: tensor for name, tensor in tensors.items() if name.startswith("network.")}
-    _load_network_state(loop.network, network_state)
-    position = LoopPosition(**from_json(meta["position"]))
-    loop.history[:] = from_json(meta["history"])
-    loop.losses = list(meta["losses"])
-    loop.noise_seed, loop.steps_taken = int(meta["noise_seed"]), int(meta["steps_taken"])
-    loop.best_score, loop.kept_task_scores = meta["best_score"], from_json(meta["kept_task_scores"])
-    # Mid-epoch, the shuffle is drawn again from the epoch's start state, giving the same batches.
-    loop.rng.bit_generator.state = from_json(position.epoch_rng if position.step else meta["numpy_rng"])
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and loop.device.type == "cuda":
-        torch.cuda.set_rng_state(tensors["rng.cuda"], loop.device)
-    if position.complete:
-        return position
-    scalars = from_json(meta["optimizer"]["scalars"])
-    state: dict[int, dict[str, Any]] = {}
+def from_file_layout(meta: dict, tensors: dict) -> dict[str, Any]:
+    """Invert :func:`to_file_layout`: the state a loop's :meth:`~TrainingLoop.load_state_dict` takes."""
+    state: dict[str, Any] = {
+        "network": {name[len("network."):]: tensor for name, tensor in tensors.items() if name.startswith("network.")},
+        "position": from_json(meta["position"]),
+        "history": from_json(meta["history"]),
+        "losses": list(meta["losses"]),
+        "numpy_rng": from_json(meta["numpy_rng"]),
+        "noise_seed": meta["noise_seed"],
+        "steps_taken": meta["steps_taken"],
+        "best_score": meta["best_score"],
+        "kept_task_scores": from_json(meta["kept_task_scores"]),
+        "torch_rng": tensors["rng.torch"],
+        "cuda_rng": tensors.get("rng.cuda"),
+    }
+    state["position"]["epoch_rng"] = from_json(state["position"].get("epoch_rng"))
+    if "optimizer" not in meta:
+        return state
+    optimizer_state: dict[int, dict[str, Any]] = {}
     for name, tensor in tensors.items():
         if name.startswith("optimizer."):
             _, index, key = name.split(".", 2)
-            state.setdefault(int(index), {})[key] = tensor
-    for name, value in scalars.items():
+            optimizer_state.setdefault(int(index), {})[key] = tensor
+    for name, value in from_json(meta["optimizer"]["scalars"]).items():
         index, key = name.split(".", 1)
-        state.setdefault(int(index), {})[key] = value
-    groups = from_json(meta["optimizer"]["param_groups"])
-    for group, current in zip(groups, optimizer.param_groups):  # how to step is this run's (fused on CUDA), not the saved one's
-        group.update({key: current[key] for key in IMPLEMENTATION_FLAGS if key in current})
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-    scheduler.load_state_dict(from_json(meta["scheduler"]))
-    loop.kept = _snapshot(loop.trainable, meta["kept"], tensors)
+        optimizer_state.setdefault(int(index), {})[key] = value
+    state["optimizer"] = {"state": optimizer_state, "param_groups": from_json(meta["optimizer"]["param_groups"])}
+    state["scheduler"] = from_json(meta["scheduler"])
+    state["kept"] = _snapshot_values(meta["kept"], tensors)
     saved_stopping = meta.get("stopping")
-    if loop.stopping is not None and saved_stopping is not None:
-        stopping = loop.stopping
-        stopping.best_score = saved_stopping["best_score"]
-        stopping.best_task_scores = from_json(saved_stopping["best_task_scores"])
-        stopping.last_task_scores = from_json(saved_stopping["last_task_scores"])
-        stopping.epochs_without_improvement = int(saved_stopping["epochs_without_improvement"])
+    if saved_stopping is not None:
         best = saved_stopping["best_weights"]
-        stopping.best_weights = loop.kept if best == "kept" else _snapshot(loop.trainable, best, tensors)
-    return position
+        state["stopping"] = {
+            "best_score": saved_stopping["best_score"],
+            "best_task_scores": from_json(saved_stopping["best_task_scores"]),
+            "last_task_scores": from_json(saved_stopping["last_task_scores"]),
+            "epochs_without_improvement": saved_stopping["epochs_without_improvement"],
+            "best_weights": "kept" if best == "kept" else _snapshot_values(best, tensors),
+        }
+    return state
 
 
-def _snapshot_meta(snapshot: WeightSnapshot | None, prefix: str, tensors: dict) -> dict | None:
+def _snapshot_meta(snapshot: dict | None, prefix: str, tensors: dict) -> dict | None:
     if snapshot is None:
         return None
-    for index, value in enumerate(snapshot.values()):
+    for index, value in enumerate(snapshot["values"]):
         tensors[f"{prefix}.{index}"] = value
-    return {"description": snapshot.description, "prefix": prefix, "count": len(snapshot.values())}
+    return {"description": snapshot["description"], "prefix": prefix, "count": len(snapshot["values"])}
 
 
-def _snapshot(params: list[torch.nn.Parameter], meta: dict | None, tensors: dict) -> WeightSnapshot | None:
+def _snapshot_values(meta: dict | None, tensors: dict) -> dict | None:
     if meta is None:
         return None
-    values = [tensors[f"{meta['prefix']}.{index}"] for index in range(meta["count"])]
-    return WeightSnapshot.of(params, values, meta["description"])
-
-
-def _load_network_state(network: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    expected = set(adapter_state(network))
-    if set(state) != expected:
-        missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
-        raise ValueError(
-            f"The checkpoint does not fit the network (missing {missing[:5]}, unexpected {extra[:5]}); "
-            "delete it to start this fit afresh."
-        )
-    network.load_state_dict(state, strict=False)
+    return {"description": meta["description"], "values": [tensors[f"{meta['prefix']}.{index}"] for index in range(meta["count"])]}
 
 
 # ------------------------------------------------------------------ bytes on disk

@@ -189,24 +189,32 @@ class DataParallelLoop(TrainingLoop):
             return False
         return bool(_from_rank_zero(self.callbacks.stop_requested))
 
-    def step_on_rows(self, indices: np.ndarray, encoded: dict[str, Any], optimizer, scheduler) -> float:
-        """One step on the global batch ``indices``, of which this rank computes every ``world``-th row."""
+    def step_on_rows(self, micro_batches: list[np.ndarray], encoded: dict[str, Any], optimizer, scheduler) -> float:
+        """One step on the global batches ``micro_batches``, of which this rank computes every ``world``-th row.
+
+        Each rank backpropagates its rows' loss sums, batch after batch (gradient
+        accumulation), and one ``all_reduce`` divides by the units of every rank's rows.
+        """
         optimizer.zero_grad(set_to_none=True)
-        local_rows = indices[self.rank::self.world_size]
         local_sum = torch.zeros((), device=self.device)
         units = 0
         noise_seed = self.next_noise_seed()  # drawn on every rank, with rows or without
-        if len(local_rows):
+        for index, indices in enumerate(micro_batches):
+            local_rows = indices[self.rank::self.world_size]
+            if not len(local_rows):
+                continue
             batch = self.make_batch(local_rows, encoded)
-            units = self.loss_units(batch)
+            batch_units = self.loss_units(batch)
             # Dropout masks differ between ranks, as between the rows of one batch; the global
             # generator is left as one process leaves it (nothing else is drawn in a step).
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                torch.manual_seed((noise_seed + self.rank + 1) % 2**63)
-                loss = self.backward(batch, noise_seed, scale=units)  # the gradient of this rank's loss sum
-            local_sum = loss.detach().float() * units
+                torch.manual_seed((noise_seed + self.rank + 1 + index * self.world_size) % 2**63)
+                loss = self.backward(batch, noise_seed, scale=batch_units)  # the gradient of this rank's loss sum
+            local_sum = local_sum + loss.detach().float() * batch_units
+            units += batch_units
         total_units, loss_sum = self._all_reduce_gradients(trainable_parameters(optimizer), local_sum, units)
-        self.update(optimizer, scheduler, torch.as_tensor(encoded["tasks"][indices]))  # the global batch's tasks
+        rows = np.concatenate(micro_batches)
+        self.update(optimizer, scheduler, torch.as_tensor(encoded["tasks"][rows]))  # the global batch's tasks
         return loss_sum / total_units
 
     def _all_reduce_gradients(

@@ -22,8 +22,17 @@ target_modules : list of str, str or None, default=None
     weight_decay : float, default=0.0
         AdamW weight decay of the skills and the head (never the routers), in [0, 1000].
     warmup_fraction : float, default=0.1
-        Fraction of the training steps with a linear warm-up; the rate then decays
-        linearly to zero.
+        Fraction of the training steps with a linear warm-up; the rate then follows
+        ``lr_schedule``.
+    lr_schedule : {"linear", "cosine", "constant"}, default="linear"
+        The learning rates' shape after the warm-up: down to 0 linearly or along half
+        a cosine, or constant.
+    gradient_accumulation_steps : int, default=1
+        Batches of ``batch_size`` rows whose gradients add up before one optimizer
+        step: the step of ``batch_size * gradient_accumulation_steps`` rows in the
+        memory of one batch (each batch weighted by its rows; in a data-parallel fit,
+        by its examples or target tokens exactly). Steps, schedules, ``checkpoint_every``
+        and callbacks' ``on_batch_end`` count optimizer steps.
     max_epochs : int, default=5
         Passes over the training data.
     batch_size : int, default=32

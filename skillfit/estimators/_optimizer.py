@@ -11,6 +11,7 @@ momentum, and decay it). Every other parameter takes torch's AdamW step unchange
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -135,8 +136,8 @@ def make_optimizer(
     """The optimizer over the parameters that require grad, and its schedule.
 
     Routers take ``settings.router_learning_rate`` and no weight decay; per-task tables
-    take lazy row steps (:class:`TaskRowAdamW`); the learning rate warms up linearly
-    over ``settings.warmup_fraction`` of the ``n_steps`` steps, then decays linearly to 0.
+    take lazy row steps (:class:`TaskRowAdamW`); the learning rate follows
+    :func:`learning_rate_schedule` (``settings.lr_schedule``) over the ``n_steps`` steps.
     """
     weight_decay = settings.weight_decay if weight_decay is None else weight_decay
     per_task = task_row_parameters(network)
@@ -154,11 +155,30 @@ def make_optimizer(
         })
     device = next(network.parameters()).device
     optimizer = TaskRowAdamW(groups, fused=device.type == "cuda")
-    warmup = int(settings.warmup_fraction * n_steps)
+    schedule = learning_rate_schedule(getattr(settings, "lr_schedule", "linear"), n_steps, settings.warmup_fraction)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
-    def linear_warmup_then_decay(step: int) -> float:
+
+LR_SCHEDULES = ("linear", "cosine", "constant")
+
+
+def learning_rate_schedule(name: str, n_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    """The factor of the learning rate at each step: a linear warm-up, then ``name``'s shape.
+
+    The warm-up takes ``int(warmup_fraction * n_steps)`` steps, rising linearly; then
+    ``"linear"`` decays linearly to 0 at ``n_steps``, ``"cosine"`` along half a cosine
+    to 0, and ``"constant"`` stays at 1.
+    """
+    warmup = int(warmup_fraction * n_steps)
+    decay_steps = max(1, n_steps - warmup)
+
+    def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        return max(0.0, (n_steps - step) / max(1, n_steps - warmup))
+        if name == "constant":
+            return 1.0
+        if name == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warmup) / decay_steps)))
+        return max(0.0, (n_steps - step) / decay_steps)
 
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_then_decay)
+    return factor

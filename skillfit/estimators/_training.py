@@ -7,9 +7,11 @@ and its settings. Around the chain stand small helpers with one job each:
 
 - :func:`~._optimizer.make_optimizer`: AdamW with the routers in their own group and
   lazy steps on per-task rows, linear warm-up then linear decay;
-- :class:`WeightSnapshot`: values of some parameters, to put back later;
-- :class:`EarlyStopping`: the best validation score, its snapshot, and when to stop;
-- :func:`interruptible`: the one place Ctrl-C is handled.
+- ``_loop_state.py``: where a loop stands, weight snapshots, early stopping;
+- ``_progress.py``: what it prints (a callback); ``_interrupts.py``: Ctrl-C.
+
+:meth:`TrainingLoop.state_dict` / :meth:`~TrainingLoop.load_state_dict` hold and put
+back its whole state; checkpoints store exactly that.
 
 Data-parallel training (``_distributed.DataParallelLoop``) plugs in by subclassing the
 loop (its step, its validation, who prints), never by touching an estimator or a method
@@ -19,22 +21,23 @@ class.
 from __future__ import annotations
 
 import math
-import os
 import time
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from ..callbacks import CallbackList, learning_rates
 from ._batching import token_lengths, training_batches
+from ._loop_state import EarlyStopping, LoopPosition, WeightSnapshot, describe_position, snapshot_from_state, snapshot_state
 from ._optimizer import make_optimizer
+from ._persistence import adapter_state
 from ._progress import ProgressPrinter
 from ._runtime import autocast
 
+# Optimizer settings that choose an implementation, not a result: a loaded state keeps the running loop's.
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
 # Global gradient-norm clip; fixed, as in most LoRA recipes.
 MAX_GRAD_NORM = 1.0
 # Trainable parameters whose name ends so take router_learning_rate and no weight decay.
@@ -51,6 +54,8 @@ class TrainingSettings:
     router_learning_rate: float
     weight_decay: float
     warmup_fraction: float
+    lr_schedule: str
+    gradient_accumulation_steps: int
     batch_size: int
     group_by_length: bool
     early_stopping: bool
@@ -61,7 +66,8 @@ class TrainingSettings:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "TrainingSettings":
         """Pick the settings out of an estimator's ``get_params()``."""
-        return cls(**{field.name: params[field.name] for field in fields(cls)})
+        defaults = {"lr_schedule": "linear", "gradient_accumulation_steps": 1}  # estimators pickled before them
+        return cls(**{field.name: params.get(field.name, defaults.get(field.name)) for field in fields(cls)})
 
 
 def trainable_parameters(optimizer) -> list[torch.nn.Parameter]:
@@ -72,86 +78,6 @@ def trainable_parameters(optimizer) -> list[torch.nn.Parameter]:
 def is_router_parameter(name: str) -> bool:
     """Whether a trainable parameter is a routing logit (own learning rate, no decay)."""
     return name.endswith(ROUTER_PARAMETER_SUFFIXES)
-
-
-class WeightSnapshot:
-    """A copy of some parameters' values, to put back later (best epoch, interrupts)."""
-
-    def __init__(self, params: list[torch.nn.Parameter], description: str) -> None:
-        self.description = description
-        self._pairs = [(param, param.detach().clone()) for param in params]
-
-    @classmethod
-    def of(cls, params: list[torch.nn.Parameter], values: list[torch.Tensor], description: str) -> "WeightSnapshot":
-        """A snapshot holding given ``values`` of ``params`` (one read back from a checkpoint)."""
-        snapshot = cls([], description)
-        snapshot._pairs = [(param, value.to(param.device, param.dtype)) for param, value in zip(params, values)]
-        return snapshot
-
-    def values(self) -> list[torch.Tensor]:
-        """The copied values, in the order of the parameters."""
-        return [value for _, value in self._pairs]
-
-    def restore(self) -> None:
-        """Write the copied values back into the parameters."""
-        with torch.no_grad():
-            for param, value in self._pairs:
-                param.copy_(value)
-
-
-@dataclass
-class LoopPosition:
-    """Where a loop of a fit stands: what a checkpoint records and a resumed loop starts from.
-
-    ``loop`` counts the :meth:`TrainingLoop.fit_loop` calls of one fit (PEMT's stage 2 is
-    loop 1); ``epoch`` the complete epochs of that loop; ``step`` the steps done in the
-    epoch in progress, whose running loss is ``loss_sum / loss_count`` and whose batches
-    were drawn from the numpy RNG state ``epoch_rng``. ``complete``: the loop has ended.
-    """
-
-    loop: int = 0
-    epoch: int = 0
-    step: int = 0
-    loss_sum: float = 0.0
-    loss_count: int = 0
-    epoch_rng: dict | None = None
-    complete: bool = False
-
-    def start_epoch(self, rng_state: dict) -> None:
-        """Begin the next epoch, whose batches are drawn from ``rng_state``."""
-        self.step, self.loss_sum, self.loss_count, self.epoch_rng = 0, 0.0, 0, rng_state
-
-
-class EarlyStopping:
-    """The validation scores of one loop (higher is better): the best epoch and when to stop.
-
-    An epoch counts as an improvement when it beats the best score by at least ``tol``;
-    training stops after ``n_iter_no_change`` epochs without one.
-    """
-
-    def __init__(self, n_iter_no_change: int, tol: float) -> None:
-        self.n_iter_no_change, self.tol = n_iter_no_change, tol
-        self.best_score: float | None = None
-        self.best_task_scores: dict | None = None
-        self.best_weights: WeightSnapshot | None = None
-        self.last_task_scores: dict | None = None
-        self.epochs_without_improvement = 0
-
-    def update(self, score: float, task_scores: dict, snapshot: Callable[[], WeightSnapshot]) -> None:
-        """Record an epoch's scores; ``snapshot()`` is called when the epoch is the best so far."""
-        first = self.best_score is None
-        if first or score < self.best_score + self.tol:
-            self.epochs_without_improvement = 0 if first else self.epochs_without_improvement + 1
-        else:
-            self.epochs_without_improvement = 0
-        if first or score > self.best_score:
-            self.best_score, self.best_task_scores, self.best_weights = score, task_scores, snapshot()
-        self.last_task_scores = task_scores
-
-    @property
-    def should_stop(self) -> bool:
-        """Whether ``n_iter_no_change`` epochs in a row brought no improvement."""
-        return self.epochs_without_improvement >= self.n_iter_no_change
 
 
 class TrainingLoop:
@@ -225,6 +151,7 @@ class TrainingLoop:
         self.checkpoints, self.loops_begun = checkpoints, 0
         self.resumed: tuple[str, str] | None = None  # (checkpoint file, where its loop stood) once resumed
         self.trainable: list[torch.nn.Parameter] = []  # what the running loop's optimizer steps
+        self.position, self.optimizer, self.scheduler = LoopPosition(), None, None  # of the running loop
         self.callbacks = callbacks if callbacks is not None else CallbackList([], None, "fit", history)
         self.callbacks.callbacks.insert(0, ProgressPrinter(self))
         self._router_groups: list[bool] = []
@@ -252,18 +179,20 @@ class TrainingLoop:
         if saved is not None and saved.of_later_loop:
             return self.losses
         n_batches = -(-len(encoded["input_ids"]) // self.settings.batch_size)
-        optimizer, scheduler = self.make_optimizer(n_epochs * n_batches, weight_decay)
+        n_steps = -(-n_batches // self.settings.gradient_accumulation_steps)  # optimizer steps per epoch
+        optimizer, scheduler = self.make_optimizer(n_epochs * n_steps, weight_decay)
         self.trainable = trainable = trainable_parameters(optimizer)
+        self.position, self.optimizer, self.scheduler = position, optimizer, scheduler
         self.kept = WeightSnapshot(trainable, f"the start of {stage}" if stage else "before training")
         self.stopping = EarlyStopping(self.settings.n_iter_no_change, self.settings.tol) if validation is not None else None
         if saved is not None:
-            position = saved.restore(self, optimizer, scheduler)
-            where = (f"{self.stage}: " if self.stage else "") + _describe(position, n_epochs)
+            position = saved.restore(self)
+            where = (f"{self.stage}: " if self.stage else "") + describe_position(position, n_epochs)
             self.resumed = (str(saved.path), where)
             self._say(f"resumed from {saved.path}: {where}")
         routers = {id(param) for name, param in self.network.named_parameters() if self.is_router(name)}
         self._router_groups = [any(id(param) in routers for param in group["params"]) for group in optimizer.param_groups]
-        self.callbacks.update(stage=stage, epoch=position.epoch, n_epochs=n_epochs, n_steps=n_batches,
+        self.callbacks.update(stage=stage, epoch=position.epoch, n_epochs=n_epochs, n_steps=n_steps,
                               resumed_from=None if saved is None else str(saved.path),
                               learning_rates=learning_rates(optimizer, self._router_groups))
         self.callbacks.begin_fit()
@@ -278,7 +207,7 @@ class TrainingLoop:
             self._keep_final_weights()
             position.complete = True
             if self.checkpoints is not None:
-                self.checkpoints.save(self, position)  # the final weights: a later fit returns them at once
+                self.checkpoints.save(self)  # the final weights: a later fit returns them at once
         self.kept = None  # an interrupt between loops (PEMT's stages) finds no loop to restore
         return self.losses
 
@@ -300,7 +229,7 @@ class TrainingLoop:
             position.epoch, position.step = epoch + 1, 0
             self.end_epoch(epoch, n_epochs, loss, self.trainable, validation, start)
             if self.checkpoints is not None:
-                self.checkpoints.save(self, position, optimizer, scheduler)
+                self.checkpoints.save(self)
             if self._stops_early() or self._stop_requested():
                 return
 
@@ -317,21 +246,27 @@ class TrainingLoop:
                   f"keeping {stopping.best_weights.description}")
         return True
 
-    def training_batches(self, encoded: dict[str, Any]) -> list[np.ndarray]:
-        """One epoch's batches of row indices (see :func:`~._batching.training_batches`)."""
+    def training_batches(self, encoded: dict[str, Any]) -> list[list[np.ndarray]]:
+        """One epoch's optimizer steps, each a list of ``gradient_accumulation_steps`` batches of row indices.
+
+        The batches are :func:`~._batching.training_batches`'; the last step of an epoch
+        may hold fewer.
+        """
         lengths = token_lengths(encoded) if self.settings.group_by_length else None
-        return training_batches(encoded["tasks"], self.settings.batch_size, self.rng, lengths=lengths)
+        batches = training_batches(encoded["tasks"], self.settings.batch_size, self.rng, lengths=lengths)
+        k = self.settings.gradient_accumulation_steps
+        return [batches[start:start + k] for start in range(0, len(batches), k)]
 
     def run_epoch(
-        self, batches: list[np.ndarray], encoded: dict[str, Any], optimizer, scheduler, description: str,
+        self, batches: list[list[np.ndarray]], encoded: dict[str, Any], optimizer, scheduler, description: str,
         position: LoopPosition | None = None,
     ) -> float:
-        """One pass over ``batches`` from ``position.step`` on; returns the mean loss per example."""
+        """One pass over the steps ``batches`` from ``position.step`` on; returns the mean loss per example."""
         position = position if position is not None else LoopPosition()
         self.network.train()
         for step in range(position.step, len(batches)):
-            indices = batches[step]
-            loss = self.step_on_rows(indices, encoded, optimizer, scheduler)
+            micro_batches = batches[step]
+            loss = self.step_on_rows(micro_batches, encoded, optimizer, scheduler)
             if not math.isfinite(loss):
                 raise FloatingPointError(
                     f"{self.name}: the training loss became {loss} in {description}"
@@ -339,8 +274,9 @@ class TrainingLoop:
                     f"estimator keeps its state from before. Lower learning_rate (now {self.settings.learning_rate}) "
                     f"or router_learning_rate (now {self.settings.router_learning_rate}), or check the data."
                 )
-            position.loss_sum += loss * len(indices)
-            position.loss_count += len(indices)
+            rows = sum(len(indices) for indices in micro_batches)
+            position.loss_sum += loss * rows
+            position.loss_count += rows
             position.step = step + 1
             self.callbacks.emit("on_batch_end", step=step + 1, global_step=self.callbacks.state.global_step + 1,
                                 loss=loss, epoch_loss=position.loss_sum / position.loss_count,
@@ -348,14 +284,30 @@ class TrainingLoop:
             stop = self._stop_requested()
             if self.checkpoints is not None and step + 1 < len(batches) and not stop \
                     and self.checkpoints.step_due(self.steps_taken):
-                self.checkpoints.save(self, position, optimizer, scheduler)
+                self.checkpoints.save(self)
             if stop:
                 break
         return position.loss_sum / position.loss_count
 
-    def step_on_rows(self, indices: np.ndarray, encoded: dict[str, Any], optimizer, scheduler) -> float:
-        """One optimisation step on the rows ``indices`` of ``encoded``; returns the batch's mean loss."""
-        return self.train_step(self.make_batch(indices, encoded), optimizer, scheduler)
+    def step_on_rows(self, micro_batches: list[np.ndarray], encoded: dict[str, Any], optimizer, scheduler) -> float:
+        """One optimisation step on the rows of ``encoded`` in ``micro_batches``; returns their mean loss.
+
+        One batch is :meth:`train_step`. Several (``gradient_accumulation_steps``) are
+        forwarded and backpropagated one at a time, each weighted by its share of the
+        rows, with one routing-noise seed for the step, and then make one update: the
+        step of their union, in the memory of one batch.
+        """
+        if len(micro_batches) == 1:
+            return self.train_step(self.make_batch(micro_batches[0], encoded), optimizer, scheduler)
+        optimizer.zero_grad(set_to_none=True)
+        noise_seed = self.next_noise_seed()
+        total = sum(len(indices) for indices in micro_batches)
+        loss_sum = 0.0
+        for indices in micro_batches:
+            loss = self.backward(self.make_batch(indices, encoded), noise_seed, scale=len(indices) / total)
+            loss_sum += float(loss.detach()) * len(indices)
+        self.update(optimizer, scheduler, torch.as_tensor(encoded["tasks"][np.concatenate(micro_batches)]))
+        return loss_sum / total
 
     def train_step(self, batch: Batch, optimizer, scheduler) -> float:
         """One optimisation step on ``batch``; returns its loss."""
@@ -410,6 +362,75 @@ class TrainingLoop:
                             validation_score=record.get("validation_score"),
                             task_scores=self.stopping.last_task_scores if validation is not None else None)
 
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """The running loop's whole state, which :meth:`load_state_dict` puts back (checkpoints hold it).
+
+        Where the loop stands (``position``), ``history``, the RNG states, the trained
+        tensors (``network``), and while the loop runs its optimizer, schedule, the
+        weights an interrupt keeps (``kept``) and early stopping's record.
+        """
+        position = self.position
+        state: dict[str, Any] = {
+            "position": dict(vars(position)), "history": list(self.history), "losses": list(self.losses),
+            "numpy_rng": self.rng.bit_generator.state, "noise_seed": self.noise_seed, "steps_taken": self.steps_taken,
+            "best_score": self.best_score, "kept_task_scores": self.kept_task_scores,
+            "network": adapter_state(self.network), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+        if position.complete:
+            return state
+        state.update(optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+                     kept=snapshot_state(self.kept))
+        stopping = self.stopping
+        if stopping is not None:
+            state["stopping"] = {
+                "best_score": stopping.best_score, "best_task_scores": stopping.best_task_scores,
+                "last_task_scores": stopping.last_task_scores,
+                "epochs_without_improvement": stopping.epochs_without_improvement,
+                "best_weights": "kept" if stopping.best_weights is self.kept else snapshot_state(stopping.best_weights),
+            }
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> LoopPosition:
+        """Put back a :meth:`state_dict` into this loop, whose optimizer and schedule were just made; return its position.
+
+        A mid-epoch state draws the epoch's shuffle again from the epoch's start state,
+        which gives the same batches.
+        """
+        expected, given = set(adapter_state(self.network)), set(state["network"])
+        if given != expected:
+            raise ValueError(f"the saved tensors do not fit the network (missing {sorted(expected - given)[:5]}, "
+                             f"unexpected {sorted(given - expected)[:5]})")
+        self.network.load_state_dict(state["network"], strict=False)
+        self.position = position = LoopPosition(**state["position"])
+        self.history[:] = state["history"]
+        self.losses = list(state["losses"])
+        self.noise_seed, self.steps_taken = int(state["noise_seed"]), int(state["steps_taken"])
+        self.best_score, self.kept_task_scores = state["best_score"], state["kept_task_scores"]
+        self.rng.bit_generator.state = position.epoch_rng if position.step else state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if position.complete:
+            return position
+        optimizer_state = state["optimizer"]
+        for group, current in zip(optimizer_state["param_groups"], self.optimizer.param_groups):
+            # How to step is this run's choice (fused on CUDA), not the saved one's.
+            group.update({key: current[key] for key in IMPLEMENTATION_FLAGS if key in current})
+        self.optimizer.load_state_dict(optimizer_state)
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.kept = snapshot_from_state(self.trainable, state["kept"])
+        saved_stopping = state.get("stopping")
+        if self.stopping is not None and saved_stopping is not None:
+            stopping = self.stopping
+            stopping.best_score = saved_stopping["best_score"]
+            stopping.best_task_scores, stopping.last_task_scores = saved_stopping["best_task_scores"], saved_stopping["last_task_scores"]
+            stopping.epochs_without_improvement = int(saved_stopping["epochs_without_improvement"])
+            best = saved_stopping["best_weights"]
+            stopping.best_weights = self.kept if best == "kept" else snapshot_from_state(self.trainable, best)
+        return position
+
     def _keep_final_weights(self) -> None:
         """After the last epoch: the best epoch's weights with early stopping, else the last epoch's."""
         stopping = self.stopping
@@ -432,62 +453,3 @@ class TrainingLoop:
         """Print a line tagged with the estimator and stage, at ``verbose >= 1``."""
         if self.settings.verbose >= 1 and self.is_main_process:
             print(f"[{self.name}{' ' + self.stage if self.stage else ''}] {message}", flush=True)
-
-
-def _describe(position: LoopPosition, n_epochs: int) -> str:
-    """Where a resumed loop stands, in words."""
-    if position.complete:
-        return "this training had ended; its final weights are kept"
-    within = f", step {position.step} of epoch {position.epoch + 1}" if position.step else ""
-    return f"{position.epoch} of {n_epochs} epochs done{within}"
-
-
-@contextmanager
-def interruptible(
-    loop: TrainingLoop, action: str, *, needs_an_epoch: bool, kept_note: str = "", stacklevel: int = 4,
-    resumable_from: str | None = None,
-) -> Iterator[None]:
-    """The one place Ctrl-C is handled: put back the loop's last good weights, then warn.
-
-    Parameters
-    ----------
-    loop : TrainingLoop
-        The loop whose :attr:`~TrainingLoop.kept` weights are put back.
-    action : str
-        What was interrupted, e.g. ``"CPolyClassifier.fit"``.
-    needs_an_epoch : bool
-        Re-raise the KeyboardInterrupt when no epoch completed (``fit`` then leaves
-        the estimator as it was before).
-    kept_note : str
-        Appended to the warning, e.g. that the fitted tasks are unchanged.
-    stacklevel : int, default=4
-        Of the warning: 4 is the caller of the function that entered this scope.
-    resumable_from : str, optional
-        A checkpoint file that holds the progress of a call that continues a fitted
-        model (a warm fit, ``adapt``): the interrupt is then raised again with a note
-        naming it, and the caller puts the estimator back as it was, so that the same
-        call, made again, resumes from the checkpoint.
-
-    A Ctrl-C outside a running loop (before the first, between PEMT's stages) finds no
-    weights to keep and is re-raised.
-    """
-    try:
-        yield
-    except KeyboardInterrupt as interrupt:
-        if resumable_from is not None and os.path.exists(resumable_from):
-            interrupt.add_note(
-                f"{action} was interrupted; the estimator is as it was before the call, and the checkpoint "
-                f"{resumable_from!r} keeps the progress: the same call resumes from it."
-            )
-            raise
-        if loop.kept is None:
-            raise
-        kept = loop.restore_kept()
-        if needs_an_epoch and not loop.history:
-            raise
-        epochs = f" after {len(loop.history)} epoch(s)" if needs_an_epoch else ""
-        warnings.warn(
-            f"{action} was interrupted{epochs}; it keeps the weights of {kept}{kept_note}",
-            UserWarning,
-            stacklevel=stacklevel,
-        )
