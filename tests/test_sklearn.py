@@ -19,6 +19,7 @@ NUMERIC_ONLY = {
     "check_estimators_nan_inf": "NaN/inf are numeric-feature concerns; texts are validated as strings",
     "check_estimators_empty_data_messages": "expects a message about 0 numeric features",
     "check_dtype_object": "object arrays of numbers are not (text, task) pairs",
+    "check_estimators_partial_fit_n_features": "texts have no feature count for partial_fit to keep",
 }
 # Checks that fail only because their X is numeric; the adapter runs them on our code.
 NEEDS_TEXT = [
@@ -83,6 +84,9 @@ class NumericRowsAsText(CPolyClassifier):
 
     def fit(self, X, y):
         return super().fit(_numeric_rows_as_text(X), y)
+
+    def partial_fit(self, X, y, classes=None):
+        return super().partial_fit(_numeric_rows_as_text(X), y, classes=classes)
 
     def predict_proba(self, X):
         return super().predict_proba(_numeric_rows_as_text(X))

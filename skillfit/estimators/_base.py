@@ -73,6 +73,7 @@ from ._runtime import (
 from ._saving import PersistenceMixin
 from ._interrupts import interruptible
 from ._optimizer import LR_SCHEDULES
+from ._partial_fit import PartialFitMixin
 from ._training import TrainingLoop, TrainingSettings
 from ._unknown_tasks import INFERRING_MODES, UNKNOWN_TASK_MODES, UnknownTaskMixin
 from ._validation_split import stratified_split
@@ -97,7 +98,9 @@ MAX_RATE = 1e3  # the largest learning rate or weight decay a parameter accepts
 
 
 @estimator_parameters
-class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin, EstimatorHooks, BaseEstimator):
+class SkillEstimatorBase(
+    UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin, PartialFitMixin, EstimatorHooks, BaseEstimator
+):
     """Common parameters, ``fit`` and ``adapt`` of skillfit estimators.
 
     Not meant to be used directly: use a method class such as
@@ -379,6 +382,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin
 
     def _fit_new_model(self, texts: list[str], tasks: np.ndarray, y: Any, X_val: Any, y_val: Any) -> None:
         """Everything ``fit`` does after checking its inputs: data, network, training, summaries."""
+        self.__dict__.pop("_partial_state", None)  # a fit ends any sequence of partial_fit passes
         warm = self._warm()
         if warm:
             task_index = self._warm_start_task_indices(tasks)
@@ -818,6 +822,7 @@ class SkillEstimatorBase(UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin
         self, texts: list[str], tasks: np.ndarray, new_tasks: list, raw_targets: Any, mode: str, max_epochs: int | None
     ) -> None:
         """Everything ``adapt`` does after checking its inputs: new rows, the freeze, training, summaries."""
+        self.__dict__.pop("_partial_state", None)  # the optimizer's tables no longer fit the grown model
         self._join_process_group()
         self.device_ = self._continuing_device()
         self.history_ = list(self.__dict__.get("history_", []))  # the loop appends to (or resumes) a list of its own

@@ -152,6 +152,7 @@ class TrainingLoop:
         self.resumed: tuple[str, str] | None = None  # (checkpoint file, where its loop stood) once resumed
         self.trainable: list[torch.nn.Parameter] = []  # what the running loop's optimizer steps
         self.position, self.optimizer, self.scheduler = LoopPosition(), None, None  # of the running loop
+        self.paused_state: dict[str, Any] | None = None  # what partial_fit's next call continues from
         self.callbacks = callbacks if callbacks is not None else CallbackList([], None, "fit", history)
         self.callbacks.callbacks.insert(0, ProgressPrinter(self))
         self._router_groups: list[bool] = []
@@ -163,7 +164,8 @@ class TrainingLoop:
     # ------------------------------------------------------------------ the chain
     def fit_loop(
         self, encoded: dict[str, Any], n_epochs: int, *, stage: str = "", weight_decay: float | None = None,
-        validation: dict[str, Any] | None = None,
+        validation: dict[str, Any] | None = None, continue_from: dict[str, Any] | None = None,
+        epochs: int | None = None, schedule_epochs: int | None = None,
     ) -> list[float]:
         """Train for ``n_epochs`` (fewer with early stopping); return each epoch's mean loss.
 
@@ -171,6 +173,10 @@ class TrainingLoop:
         after ``n_iter_no_change`` epochs without improvement and restores the best epoch.
         With :attr:`checkpoints`, resumes from a checkpoint of this loop, or skips the
         loop when the checkpoint is of a later one (its weights come with it).
+
+        ``partial_fit`` trains ``epochs`` epochs only and keeps the loop open: it starts
+        from ``continue_from`` (a :attr:`paused_state`, if any), its schedule spans
+        ``schedule_epochs``, and it leaves :attr:`paused_state` for its next call.
         """
         self.losses, self.stage = [], stage
         position = LoopPosition(loop=self.loops_begun)
@@ -180,7 +186,7 @@ class TrainingLoop:
             return self.losses
         n_batches = -(-len(encoded["input_ids"]) // self.settings.batch_size)
         n_steps = -(-n_batches // self.settings.gradient_accumulation_steps)  # optimizer steps per epoch
-        optimizer, scheduler = self.make_optimizer(n_epochs * n_steps, weight_decay)
+        optimizer, scheduler = self.make_optimizer((schedule_epochs or n_epochs) * n_steps, weight_decay)
         self.trainable = trainable = trainable_parameters(optimizer)
         self.position, self.optimizer, self.scheduler = position, optimizer, scheduler
         self.kept = WeightSnapshot(trainable, f"the start of {stage}" if stage else "before training")
@@ -190,20 +196,26 @@ class TrainingLoop:
             where = (f"{self.stage}: " if self.stage else "") + describe_position(position, n_epochs)
             self.resumed = (str(saved.path), where)
             self._say(f"resumed from {saved.path}: {where}")
+        if continue_from is not None:
+            position = self.load_state_dict({**continue_from, "network": adapter_state(self.network)})
         routers = {id(param) for name, param in self.network.named_parameters() if self.is_router(name)}
         self._router_groups = [any(id(param) in routers for param in group["params"]) for group in optimizer.param_groups]
         self.callbacks.update(stage=stage, epoch=position.epoch, n_epochs=n_epochs, n_steps=n_steps,
                               resumed_from=None if saved is None else str(saved.path),
                               learning_rates=learning_rates(optimizer, self._router_groups))
         self.callbacks.begin_fit()
+        until = n_epochs if epochs is None else min(n_epochs, position.epoch + epochs)
         try:
             if not position.complete:
-                self.run_epochs(encoded, n_epochs, position, optimizer, scheduler, validation)
+                self.run_epochs(encoded, n_epochs, position, optimizer, scheduler, validation, until)
+            if epochs is not None:  # partial_fit: the loop stays open for the next call
+                self.paused_state = {**self.state_dict(), "kept": None}
+                del self.paused_state["network"]  # the network itself holds it
         finally:
             # Free gradients and Adam's moments now rather than at the next garbage collection.
             optimizer.zero_grad(set_to_none=True)
             optimizer.state.clear()
-        if not position.complete:
+        if not position.complete and epochs is None:
             self._keep_final_weights()
             position.complete = True
             if self.checkpoints is not None:
@@ -213,12 +225,12 @@ class TrainingLoop:
 
     def run_epochs(
         self, encoded: dict[str, Any], n_epochs: int, position: LoopPosition, optimizer, scheduler,
-        validation: dict[str, Any] | None,
+        validation: dict[str, Any] | None, until: int | None = None,
     ) -> None:
-        """The epochs from ``position`` on, each ended by :meth:`end_epoch` and a checkpoint."""
+        """The epochs from ``position`` on (to ``until``), each ended by :meth:`end_epoch` and a checkpoint."""
         if self._stops_early() or self._stop_requested():  # a checkpoint written at the epoch that stopped
             return
-        for epoch in range(position.epoch, n_epochs):
+        for epoch in range(position.epoch, n_epochs if until is None else until):
             start = time.perf_counter()
             if position.step == 0:
                 position.start_epoch(self.rng.bit_generator.state)

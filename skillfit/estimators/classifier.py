@@ -118,6 +118,29 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
             )
         return targets
 
+    def _partial_fit_targets(self, y: Any, n_samples: int, classes: Any, task_index: np.ndarray | None) -> np.ndarray:
+        labels = check_labels(y, n_samples)
+        if task_index is None and classes is None:
+            return self._check_targets(y, n_samples)
+        given = None if classes is None else np.unique(np.asarray(list(classes) if not hasattr(classes, "__array__") else classes))
+        if task_index is None:
+            if len(given) < 2:
+                raise ValueError(f"classes must hold at least 2 labels; got {given.tolist()}.")
+            self.classes_ = given
+        elif given is not None and not np.array_equal(given, self.classes_):
+            raise ValueError(f"classes={given.tolist()[:10]} differs from the classes of the first partial_fit call "
+                             f"({self.classes_.tolist()[:10]}); pass the same classes, or call fit() to start over.")
+        return self._label_columns(
+            labels, "y has label(s) {unknown} that are not in classes"
+            + (" given at the first partial_fit call" if task_index is not None else "")
+            + "; pass every label in classes= at the first call, or learn new ones with adapt(mode='all').",
+        )
+
+    def _allow_label_pairs(self, task_index: np.ndarray, targets: np.ndarray) -> None:
+        mask = self.network_.label_mask.clone()
+        mask[torch.as_tensor(task_index, device=mask.device), torch.as_tensor(targets, device=mask.device)] = True
+        self.network_.label_mask = mask
+
     def _stratification_keys(self, task_index: np.ndarray, targets: np.ndarray) -> np.ndarray:
         return task_index * len(self.classes_) + targets
 
