@@ -8,7 +8,6 @@ problem gets a ``ValueError`` or ``TypeError`` that says what to change.
 from __future__ import annotations
 
 import math
-import warnings
 from numbers import Integral
 from collections.abc import Iterator, Mapping, Set as AbstractSet
 from typing import Any, Sequence
@@ -16,6 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.exceptions import DataConversionWarning
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
+
+from ._warnings import warn_user
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _X_FORMS = (
@@ -196,12 +197,11 @@ def _check_texts(texts: Sequence[Any]) -> None:
 
 def _warn_if_swapped(task_ids: np.ndarray) -> None:
     if len(task_ids) >= 20 and len(set(task_ids.tolist())) == len(task_ids):
-        warnings.warn(
+        warn_user(
             f"Every one of the {len(task_ids)} rows of X has a task id of its own (e.g. {task_ids.tolist()[:2]}); "
             "is each pair (task, text) instead of (text, task)? Put the text first, or name the DataFrame "
             "columns with text_column= and task_column=.",
             UserWarning,
-            stacklevel=5,
         )
 
 
@@ -244,10 +244,9 @@ def _target_values(y: Any, n_samples: int, names: tuple[str, str] = ("X", "y")) 
         raise ValueError("y must be a 1-d array-like with one target per sample; got nested sequences "
                          "of different lengths.") from error
     if array.ndim == 2 and array.shape[1] == 1:
-        warnings.warn(
+        warn_user(
             "A column-vector y was passed when a 1d array was expected; it was flattened with ravel().",
             DataConversionWarning,
-            stacklevel=4,
         )
         array = array.ravel()
     if array.ndim != 1:

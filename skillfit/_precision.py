@@ -9,9 +9,10 @@ layer's output in the base layer's dtype.
 
 from __future__ import annotations
 
-import warnings
 
 import torch
+
+from ._warnings import warn_user
 
 BACKBONE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 QUANTIZATIONS = ("int8", "nf4", "fp4")
@@ -41,10 +42,10 @@ def chosen_dtype(name: str, device: torch.device) -> torch.dtype:
     """
     dtype = resolved_dtype(name, device)
     if name == "bfloat16" and dtype is not torch.bfloat16:
-        warnings.warn(
+        warn_user(
             f"backbone_dtype='bfloat16' was asked for, but {device} does not support bfloat16; the backbone is "
             "loaded in float32 instead. Pass backbone_dtype='float16' to halve its memory on this GPU.",
-            UserWarning, stacklevel=4,
+            UserWarning,
         )
     return dtype
 
@@ -65,10 +66,10 @@ def reload_dtype(saved: str | None, device: torch.device, where: str) -> torch.d
         raise ValueError(f"{where} names the backbone dtype {saved!r}; expected one of {sorted(_BY_NAME)}. "
                          "Save the model again, or copy the folder anew.")
     if _BY_NAME[saved] is torch.bfloat16 and not supports_bfloat16(device):
-        warnings.warn(
+        warn_user(
             f"{where} was trained on a bfloat16 backbone, but {device} does not support bfloat16: the backbone is "
             "loaded in float32 instead (its weights' hash is not checked, and predictions may differ slightly).",
-            UserWarning, stacklevel=4,
+            UserWarning,
         )
         return torch.float32
     return _BY_NAME[saved]

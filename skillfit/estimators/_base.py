@@ -13,7 +13,6 @@ What happens where (``docs/architecture.md`` has the whole map):
 from __future__ import annotations
 
 import os
-import warnings
 from contextlib import contextmanager
 from numbers import Integral, Real
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -26,6 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 if TYPE_CHECKING:
     import pandas as pd
 
+from .._warnings import warn_user
 from .._inputs import check_texts_and_tasks
 from ..callbacks import CallbackList, check_callbacks
 from .._validation import (
@@ -361,8 +361,8 @@ class SkillEstimatorBase(
                 "weights are not supported: repeat or drop rows to weigh examples."
             )
         if self.checkpoint_every is not None and self.checkpoint_dir is None:
-            warnings.warn("checkpoint_every is set but checkpoint_dir is None: no checkpoints are written. "
-                          "Pass checkpoint_dir= to write them.", UserWarning, stacklevel=2)
+            warn_user("checkpoint_every is set but checkpoint_dir is None: no checkpoints are written. "
+                          "Pass checkpoint_dir= to write them.", UserWarning)
         texts, tasks = self._validated_inputs(X)
         if (X_val is None) != (y_val is None):
             raise ValueError("Pass both X_val and y_val, or neither.")
@@ -416,7 +416,7 @@ class SkillEstimatorBase(
             fit_name = f"{type(self).__name__}.fit"
             kept_note = ". Call fit again to train fully."
             resumable_from = str(checkpoints.path) if warm and checkpoints is not None else None
-            with interruptible(loop, fit_name, needs_an_epoch=True, kept_note=kept_note, stacklevel=6,
+            with interruptible(loop, fit_name, needs_an_epoch=True, kept_note=kept_note,
                                resumable_from=resumable_from):
                 with self._compiled_for_training():
                     self._train(loop, encoded, validation)
@@ -424,7 +424,7 @@ class SkillEstimatorBase(
         if self.handle_unknown_task in INFERRING_MODES and getattr(self.network_, "task_identifier", None) is None:
             # The identifier reads the frozen backbone only: a warm fit keeps the one it has.
             self._train_task_identifier(texts, task_index)
-        self._warn_if_resumed(loop, "fit", stacklevel=4)
+        self._warn_if_resumed(loop, "fit")
         loop.callbacks.emit("on_fit_end")
 
     # ------------------------------------------------------------- checkpoints
@@ -440,16 +440,15 @@ class SkillEstimatorBase(
         start = self._start_digest() if continues else None
         return FitCheckpoints(self.checkpoint_dir, fingerprint(self, call, data_digest(*data), start), self.checkpoint_every)
 
-    def _warn_if_resumed(self, loop: TrainingLoop, action: str, stacklevel: int) -> None:
+    def _warn_if_resumed(self, loop: TrainingLoop, action: str) -> None:
         """Say that this call resumed from a checkpoint rather than trained from the start."""
         if loop.resumed is None:
             return
         path, where = loop.resumed
-        warnings.warn(
+        warn_user(
             f"{type(self).__name__}.{action} resumed from the checkpoint {path!r} ({where}). Delete the file "
             "to train from the start.",
             UserWarning,
-            stacklevel=stacklevel + 1,
         )
 
     def _fit_seed(self, checkpoints: FitCheckpoints | None) -> int:
@@ -541,12 +540,11 @@ class SkillEstimatorBase(
         self._configure_backbone(self.network_.backbone)
         positions = self._text_positions()
         if positions is not None and self.max_length > positions:
-            warnings.warn(
+            warn_user(
                 f"max_length={self.max_length} is more than the {positions} positions of the backbone "
                 f"{self.backbone!r}; texts are cut to {positions} tokens. Set max_length<={positions} "
                 "to silence this.",
-                UserWarning,
-                stacklevel=5,  # the caller of fit (through the concurrency guard)
+                UserWarning,  # the caller of fit (through the concurrency guard)
             )
 
     def _text_positions(self) -> int | None:
@@ -846,7 +844,7 @@ class SkillEstimatorBase(
                 loop = self._training_loop(np.random.default_rng(seed), checkpoints, call="adapt")
                 unchanged = " and the fitted tasks are unchanged." if mode != "all" else "."
                 with interruptible(
-                    loop, f"{type(self).__name__}.adapt", needs_an_epoch=False, kept_note=unchanged, stacklevel=6,
+                    loop, f"{type(self).__name__}.adapt", needs_an_epoch=False, kept_note=unchanged,
                     resumable_from=None if checkpoints is None else str(checkpoints.path),
                 ):
                     loop.fit_loop(
@@ -859,7 +857,7 @@ class SkillEstimatorBase(
             self._update_task_identifier(texts, task_index)
         self._set_routing_attributes()
         self._attach_routing_prototypes()
-        self._warn_if_resumed(loop, "adapt", stacklevel=4)
+        self._warn_if_resumed(loop, "adapt")
         loop.callbacks.emit("on_fit_end")
 
     def _check_task_id_type(self, tasks: np.ndarray, action: str) -> None:

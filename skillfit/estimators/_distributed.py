@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from .._warnings import warn_user
 from ._runtime import available_cores
 from ._training import TrainingLoop, trainable_parameters
 
@@ -323,7 +324,7 @@ def run_data_parallel(estimator: Any, method: str, args: tuple, kwargs: dict, de
         with open(results[0], "rb") as file:
             fitted, caught = pickle.load(file)
     for message, category in caught:
-        warnings.warn(message, category, stacklevel=4)
+        warn_user(message, category)
     return fitted
 
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
+from .._warnings import warn_user
 from ._training import TrainingLoop
 
 
 @contextmanager
 def interruptible(
-    loop: TrainingLoop, action: str, *, needs_an_epoch: bool, kept_note: str = "", stacklevel: int = 4,
+    loop: TrainingLoop, action: str, *, needs_an_epoch: bool, kept_note: str = "",
     resumable_from: str | None = None,
 ) -> Iterator[None]:
     """The one place Ctrl-C is handled: put back the loop's last good weights, then warn.
@@ -28,8 +28,6 @@ def interruptible(
         the estimator as it was before).
     kept_note : str
         Appended to the warning, e.g. that the fitted tasks are unchanged.
-    stacklevel : int, default=4
-        Of the warning: 4 is the caller of the function that entered this scope.
     resumable_from : str, optional
         A checkpoint file that holds the progress of a call that continues a fitted
         model (a warm fit, ``adapt``): the interrupt is then raised again with a note
@@ -54,8 +52,7 @@ def interruptible(
         if needs_an_epoch and not loop.history:
             raise
         epochs = f" after {len(loop.history)} epoch(s)" if needs_an_epoch else ""
-        warnings.warn(
+        warn_user(
             f"{action} was interrupted{epochs}; it keeps the weights of {kept}{kept_note}",
             UserWarning,
-            stacklevel=stacklevel,
         )

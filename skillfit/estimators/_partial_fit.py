@@ -14,11 +14,11 @@ calls (as Optuna's pruning does) and pickles the estimator to keep its progress.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 
+from .._warnings import warn_user
 from ._concurrency import changes_model
 from ._runtime import copy_sharing_frozen, follow_thread_budget, quiet_libraries, reproducible_torch
 from ._unknown_tasks import INFERRING_MODES
@@ -117,10 +117,10 @@ class PartialFitMixin:
             seed = state["seed"] if state is not None else self._fit_seed(None)
         done = 0 if state is None else state["position"]["epoch"]
         if done >= self.max_epochs and self.lr_schedule != "constant":
-            warnings.warn(
+            warn_user(
                 f"partial_fit has made max_epochs={self.max_epochs} passes: the {self.lr_schedule} schedule has ended "
                 "at a learning rate of 0, so this call does not change the model. Raise max_epochs before the first "
-                "call, or use lr_schedule='constant'.", UserWarning, stacklevel=4,
+                "call, or use lr_schedule='constant'.", UserWarning,
             )
         with quiet_libraries(self.verbose), reproducible_torch(seed):
             if first:

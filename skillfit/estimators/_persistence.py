@@ -21,13 +21,13 @@ import dataclasses
 import json
 import os
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .._warnings import warn_user
 from .._version import __version__
 from ..backbones import Backbone, load_backbone_of_kind, save_bare_backbone
 from .._precision import dtype_name, reload_dtype, saved_quantization
@@ -358,9 +358,8 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def _warn_on_version_change(versions: dict[str, str], folder: Path) -> None:
     saved = versions.get("skillfit") if isinstance(versions, dict) else None
     if isinstance(saved, str) and saved.split(".")[:2] != __version__.split(".")[:2]:
-        warnings.warn(
+        warn_user(
             f"{str(folder)!r} was saved with skillfit {saved}; this is {__version__}. If predictions look "
             "wrong, load it with the version that saved it.",
             UserWarning,
-            stacklevel=4,
         )

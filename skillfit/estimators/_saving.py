@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from typing import Any
 
 import torch
 
+from .._warnings import warn_user
 from ..backbones import load_bare_backbone, resolve_device
 from .._precision import reload_dtype
 from ._concurrency import reads_model
@@ -295,10 +295,9 @@ class PersistenceMixin:
     def _device_for_loading(self, saved_where: str, may_fall_back: bool) -> torch.device:
         """The saved ``device``, or the CPU with a warning when it names CUDA and none is here."""
         if may_fall_back and str(self.device).startswith("cuda") and not torch.cuda.is_available():
-            warnings.warn(
+            warn_user(
                 f"{saved_where}, but CUDA is not available here; it will predict on the CPU (pass device= to choose).",
                 UserWarning,
-                stacklevel=3,
             )
             return torch.device("cpu")
         return resolve_device(self.device)
@@ -429,11 +428,10 @@ class PersistenceMixin:
             self._start_prediction_reports()
         device = getattr(self, "device_", None)
         if device is not None and device.type == "cuda" and not torch.cuda.is_available():
-            warnings.warn(
+            warn_user(
                 f"{type(self).__name__} was fitted on {device}, but CUDA is not available here; "
                 "it will predict on the CPU.",
                 UserWarning,
-                stacklevel=2,
             )
             self.device_ = device = torch.device("cpu")
         if payload is not None:

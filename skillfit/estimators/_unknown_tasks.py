@@ -21,7 +21,6 @@ outputs are those of a prediction of these rows alone, bit for bit.
 from __future__ import annotations
 
 import threading
-import warnings
 import weakref
 from contextlib import nullcontext
 from typing import Any, Callable
@@ -29,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .._warnings import warn_user
 from .._inputs import check_texts_and_optional_tasks, is_text_only
 from ..skills import skill_layers
 from ..skills.content_routing import ContentRouting
@@ -240,11 +240,10 @@ class UnknownTaskMixin:
         """Fit the identifier of every fitted task on these rows and attach it to the network."""
         absent = sorted(set(range(len(self.tasks_))) - set(task_index.tolist()))
         if absent:
-            warnings.warn(
+            warn_user(
                 f"Tasks {self.tasks_[absent].tolist()[:10]} have no rows to train the task identifier on; it "
                 "never infers them.",
                 UserWarning,
-                stacklevel=4,
             )
         features = self._task_features(texts)
         identifier = TaskIdentifier.fitted(features, task_index, len(self.tasks_))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 
 from numbers import Real
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._warnings import warn_user
 from .._validation import NONE, InstanceOf, Interval
 from ..backbones import Backbone
 from ..skills import SkillConfig, gate_experts, gate_weights, skill_layers, task_sparsity_loss
@@ -55,12 +55,11 @@ class _PEMTMethod:
     def _initial_task_descriptions(self, backbone: Backbone) -> torch.Tensor:
         unmatched = sorted(set(self.task_descriptions or {}) - set(self.tasks_.tolist()), key=str)
         if unmatched:
-            warnings.warn(
+            warn_user(
                 f"task_descriptions describes task(s) {unmatched[:10]} that X does not have (tasks: "
                 f"{self.tasks_.tolist()[:10]}); they are not used. Check the ids for typos, or ignore this if "
                 "they are tasks you will add with adapt().",
                 UserWarning,
-                stacklevel=6,
             )
         backbone.model.eval()
         return self._embed_descriptions(backbone.model, self.tasks_.tolist())

@@ -1,0 +1,27 @@
+"""Warnings that point at the user's line: one helper, no hand-counted ``stacklevel``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# Frames that stand between the user and skillfit without being either: a with block's exit.
+_PASS_THROUGH = (os.path.abspath(contextlib.__file__),)
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn(message, category)`` attributed to the first caller outside skillfit.
+
+    The stack is walked from the caller up past skillfit's own frames (and contextlib's),
+    so the warning names the user's line however deep inside skillfit it is raised, and
+    a ``"default"`` filter shows it once per line of theirs. From inside a library that
+    calls skillfit (a scikit-learn search), the warning names that library's line.
+    """
+    frame, level = sys._getframe(1), 2
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
+                                 or os.path.abspath(frame.f_code.co_filename) in _PASS_THROUGH):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
