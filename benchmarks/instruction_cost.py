@@ -63,9 +63,9 @@ def run_cost(records, profile_name: str, profile, make_estimator, benchmark_task
               for method, setup in setups.items()}
     for round_ in range(repeats + 1):  # the first round warms up
         for method, (estimator, loop, optimizer, scheduler, batches) in setups.items():
-            step = statistics.mean(_time(lambda b=b: loop.train_step(b, optimizer, scheduler)) for b in batches)
-            generate_mixed = _time(lambda: estimator.predict(mixed[["text", "task"]]))
-            generate_single = _time(lambda: estimator.predict(single_task[["text", "task"]]))
+            step = statistics.mean(_time(lambda b=b: loop.train_step(b, optimizer, scheduler)) for b in batches)  # noqa: B023
+            generate_mixed = _time(lambda: estimator.predict(mixed[["text", "task"]]))  # noqa: B023
+            generate_single = _time(lambda: estimator.predict(single_task[["text", "task"]]))  # noqa: B023
             if round_:
                 times[method]["train_step"].append(step)
                 times[method]["generate_mixed"].append(generate_mixed)

@@ -45,7 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import PeftClassifier  # noqa: E402
-from speed import benchmark_batch, peak_step_memory_mib, synchronize, time_predict, time_train_step, training_loop  # noqa: E402
+from speed import benchmark_batch, peak_step_memory_mib, time_predict, time_train_step, training_loop  # noqa: E402
 
 import skillfit  # noqa: E402
 from skillfit import CPolyClassifier, LoRAClassifier, PolyClassifier  # noqa: E402

@@ -182,8 +182,8 @@ def report(records: list[dict], title: str) -> str:
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for method in frame["method"].unique():
         runs = frame[frame["method"] == method]
-        med = lambda column: float(np.median(runs[column]))  # noqa: E731
-        ratio = lambda a, b: float(np.median(runs[a] / runs[b]))  # noqa: E731
+        med = lambda column: float(np.median(runs[column]))  # noqa: E731, B023
+        ratio = lambda a, b: float(np.median(runs[a] / runs[b]))  # noqa: E731, B023
         lines.append(
             f"| {method} | {med('fit_s'):.1f} | {med('identifier_fit_s'):.1f} | {ratio('identifier_fit_s', 'fit_s'):.3f} "
             f"| {med('predict_s_oracle'):.1f} | {med('predict_s_infer'):.1f} | {ratio('predict_s_infer', 'predict_s_oracle'):.2f} "

@@ -8,7 +8,6 @@ makes them run on a reduced size (CI does).
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -103,7 +103,7 @@ print(f"\nmean over shots: {table.mean().round(3).to_dict()}")
 # The same table as a plot (needs matplotlib).
 
 try:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: F401
 except ImportError:
     print("(pip install matplotlib to plot the table)")
 else:

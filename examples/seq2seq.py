@@ -108,7 +108,7 @@ print("examples:", list(zip(y_test[:3], after_predictions[:3])))
 # The same table as a plot (needs matplotlib).
 
 try:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: F401
 except ImportError:
     print("(pip install matplotlib to plot the table)")
 else:

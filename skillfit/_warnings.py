@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import sys
 import warnings
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-# Frames that stand between the user and skillfit without being either: a with block's exit.
-_PASS_THROUGH = (os.path.abspath(contextlib.__file__),)
+# Frames that stand between the user and skillfit without being either: a with block's exit,
+# and the process launchers that run a data-parallel rank (whose warnings go to the caller's
+# process; left to them, "torch" would be their module, which quiet_libraries silences).
+_PASS_THROUGH = (
+    os.path.abspath(contextlib.__file__),
+    os.path.dirname(os.path.abspath(multiprocessing.__file__)) + os.sep,
+    os.path.join("torch", "multiprocessing") + os.sep,
+)
+
+
+def _passes_through(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    return path.startswith(_PACKAGE) or path.startswith(_PASS_THROUGH[:2]) or _PASS_THROUGH[2] in path
 
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
@@ -21,7 +33,6 @@ def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     calls skillfit (a scikit-learn search), the warning names that library's line.
     """
     frame, level = sys._getframe(1), 2
-    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
-                                 or os.path.abspath(frame.f_code.co_filename) in _PASS_THROUGH):
+    while frame is not None and _passes_through(frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)

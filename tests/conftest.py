@@ -63,3 +63,10 @@ def multitask():
 def tiny_kwargs(bert_path):
     """Fast, deterministic settings on the tiny BERT."""
     return dict(backbone=bert_path, max_epochs=2, batch_size=16, random_state=0, rank=4, max_length=32)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests of several processes, of the docs or of real weights are slow too: ``-m "not slow"`` leaves them out."""
+    for item in items:
+        if any(item.get_closest_marker(kind) for kind in ("distributed", "docs", "real_model")):
+            item.add_marker(pytest.mark.slow)

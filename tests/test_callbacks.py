@@ -108,7 +108,7 @@ def test_stopping_after_a_batch_ends_the_epoch_there(tmp_path):
 
 def test_adapt_and_each_pemt_stage_reach_the_callbacks():
     recorder = Recorder()
-    est = PEMTClassifier(backbone=tiny_backbone("bert"), callbacks=[recorder], **TINY).fit(X, Y)
+    PEMTClassifier(backbone=tiny_backbone("bert"), callbacks=[recorder], **TINY).fit(X, Y)
     stages = [event[2] for event in recorder.events if event[0] == "on_epoch_end"]
     assert stages == ["stage 1"] * 3 + ["stage 2"] * 3
     assert [event[0] for event in recorder.events].count("on_fit_begin") == 1

@@ -26,6 +26,8 @@ from _tiny import tiny_backbone
 from conftest import make_multitask
 from skillfit import CPolyClassifier, PolyClassifier, PolySeq2Seq
 
+pytestmark = pytest.mark.slow  # property-based sweeps: thousands of cases
+
 CONFIG, WEIGHTS = "skillfit_config.json", "skillfit_model.safetensors"
 DEEP = os.environ.get("SKILLFIT_HYPOTHESIS_PROFILE") == "nightly"
 JSON_SAMPLE = None if DEEP else 120
@@ -159,7 +161,7 @@ def test_every_damaged_tensor_is_refused_or_harmless(saved, name, tmp_path):
         n_cases += 1
         folder = fresh_copy(root / name, tmp_path)
         (folder / WEIGHTS).write_bytes(raw[:cut])
-        error = assert_clean(lambda: type(models[name]).from_pretrained(folder))
+        error = assert_clean(lambda: type(models[name]).from_pretrained(folder))  # noqa: B023
         if not isinstance(error, OSError) or WEIGHTS not in str(error):
             failures.append(f"truncated to {cut} bytes: {error!r}")
     assert not failures, f"{len(failures)} of {n_cases} damaged weights:\n" + "\n".join(failures[:10])

@@ -20,7 +20,7 @@ from conftest import make_multitask
 from skillfit import CPolyClassifier, PEMTClassifier, PEMTSeq2Seq, PolyClassifier, PolySeq2Seq
 from skillfit.estimators._distributed import check_devices
 
-pytestmark = pytest.mark.skipif(os.cpu_count() < 2, reason="two CPU processes need two cores")
+pytestmark = [pytest.mark.distributed, pytest.mark.skipif(os.cpu_count() < 2, reason="two CPU processes need two cores")]
 
 # Dropout off: the only randomness of training is then the routing noise, which every rank shares.
 SETTINGS = dict(max_epochs=2, batch_size=16, random_state=0, rank=4, max_length=32)

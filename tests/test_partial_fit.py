@@ -8,7 +8,7 @@ import pytest
 
 from _tiny import tiny_backbone
 from conftest import make_multitask
-from skillfit import CPolyClassifier, PEMTClassifier, PolyClassifier, PolySeq2Seq
+from skillfit import CPolyClassifier, PEMTClassifier, PolySeq2Seq
 
 X, Y = make_multitask(12)
 CLASSES = np.unique(Y)

@@ -19,6 +19,8 @@ from _tiny import tiny_backbone
 from conftest import make_multitask
 from skillfit import CPolyClassifier, CPolySeq2Seq, LoRAClassifier, MTLoRASeq2Seq, PEMTClassifier, PolyClassifier
 
+pytestmark = pytest.mark.slow  # property-based sweeps: thousands of cases
+
 register_profiles(settings)
 
 TINY = dict(max_epochs=1, random_state=0, rank=2, max_length=16, batch_size=8)
@@ -40,7 +42,7 @@ def generator():
 @given(X=inputs)
 def test_prediction_inputs(classifier, X):
     for method in ("predict", "predict_proba", "predict_log_proba"):  # a generator is used up by the first
-        result = assert_clean(lambda: getattr(classifier, method)(X), classifier)
+        result = assert_clean(lambda: getattr(classifier, method)(X), classifier)  # noqa: B023
         if not isinstance(result, BaseException):
             assert len(result) == len(X)
 

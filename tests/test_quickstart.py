@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = [pytest.mark.real_model]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

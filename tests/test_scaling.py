@@ -19,6 +19,8 @@ from conftest import make_multitask
 from skillfit import PolyClassifier
 from skillfit import backbones
 
+pytestmark = [pytest.mark.distributed]
+
 GRID = {"rank": [2, 4], "n_skills": [2, 3]}  # 4 candidates
 N_WORKERS = 2
 MEMORY_GROWTH_LIMIT = 48 << 20  # bytes a worker may gain from its second fit to its last

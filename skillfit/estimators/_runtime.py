@@ -65,7 +65,7 @@ def _silence_libraries():
     caught = warnings.catch_warnings()
     caught.__enter__()
     for module in ("transformers", "huggingface_hub", "torch"):
-        warnings.filterwarnings("ignore", module=module)
+        warnings.filterwarnings("ignore", module=rf"{module}(\.|$)")  # the library, not a user module named like it
 
     def restore() -> None:
         caught.__exit__(None, None, None)
