@@ -35,6 +35,7 @@ def _mean_log_likelihood(estimator, text: str, task: str, answer: str) -> float:
         return -float(estimator.network_(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["tasks"]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gpt2", "llama", "t5", "bart"])
 @pytest.mark.parametrize("method", sorted(ESTIMATORS))
 def test_ranked_answer_is_the_most_likely_known_answer(method, kind):
@@ -54,6 +55,7 @@ def test_ranked_answer_is_the_most_likely_known_answer(method, kind):
     assert alone == ranked[:8].tolist()
 
 
+@pytest.mark.slow
 def test_choices_given_as_a_dict_rank_only_those_tasks_and_are_checked():
     est = LoRASeq2Seq(sharing="private", backbone=tiny_backbone("llama"), **SETTINGS).fit(X, y)
     generated = est.predict(X)

@@ -85,6 +85,7 @@ def test_peft_lora_peer_matches_shared_lora_size(bert_path, multitask):
     assert peer.n_trainable_params_ == ours.n_trainable_params_
 
 
+@pytest.mark.slow
 def test_task_free_benchmark_measures_every_mode_and_reports(bert_path):
     from conftest import make_multitask
 
@@ -105,6 +106,7 @@ def test_task_free_benchmark_measures_every_mode_and_reports(bert_path):
     assert "| C-Poly | 2 |" in text and "identifier fit" in text
 
 
+@pytest.mark.slow
 def test_instruction_benchmark_runs_every_part_resumes_and_reports(tmp_path):
     """benchmarks/instructions.py on its smoke profile (a tiny random decoder): records, resume, report."""
     instructions = pytest.importorskip("instructions")

@@ -83,6 +83,7 @@ def test_events_come_in_order_with_what_a_callback_needs():
     np.testing.assert_allclose([event[9] for event in epoch_ends], est.validation_scores_)
 
 
+@pytest.mark.slow
 def test_callbacks_leave_results_bit_for_bit_unchanged():
     plain = _cpoly().fit(X, Y)
     watched = _cpoly(callbacks=[Recorder()]).fit(X, Y)
@@ -106,6 +107,7 @@ def test_stopping_after_a_batch_ends_the_epoch_there(tmp_path):
     np.testing.assert_array_equal(again.predict_proba(X), est.predict_proba(X))
 
 
+@pytest.mark.slow
 def test_adapt_and_each_pemt_stage_reach_the_callbacks():
     recorder = Recorder()
     PEMTClassifier(backbone=tiny_backbone("bert"), callbacks=[recorder], **TINY).fit(X, Y)

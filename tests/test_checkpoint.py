@@ -72,6 +72,7 @@ def run_killed(tmp_path, params, kill_at):
     assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every, kill_before_step, steps_left", [
     pytest.param(None, 13, 16, id="epoch-checkpoints-killed-mid-epoch-2"),
     pytest.param(3, 14, 12, id="step-checkpoints-killed-at-step-14"),
@@ -89,6 +90,7 @@ def test_a_fit_killed_by_sigkill_resumes_bit_identical(every, kill_before_step, 
     assert_same_model(resumed, reference, X)
 
 
+@pytest.mark.slow
 def test_a_kill_in_the_middle_of_a_write_leaves_the_previous_checkpoint(bert_path, data, tmp_path, monkeypatch):
     X, y = data
     # Checkpoints after steps 3, 6, 8 (epoch end), ...: the third write is killed before its rename.
@@ -116,6 +118,7 @@ def preempt_then_resume(make, fit, stop_at, monkeypatch):
     return resumed, counter.steps
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, stop_at, expected_steps", [
     # Stage 2 stopped before its 11th step; its last checkpoint is its first epoch's end.
     pytest.param(lambda **kw: PEMTClassifier(**kw), 3 * STEPS_PER_EPOCH + 11, 2 * STEPS_PER_EPOCH,
@@ -141,6 +144,7 @@ def test_every_stage_and_validation_state_resume(make, stop_at, expected_steps, 
     assert resumed.validation_task_scores_ == reference.validation_task_scores_
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])
 def test_schedules_and_accumulation_resume_bit_identical(schedule, bert_path, data, tmp_path, monkeypatch):
     X, y = data
@@ -156,6 +160,7 @@ def test_schedules_and_accumulation_resume_bit_identical(schedule, bert_path, da
         PolyClassifier(**settings), {"call": "fit"}, "d", None)  # a schedule of its own: another fit's checkpoint
 
 
+@pytest.mark.slow
 def test_adapt_and_warm_start_resume(bert_path, data, tmp_path, monkeypatch):
     X, y = data
     X_new, y_new = make_multitask(n_per_task=24, seed=3, task_ids=("delta",))  # 3 steps per epoch
@@ -184,6 +189,7 @@ def test_adapt_and_warm_start_resume(bert_path, data, tmp_path, monkeypatch):
     assert len(continued.history_) == 6
 
 
+@pytest.mark.slow
 def test_a_text_to_text_fit_resumes(tmp_path, monkeypatch):
     from test_seq2seq import keyword_tasks
 
@@ -198,6 +204,7 @@ def test_a_text_to_text_fit_resumes(tmp_path, monkeypatch):
     assert all(torch.equal(ours[name], theirs[name]) for name in ours)
 
 
+@pytest.mark.slow
 def test_a_finished_fit_is_returned_without_training_and_random_state_none_resumes(bert_path, data, tmp_path, monkeypatch):
     X, y = data
     settings = dict(backbone=bert_path, n_skills=2, **{**SETTINGS, "random_state": None}, checkpoint_dir=str(tmp_path))
@@ -213,6 +220,7 @@ def test_a_finished_fit_is_returned_without_training_and_random_state_none_resum
     assert_same_model(again, reference, X)
 
 
+@pytest.mark.slow
 def test_ctrl_c_then_the_same_call_resumes(bert_path, data, tmp_path, monkeypatch):
     X, y = data
     settings = dict(backbone=bert_path, n_skills=2, **SETTINGS, checkpoint_dir=str(tmp_path))
@@ -252,6 +260,7 @@ def test_a_loaded_folder_does_not_bring_its_checkpoint_dir(bert_path, data, tmp_
 
 
 # ---------------------------------------------------------------- refusals
+@pytest.mark.slow
 def test_fits_of_other_parameters_or_data_never_resume_each_other(bert_path, data, tmp_path, monkeypatch):
     X, y = data
     settings = dict(backbone=bert_path, n_skills=2, **SETTINGS, checkpoint_dir=str(tmp_path))
@@ -267,6 +276,7 @@ def test_fits_of_other_parameters_or_data_never_resume_each_other(bert_path, dat
     assert counter.steps == 0
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_fit_is_refused_naming_the_difference(bert_path, data, tmp_path):
     X, y = data
     settings = dict(backbone=bert_path, n_skills=2, **SETTINGS, checkpoint_dir=str(tmp_path))
@@ -310,6 +320,7 @@ def test_a_backbone_whose_weights_changed_is_refused(data, tmp_path, monkeypatch
 
 
 # ---------------------------------------------------------------- searches and several processes
+@pytest.mark.slow
 def test_a_grid_search_shares_one_checkpoint_dir(bert_path, data, tmp_path, monkeypatch):
     X, y = data
     estimator = PolyClassifier(backbone=bert_path, n_skills=2, **{**SETTINGS, "max_epochs": 1}, checkpoint_dir=str(tmp_path))
@@ -322,6 +333,7 @@ def test_a_grid_search_shares_one_checkpoint_dir(bert_path, data, tmp_path, monk
     np.testing.assert_array_equal(second.cv_results_["mean_test_score"], first.cv_results_["mean_test_score"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.cpu_count() < 2, reason="two CPU processes need two cores")
 def test_a_data_parallel_fit_resumes(data, tmp_path, monkeypatch):
     X, y = data

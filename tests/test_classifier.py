@@ -31,6 +31,7 @@ def _accuracy_per_task(clf, X, y):
     return {task: float(np.mean(predictions[tasks == task] == y[tasks == task])) for task in np.unique(tasks)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", ESTIMATORS)
 def test_every_estimator_learns_tasks_that_need_different_features(make, bert_path):
     X, y = make_multitask(n_per_task=120, seed=0)
@@ -44,6 +45,7 @@ def test_every_estimator_learns_tasks_that_need_different_features(make, bert_pa
     assert clf.loss_curve_[-1] < clf.loss_curve_[0]
 
 
+@pytest.mark.slow
 def test_poly_learns_non_uniform_routing(bert_path, multitask):
     X, y = multitask
     clf = PolyClassifier(n_skills=4, backbone=bert_path, max_epochs=6, batch_size=16, router_learning_rate=0.1, random_state=0)
@@ -57,6 +59,7 @@ def test_poly_learns_non_uniform_routing(bert_path, multitask):
     assert all(w.shape == (3, 1, 4) for w in clf.layer_routing_weights_.values())
 
 
+@pytest.mark.slow
 def test_fitted_attributes(tiny_kwargs, multitask):
     X, y = multitask
     clf = CPolyClassifier(n_shared=2, n_exclusive=1, n_splits=2, **tiny_kwargs).fit(X, y)
@@ -67,6 +70,7 @@ def test_fitted_attributes(tiny_kwargs, multitask):
     assert clf.n_iter_ == 2 and all(isinstance(loss, float) for loss in clf.loss_curve_)
 
 
+@pytest.mark.slow
 def test_backbone_frozen_and_parameter_count(tiny_kwargs, multitask, bert_path):
     from transformers import AutoModel
 
@@ -94,6 +98,7 @@ def test_backbone_frozen_and_parameter_count(tiny_kwargs, multitask, bert_path):
     assert clf.n_trainable_params_ == 4 * per_layer + head
 
 
+@pytest.mark.slow
 def test_input_forms_give_identical_predictions(tiny_kwargs, multitask):
     X, y = multitask
     clf = PolyClassifier(n_skills=2, **tiny_kwargs).fit(X, y)
@@ -128,6 +133,7 @@ def test_probabilities_are_zero_outside_a_tasks_labels(tiny_kwargs, multitask):
         assert np.all(proba[row, np.asarray(allowed)] > 0.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dump", ["pickle", "joblib"])
 def test_pickle_and_joblib_round_trips(tiny_kwargs, multitask, dump):
     X, y = multitask
@@ -156,6 +162,7 @@ def test_cuda_fitted_estimator_unpickles_on_a_cpu_only_machine(tiny_kwargs, mult
     np.testing.assert_array_equal(restored.predict_proba(X), expected)
 
 
+@pytest.mark.slow
 def test_same_random_state_repeats_and_leaves_global_rng_alone(tiny_kwargs, multitask):
     X, y = multitask
     torch.manual_seed(123)
@@ -175,6 +182,7 @@ def test_same_random_state_repeats_and_leaves_global_rng_alone(tiny_kwargs, mult
     assert torch.equal(torch.get_rng_state(), torch_state)
 
 
+@pytest.mark.slow
 def test_degenerate_estimators_agree_exactly(tiny_kwargs, multitask):
     X, y = multitask
     np.testing.assert_array_equal(
@@ -187,6 +195,7 @@ def test_degenerate_estimators_agree_exactly(tiny_kwargs, multitask):
     )
 
 
+@pytest.mark.slow
 def test_verbosity(tiny_kwargs, multitask, capfd):
     X, y = multitask
     LoRAClassifier(**{**tiny_kwargs, "verbose": 0}).fit(X, y).predict(X)
@@ -199,6 +208,7 @@ def test_verbosity(tiny_kwargs, multitask, capfd):
     assert "epoch 1/1" in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_adapted_layers_follow_target_modules(tiny_kwargs, multitask):
     X, y = multitask
     clf = LoRAClassifier(**{**tiny_kwargs, "target_modules": "all-linear", "max_epochs": 1}).fit(X, y)
@@ -231,6 +241,7 @@ def test_architectures_get_default_targets_and_pooling(kind, pooling, adapted, m
     assert proba.shape == (4, 6) and np.allclose(proba.sum(axis=1), 1.0)
 
 
+@pytest.mark.slow
 def test_predictions_do_not_depend_on_batch_composition(tiny_kwargs, multitask):
     X, y = multitask
     clf = CPolyClassifier(**{**tiny_kwargs, "batch_size": 7}).fit(X, y)

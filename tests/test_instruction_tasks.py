@@ -119,6 +119,7 @@ def test_bundled_files_are_what_the_build_script_writes():
     assert info.set_index("task")["kind"].to_dict() == build.TASKS
 
 
+@pytest.mark.slow
 def test_supernaturalinstructions_metrics_against_rouge_score():
     rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)

@@ -35,6 +35,7 @@ def test_csv_logger_writes_a_row_per_epoch_and_the_parameters(tmp_path):
     assert params["n_shared"] == "2" and params["backbone"] == est.backbone and "callbacks" not in params
 
 
+@pytest.mark.slow
 def test_mlflow_logger_records_params_metrics_and_the_model(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow", reason="MLflowLogger needs the skillfit[mlflow] extra")
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local folder store: no server, no database

@@ -20,6 +20,7 @@ def _fitted(make, targets):
         return make().fit(X, targets)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["llama", "t5", "gpt2", "bart"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_weights_and_trainable_bytes_equal_those_of_a_fitted_network(kind, dtype):

@@ -20,6 +20,7 @@ def _cpoly(**params):
     return CPolyClassifier(**{**settings, **params})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_max_epochs_passes_give_the_model_of_one_fit(schedule):
     whole = _cpoly(lr_schedule=schedule).fit(X, Y)
@@ -75,6 +76,7 @@ def test_a_later_call_may_bring_a_task_a_label_of_classes_it_had_not_had():
     assert est.predict_proba([X[rows[0]]])[0, column] > 0.0
 
 
+@pytest.mark.slow
 def test_passes_past_max_epochs_warn_that_the_schedule_has_ended():
     est = _cpoly(max_epochs=1).partial_fit(X, Y)
     before = est.predict_proba(X)
@@ -89,6 +91,7 @@ def test_passes_past_max_epochs_warn_that_the_schedule_has_ended():
     assert not np.array_equal(constant.predict_proba(X), before)
 
 
+@pytest.mark.slow
 def test_fit_after_partial_fit_starts_over_and_pemt_refuses():
     est = _cpoly().partial_fit(X, Y)
     est.fit(X, Y)
@@ -98,6 +101,7 @@ def test_fit_after_partial_fit_starts_over_and_pemt_refuses():
         PEMTClassifier(backbone=tiny_backbone("bert"), max_epochs=1).partial_fit(X, Y)
 
 
+@pytest.mark.slow
 def test_optuna_prunes_trials_by_partial_fit_and_refits_the_best():
     optuna = pytest.importorskip("optuna")
     integration = pytest.importorskip("optuna_integration")

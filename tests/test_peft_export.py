@@ -43,6 +43,7 @@ CLASSIFIERS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make, kind", CLASSIFIERS.values(), ids=CLASSIFIERS.keys())
 def test_lora_export_reproduces_a_tasks_probabilities(make, kind, multitask, tmp_path):
     X, y = multitask
@@ -65,6 +66,7 @@ def test_lora_export_reproduces_a_tasks_probabilities(make, kind, multitask, tmp
     np.testing.assert_allclose(probabilities, clf.predict_proba(rows)[:, columns], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_mtlora_export_writes_per_layer_ranks(multitask, tmp_path):
     X, y = multitask
     clf = MTLoRAClassifier(n_task_layers=1, task_rank=2, **TRAIN).set_params(backbone=tiny_backbone("bert")).fit(X, y)
@@ -75,6 +77,7 @@ def test_mtlora_export_writes_per_layer_ranks(multitask, tmp_path):
     assert all(".layer.1." in name for name in config["rank_pattern"])
 
 
+@pytest.mark.slow
 def test_a_task_adapted_with_poly_mu_exports(multitask, tmp_path):
     X, y = multitask
     clf = PolyClassifier(n_skills=3, **TRAIN).set_params(backbone=tiny_backbone("bert")).fit(X, y)
@@ -90,6 +93,7 @@ def test_a_task_adapted_with_poly_mu_exports(multitask, tmp_path):
     np.testing.assert_allclose(torch.softmax(logits, -1).numpy(), clf.predict_proba(X_new[:8])[:, columns], atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_splits", [1, 2])
 def test_poly_export_reproduces_every_task(n_splits, multitask, tmp_path):
     X, y = multitask
@@ -109,6 +113,7 @@ def test_poly_export_reproduces_every_task(n_splits, multitask, tmp_path):
     np.testing.assert_allclose(probabilities, clf.predict_proba(rows), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, model_class", [("t5", AutoModelForSeq2SeqLM), ("gpt2", AutoModelForCausalLM)])
 def test_seq2seq_lora_export_reproduces_generation(kind, model_class, tmp_path):
     X, y = keyword_tasks(64, seed=0)
@@ -140,6 +145,7 @@ def test_seq2seq_lora_export_reproduces_generation(kind, model_class, tmp_path):
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_export_errors(multitask, tmp_path):
     X, y = multitask
     fast = dict(TRAIN, max_epochs=1, backbone=tiny_backbone("bert"))

@@ -33,6 +33,7 @@ def frozen_weights(network):
     return {name: param for name, param in network.named_parameters() if not param.requires_grad}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", METHODS.values(), ids=METHODS.keys())
 def test_merged_inference_equals_the_unmerged_path_and_leaves_base_weights_bit_identical(make, tiny_kwargs, multitask):
     X, y = multitask
@@ -47,6 +48,7 @@ def test_merged_inference_equals_the_unmerged_path_and_leaves_base_weights_bit_i
     assert clf.network_.context.inference_cache is None  # merged copies and factors are dropped after predict
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", METHODS.values(), ids=METHODS.keys())
 def test_every_task_factors_mixed_once_equal_mixing_per_batch(make, tiny_kwargs, multitask):
     X, y = multitask
@@ -89,6 +91,7 @@ def test_every_task_factors_under_autocast_are_cast_once_and_match_per_batch(tin
     torch.testing.assert_close(cached, forward(nullcontext()), atol=0.05, rtol=0.05)
 
 
+@pytest.mark.slow
 def test_merged_inference_for_an_unknown_task_uses_the_average_routing(tiny_kwargs, multitask):
     X, y = multitask
     clf = CPolyClassifier(**tiny_kwargs, handle_unknown_task="average").fit(X, y)
@@ -207,6 +210,7 @@ def test_many_small_tasks_are_predicted_in_full_mixed_batches(tiny_kwargs):
     assert all((np.diff(tasks[batch]) >= 0).all() for batch in batches)
 
 
+@pytest.mark.slow
 def test_gradient_checkpointing_recomputes_skill_layers_and_gives_the_same_model(tiny_kwargs, multitask, monkeypatch):
     X, y = multitask
     plain = CPolyClassifier(**tiny_kwargs).fit(X, y)
@@ -246,6 +250,7 @@ def _threads_in_a_worker(backbone):
     return before, torch.get_num_threads()
 
 
+@pytest.mark.slow
 def test_joblib_workers_get_a_share_of_the_cores_and_fit_keeps_it(bert_path):
     main_threads = torch.get_num_threads()
     results = joblib.Parallel(n_jobs=2)(joblib.delayed(_threads_in_a_worker)(bert_path) for _ in range(2))
@@ -371,6 +376,7 @@ def test_many_tasks_take_one_gathered_product_not_one_per_task(monkeypatch):
     assert calls and all(segments == [(0, 2), (2, 4)] for segments in calls)
 
 
+@pytest.mark.slow
 def test_predict_in_chunks_equals_predict_at_once_and_mixes_once(tiny_kwargs, multitask, monkeypatch):
     from skillfit.estimators import _base
     from skillfit.skills import context as context_module

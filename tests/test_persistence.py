@@ -17,7 +17,9 @@ from skillfit import (
     CPolyClassifier,
     CPolySeq2Seq,
     LoRAClassifier,
+    LoRASeq2Seq,
     MTLoRAClassifier,
+    MTLoRASeq2Seq,
     PEMTClassifier,
     PEMTSeq2Seq,
     PolyClassifier,
@@ -71,6 +73,7 @@ def test_save_and_load_give_identical_predictions(make, tiny_kwargs, multitask, 
     assert loaded.history_ == clf.history_
 
 
+@pytest.mark.slow
 def test_an_adapted_estimator_round_trips_with_its_new_tasks_and_labels(tiny_kwargs, multitask, tmp_path):
     X, y = multitask
     clf = CPolyClassifier(**tiny_kwargs).fit(X, y)
@@ -88,7 +91,9 @@ def test_an_adapted_estimator_round_trips_with_its_new_tasks_and_labels(tiny_kwa
     (lambda: PolySeq2Seq(n_skills=2, backbone=tiny_backbone("t5"), **FAST), "t5"),
     (lambda: CPolySeq2Seq(n_shared=2, backbone=tiny_backbone("gpt2"), **FAST), "gpt2"),
     (lambda: PEMTSeq2Seq(backbone=tiny_backbone("llama"), **FAST), "llama"),
-], ids=["poly-t5", "cpoly-gpt2", "pemt-llama"])
+    (lambda: LoRASeq2Seq(sharing="private", backbone=tiny_backbone("bart"), **FAST), "bart"),
+    (lambda: MTLoRASeq2Seq(backbone=tiny_backbone("t5"), **FAST), "t5"),
+], ids=["poly-t5", "cpoly-gpt2", "pemt-llama", "lora-private-bart", "mtlora-t5"])
 def test_seq2seq_folders_round_trip(make, kind, tmp_path):
     X, y = keyword_tasks(24, seed=0)
     est = make().fit(X, y)
@@ -98,6 +103,7 @@ def test_seq2seq_folders_round_trip(make, kind, tmp_path):
     assert loaded.decoder_only_ == est.decoder_only_
 
 
+@pytest.mark.slow
 def test_include_backbone_loads_without_the_original(copied_bert, tiny_kwargs, multitask, tmp_path):
     X, y = multitask
     clf = PolyClassifier(**{**tiny_kwargs, "backbone": copied_bert}).fit(X, y)
@@ -171,6 +177,7 @@ def test_a_folder_saved_for_cuda_loads_on_a_cpu_only_machine(tiny_kwargs, multit
     np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
 
 
+@pytest.mark.slow
 def test_the_folder_loads_without_unpickling(tiny_kwargs, multitask, tmp_path, monkeypatch):
     X, y = multitask
     clf = PolyClassifier(**tiny_kwargs, task_column="task").fit(X, y)
@@ -209,6 +216,7 @@ def test_task_descriptions_with_integer_keys_survive_json(tiny_kwargs, tmp_path)
 
 
 # ------------------------------------------------------------------------ pickles
+@pytest.mark.slow
 def test_pickles_hold_the_backbone_by_reference_unless_embedded(tiny_kwargs, multitask):
     X, y = multitask
     by_reference = PolyClassifier(**tiny_kwargs).fit(X, y)
@@ -225,6 +233,7 @@ def test_pickles_hold_the_backbone_by_reference_unless_embedded(tiny_kwargs, mul
     assert all(t.device.type == "cpu" for t in state["_network_payload"]["state"].values())
 
 
+@pytest.mark.slow
 def test_joblib_round_trip_by_reference(tiny_kwargs, multitask, tmp_path):
     X, y = multitask
     clf = CPolyClassifier(**tiny_kwargs).fit(X, y)

@@ -69,6 +69,7 @@ def test_every_method_trains_float32_skills_on_a_bfloat16_backbone(method, text_
         np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["C-Poly", "LoRA private", "PEMT"])
 def test_bfloat16_probabilities_stay_close_to_float32(method):
     full = _fit(method, False, "float32").predict_proba(X)
@@ -84,6 +85,7 @@ def test_auto_is_float32_on_the_cpu_and_asked_dtypes_are_kept():
     assert est._backbone_reference["dtype"] == "float32"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("include_backbone", [False, True], ids=["by-reference", "embedded"])
 def test_saving_and_pickling_keep_the_dtype_and_the_predictions(tmp_path, include_backbone):
     est = _fit("C-Poly", True, "bfloat16")

@@ -18,6 +18,7 @@ def _base_layer_kinds(estimator) -> set:
     return {type(layer.base_layer).__name__ for _, layer in skill_layers(estimator.network_.backbone)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text_to_text", [False, True], ids=["classifier", "seq2seq"])
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_wraps_4bit_layers_with_mixed_task_batches(method, text_to_text):
@@ -31,6 +32,7 @@ def test_every_method_wraps_4bit_layers_with_mixed_task_batches(method, text_to_
     assert len(est.predict(mixed)) == len(mixed)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("quantization", sorted(QUANTIZED))
 def test_each_quantization_trains_and_reloads_exactly(tmp_path, quantization):
     est = _fit("C-Poly", False, "float32", quantization=quantization)
@@ -123,6 +125,7 @@ def test_a_quantized_backbone_is_never_embedded(tmp_path):
         _fit("Poly", False, "float32", quantization="int8", embed_backbone=True)
 
 
+@pytest.mark.slow
 def test_threads_predict_on_an_8bit_backbone_as_one_does():
     from concurrent.futures import ThreadPoolExecutor
 

@@ -42,6 +42,7 @@ def test_each_backbone_kind_fits_predicts_and_round_trips(kind):
     assert 0.0 <= est.score(X[:6], y[:6]) <= 1.0
 
 
+@pytest.mark.slow
 def test_a_tiny_model_learns_a_deterministic_multitask_mapping():
     X, y = keyword_tasks(400, seed=0)
     X_test, y_test = keyword_tasks(80, seed=1)
@@ -55,6 +56,7 @@ def test_a_tiny_model_learns_a_deterministic_multitask_mapping():
     assert by_task["name"] != by_task["next"]
 
 
+@pytest.mark.slow
 def test_beam_search_keeps_each_examples_task():
     X, y = keyword_tasks(200, seed=0)
     est = CPolySeq2Seq(

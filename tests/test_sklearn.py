@@ -1,6 +1,7 @@
 """The scikit-learn contract: check_estimator, clone, params, model selection, pipelines."""
 
 import numpy as np
+import pytest
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -92,6 +93,7 @@ class NumericRowsAsText(CPolyClassifier):
         return super().predict_proba(_numeric_rows_as_text(X))
 
 
+@pytest.mark.slow  # scikit-learn's ~45 checks per estimator, each a fit
 @parametrize_with_checks(
     [
         _tiny(PolyClassifier(n_skills=2)),
@@ -116,6 +118,7 @@ def test_clone_and_params_round_trip():
     assert {"n_shared", "n_exclusive", "n_splits", "combine", "rank", "alpha", "backbone"} <= set(clf.get_params())
 
 
+@pytest.mark.slow
 def test_grid_search_over_skill_counts_and_rank(tiny_kwargs, multitask):
     X, y = multitask
     grid = GridSearchCV(
@@ -130,6 +133,7 @@ def test_grid_search_over_skill_counts_and_rank(tiny_kwargs, multitask):
     assert grid.predict(X[:3]).shape == (3,)
 
 
+@pytest.mark.slow
 def test_cross_val_score_and_pipeline(tiny_kwargs, multitask):
     X, y = multitask
     X = np.asarray(X, dtype=object)

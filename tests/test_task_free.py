@@ -120,6 +120,7 @@ def test_text_only_inputs(inferring_cpoly, worded, form):
     np.testing.assert_array_equal(inferring_cpoly.predict_proba(frames[form]), expected)
 
 
+@pytest.mark.slow
 def test_known_task_rows_are_bit_identical_to_a_model_without_the_feature(bert_path, worded):
     X, y = worded
     settings = dict(backbone=bert_path, max_epochs=2, batch_size=16, random_state=0, rank=4, max_length=32)
@@ -307,6 +308,7 @@ ESTIMATORS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls, method, routable", ESTIMATORS)
 def test_every_estimator_predicts_from_texts_alone(cls, method, routable, worded, tmp_path):
     X, y = worded

@@ -71,6 +71,7 @@ def fitted_cpoly(classifier_data):
                            random_state=0, rank=4, max_length=32).fit(X, y)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("merged", [True, False])
 def test_classifier_predictions_from_threads_equal_those_made_alone(fitted_cpoly, classifier_data, merged):
     X, y = classifier_data
@@ -82,6 +83,7 @@ def test_classifier_predictions_from_threads_equal_those_made_alone(fitted_cpoly
     assert_same_as_alone(lambda rows: est.score(rows, [labels[tuple(r)] for r in rows]), calls)
 
 
+@pytest.mark.slow
 def test_task_free_predictions_from_threads_equal_those_made_alone(classifier_data):
     X, y = classifier_data
     est = PolyClassifier(n_skills=2, backbone=tiny_backbone("bert"), max_epochs=1, random_state=0, rank=2,
@@ -110,6 +112,7 @@ def test_each_thread_reads_the_report_of_its_own_last_prediction(classifier_data
     assert reports == [[0] * 5, [3] * 5, [6] * 5, [9] * 5]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["llama", "t5"])
 def test_generation_from_threads_equals_generation_alone(kind):
     X, y = make_multitask(20)
@@ -194,6 +197,7 @@ def test_predictions_are_refused_while_another_thread_fits(classifier_data, monk
     assert est.predict(X[:3]).shape == (3,)
 
 
+@pytest.mark.slow
 def test_a_copy_adapts_and_fits_while_the_original_serves(fitted_cpoly, classifier_data):
     X, y = classifier_data
     est = copy.deepcopy(fitted_cpoly)
@@ -242,6 +246,7 @@ def test_an_estimator_used_from_threads_still_pickles_and_copies(fitted_cpoly, c
     np.testing.assert_array_equal(restored.predict_proba(X[:6]), est.predict_proba(X[:6]))
 
 
+@pytest.mark.slow
 def test_prediction_from_worker_processes_matches(fitted_cpoly, classifier_data):
     joblib = pytest.importorskip("joblib")
     X, _ = classifier_data

@@ -72,6 +72,7 @@ def test_the_early_stopping_split_is_stratified_by_task_and_label(tiny_kwargs, m
 
 
 # ------------------------------------------------------------------ early stopping
+@pytest.mark.slow
 def test_early_stopping_stops_and_restores_the_best_epoch():
     X, _ = make_multitask(60)
     y = noisy_labels(X)
@@ -127,6 +128,7 @@ def test_early_stopping_parameters_are_validated(tiny_kwargs, multitask):
 
 
 # ------------------------------------------------------------------------ history
+@pytest.mark.slow
 def test_history_holds_plain_floats_per_epoch_and_stage(tiny_kwargs, multitask):
     X, y = multitask
     clf = PEMTClassifier(**tiny_kwargs, early_stopping=True).fit(X, y)
@@ -143,6 +145,7 @@ def test_history_holds_plain_floats_per_epoch_and_stage(tiny_kwargs, multitask):
     assert clf.n_iter_ == n_before  # n_iter_ counts fit's epochs
 
 
+@pytest.mark.slow
 def test_verbose_prints_epochs_and_shows_bars(tiny_kwargs, multitask, capsys):
     X, y = multitask
     LoRAClassifier(**{**tiny_kwargs, "verbose": 1}, early_stopping=True).fit(X, y)
@@ -153,6 +156,7 @@ def test_verbose_prints_epochs_and_shows_bars(tiny_kwargs, multitask, capsys):
     assert "epoch 2/2" in err and "loss=" in err and "100%" in err
 
 
+@pytest.mark.slow
 def test_plot_history(tiny_kwargs, multitask):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
@@ -204,6 +208,7 @@ def test_interrupt_in_the_first_epoch_leaves_a_new_estimator_unfitted(tiny_kwarg
     assert set(vars(clf)) == set(CPolyClassifier(**tiny_kwargs).get_params())
 
 
+@pytest.mark.slow
 def test_interrupt_in_the_first_epoch_of_a_refit_keeps_the_previous_model(tiny_kwargs, multitask, monkeypatch):
     X, y = multitask
     clf = CPolyClassifier(**tiny_kwargs).fit(X, y)
@@ -216,6 +221,7 @@ def test_interrupt_in_the_first_epoch_of_a_refit_keeps_the_previous_model(tiny_k
     np.testing.assert_array_equal(clf.predict_proba(X), before)
 
 
+@pytest.mark.slow
 def test_interrupt_later_keeps_the_last_complete_epoch(tiny_kwargs, multitask, monkeypatch):
     X, y = multitask
     kwargs = {**tiny_kwargs, "max_epochs": 4}
@@ -240,6 +246,7 @@ def test_interrupt_later_keeps_the_last_complete_epoch(tiny_kwargs, multitask, m
     assert clf.predict(X[:4]).shape == (4,)
 
 
+@pytest.mark.slow
 def test_interrupt_with_validation_keeps_the_best_epoch_so_far(tiny_kwargs, multitask, monkeypatch):
     X, y = multitask
     kwargs = {**tiny_kwargs, "max_epochs": 4, "early_stopping": True, "n_iter_no_change": 4}
@@ -277,6 +284,7 @@ def test_interrupt_between_pemt_stages_leaves_the_estimator_as_it_was(tiny_kwarg
     assert set(vars(clf)) == set(PEMTClassifier(**tiny_kwargs).get_params())
 
 
+@pytest.mark.slow
 def test_interrupt_warnings_point_at_the_callers_line(tiny_kwargs, multitask, monkeypatch):
     X, y = multitask
     clf = CPolyClassifier(**tiny_kwargs).fit(X, y)
@@ -311,6 +319,7 @@ def medium_bert(tmp_path_factory):
     return str(path)
 
 
+@pytest.mark.slow
 def test_fit_frees_optimizer_state_and_gradients(tiny_kwargs, multitask):
     X, y = multitask
     clf = PolyClassifier(**tiny_kwargs).fit(X, y)
@@ -319,6 +328,7 @@ def test_fit_frees_optimizer_state_and_gradients(tiny_kwargs, multitask):
     assert not [o for o in gc.get_objects() if issubclass(type(o), torch.optim.Optimizer)]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads RSS from /proc")
 def test_twenty_fits_of_clones_keep_process_memory_flat(medium_bert, multitask):
     X, y = multitask
@@ -444,6 +454,7 @@ def test_skill_tables_take_row_steps_and_everything_else_dense_steps(tiny_kwargs
 
 
 # ------------------------------------------------------------------------ warm start
+@pytest.mark.slow
 def test_warm_start_continues_from_the_fitted_weights(tiny_kwargs, multitask):
     X, y = multitask
     clf = PolyClassifier(**{**tiny_kwargs, "max_epochs": 1}).fit(X, y)
@@ -457,6 +468,7 @@ def test_warm_start_continues_from_the_fitted_weights(tiny_kwargs, multitask):
     assert np.abs(cold.fit(X, y).predict_proba(X) - fitted).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_warm_start_refuses_what_only_adapt_can_learn(tiny_kwargs, multitask, monkeypatch):
     X, y = multitask
     clf = PolyClassifier(**{**tiny_kwargs, "max_epochs": 1, "warm_start": True}).fit(X, y)

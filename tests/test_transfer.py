@@ -32,6 +32,7 @@ ADAPTABLE = [
 
 
 # ---------------------------------------------------------------------------- MTLoRA
+@pytest.mark.slow
 def test_mtlora_without_task_layers_is_shared_lora(tiny_kwargs, multitask):
     X, y = multitask
     np.testing.assert_array_equal(
@@ -119,6 +120,7 @@ def test_task_sparsity_loss_is_zero_for_identical_states_and_grows_with_divergen
     assert on_similar.item() < on_opposite.item()
 
 
+@pytest.mark.slow
 def test_pemt_experts_stay_frozen_in_stage_two(tiny_kwargs, multitask, monkeypatch):
     import skillfit.estimators.pemt as pemt_module
 
@@ -145,6 +147,7 @@ def _new_task(n=16, seed=2):
     return make_multitask(n_per_task=n, seed=seed, task_ids=("delta",))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", ADAPTABLE)
 @pytest.mark.parametrize("mode", ["routing", "average"])
 def test_adapt_changes_only_the_new_tasks_parameters(make, mode, tiny_kwargs, multitask):
@@ -176,6 +179,7 @@ def test_adapt_changes_only_the_new_tasks_parameters(make, mode, tiny_kwargs, mu
     np.testing.assert_array_equal(restored.predict_proba(X_new), clf.predict_proba(X_new))
 
 
+@pytest.mark.slow
 def test_adapt_all_fine_tunes_everything(tiny_kwargs, multitask):
     X, y = multitask
     clf = PolyClassifier(n_skills=3, **tiny_kwargs).fit(X, y)
@@ -212,6 +216,7 @@ def _keyword_task(task, rule, n, seed, p=0.3):
     return X, np.asarray(y, dtype=object)
 
 
+@pytest.mark.slow
 def test_skills_learned_on_six_tasks_make_a_seventh_learnable_from_32_examples(bert_path):
     # Six tasks, each detecting one keyword; the new task asks for keyword 2 OR keyword 4,
     # a combination of features that two of the learned tasks need.
@@ -270,6 +275,7 @@ def test_adapt_before_fit():
 
 
 # ---------------------------------------------------------------- unknown tasks
+@pytest.mark.slow
 @pytest.mark.parametrize("make", ADAPTABLE)
 def test_unknown_task_with_average_routing(make, tiny_kwargs, multitask):
     X, y = multitask
@@ -300,6 +306,7 @@ def test_unknown_task_uses_the_average_routing_and_no_exclusive_skills(tiny_kwar
 
 
 # --------------------------------------------------------------- introspection
+@pytest.mark.slow
 def test_task_similarity_and_routing_per_layer(tiny_kwargs, multitask):
     X, y = multitask
     clf = PolyClassifier(n_skills=4, router_learning_rate=0.2, **{**tiny_kwargs, "max_epochs": 4}).fit(X, y)
@@ -316,6 +323,7 @@ def test_task_similarity_and_routing_per_layer(tiny_kwargs, multitask):
         LoRAClassifier(**tiny_kwargs).fit(X, y).task_similarity()
 
 
+@pytest.mark.slow
 def test_plot_routing(tiny_kwargs, multitask):
     matplotlib = pytest.importorskip("matplotlib")
     matplotlib.use("Agg")
@@ -334,6 +342,7 @@ def test_plot_routing(tiny_kwargs, multitask):
         plot_routing(clf, layer="nope")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make", [
     lambda kw: PolyClassifier(n_skills=3, n_splits=2, router_learning_rate=0.3, **kw),
     lambda kw: CPolyClassifier(n_shared=2, n_exclusive=1, router_learning_rate=0.3, **kw),
@@ -358,6 +367,7 @@ def test_task_similarity_compares_the_updates_routing_builds_from_the_shared_ski
     np.testing.assert_allclose(clf.task_similarity().to_numpy(), unit @ unit.T, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_task_similarity_top_k_lists_each_tasks_nearest_other_tasks(tiny_kwargs, multitask):
     X, y = multitask
     clf = PolyClassifier(n_skills=4, router_learning_rate=0.2, **{**tiny_kwargs, "max_epochs": 3}).fit(X, y)
