@@ -1,4 +1,4 @@
-"""The shared base of every skillfit estimator: parameters, ``fit``, ``adapt`` and the glue between them.
+"""The shared base of every skillfit estimator: parameters, ``fit`` and the glue around it.
 
 What happens where (``docs/architecture.md`` has the whole map):
 
@@ -7,7 +7,9 @@ What happens where (``docs/architecture.md`` has the whole map):
 - the training loop (``fit_loop -> run_epoch -> train_step``, early stopping,
   snapshots, interrupts) is ``_training.py``; this class builds it and hands it data;
 - batching is ``_batching.py``; seeds, quiet logs and autocast are ``_runtime.py``;
-- saving, loading, pickling and peft export come from ``_saving.py``.
+- saving, loading, pickling and peft export come from ``_saving.py``; ``adapt`` from
+  ``_adapt.py``, ``task_similarity`` from ``_similarity.py``, ``partial_fit`` from
+  ``_partial_fit.py``, checkpoint files, seeds and processes from ``_run_context.py``.
 """
 
 from __future__ import annotations
@@ -15,15 +17,13 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from numbers import Integral, Real
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
-if TYPE_CHECKING:
-    import pandas as pd
 
 from .._warnings import warn_user
 from .._inputs import check_texts_and_tasks
@@ -37,43 +37,29 @@ from .._validation import (
     Interval,
     Options,
     StringList,
-    validate_arguments,
     validate_parameters,
 )
 from ..backbones import DEFAULT_BACKBONE, load_backbone_of_kind, max_positions, resolve_device
-from ..skills import UNKNOWN_TASK, SkillConfig, add_tasks, centred_cosine, routing_update_gram, train_only_new_tasks
+from ..skills import UNKNOWN_TASK, SkillConfig
 from ..skills.inject import check_target_pattern
 from ._batching import PREDICT_CHUNK_ROWS, evaluation_batches, pad_sequences, token_lengths
-from ._checkpoint import FitCheckpoints, data_digest, fingerprint, model_digest
-from ._concurrency import changes_model, reads_model
-from ._distributed import (
-    BACKENDS,
-    DataParallelLoop,
-    broadcast_seed,
-    join_runner_group,
-    launched_by_runner,
-    rank_and_world,
-    rank_device,
-    run_data_parallel,
-)
+from ._checkpoint import FitCheckpoints
+from ._concurrency import changes_model
+from ._distributed import BACKENDS, DataParallelLoop, rank_and_world, rank_device
 from ._hooks import EstimatorHooks
 from ._memory_estimate import MemoryEstimateMixin
 from ._persistence import check_folder_path
 from .._precision import BACKBONE_DTYPES, QUANTIZATIONS, chosen_dtype, dtype_name
 from ._params import estimator_parameters, parameter, parameter_constraints
 from ._registry import register
-from ._runtime import (
-    autocast,
-    copy_sharing_frozen,
-    follow_thread_budget,
-    quiet_libraries,
-    reproducible_torch,
-    resolve_seed,
-)
+from ._runtime import autocast, copy_sharing_frozen, follow_thread_budget, quiet_libraries, reproducible_torch
 from ._saving import PersistenceMixin
 from ._interrupts import interruptible
 from ._optimizer import LR_SCHEDULES
+from ._adapt import AdaptMixin
 from ._partial_fit import PartialFitMixin
+from ._run_context import RunContextMixin
+from ._similarity import TaskSimilarityMixin
 from ._training import TrainingLoop, TrainingSettings
 from ._unknown_tasks import INFERRING_MODES, UNKNOWN_TASK_MODES, UnknownTaskMixin
 from ._validation_split import stratified_split
@@ -90,16 +76,14 @@ WARM_START_ADJUSTABLE = frozenset({
     "unknown_task_threshold", "route_top_k", "route_temperature",
     "max_target_length", "max_new_tokens", "num_beams", "do_sample", "scoring",
 })
-ADAPT_MODES = ("routing", "average", "all")
-ADAPT_CONSTRAINTS = {"mode": [Options(*ADAPT_MODES)], "max_epochs": [Interval(Integral, 1, None), NONE]}
-TOP_K_CONSTRAINTS = {"top_k": [Interval(Integral, 1, None), NONE]}
 
 MAX_RATE = 1e3  # the largest learning rate or weight decay a parameter accepts
 
 
 @estimator_parameters
 class SkillEstimatorBase(
-    UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin, PartialFitMixin, EstimatorHooks, BaseEstimator
+    AdaptMixin, TaskSimilarityMixin, RunContextMixin, UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin,
+    PartialFitMixin, EstimatorHooks, BaseEstimator,
 ):
     """Common parameters, ``fit`` and ``adapt`` of skillfit estimators.
 
@@ -427,42 +411,6 @@ class SkillEstimatorBase(
         self._warn_if_resumed(loop, "fit")
         loop.callbacks.emit("on_fit_end")
 
-    # ------------------------------------------------------------- checkpoints
-    def _open_checkpoints(self, call: dict[str, Any], data: tuple, *, continues: bool) -> FitCheckpoints | None:
-        """This call's checkpoint file in ``checkpoint_dir`` (None without one), read if it exists.
-
-        ``call`` names the call and its arguments, ``data`` its inputs; ``continues``:
-        the call continues the fitted model, which the fingerprint then includes (see
-        ``_checkpoint.py``).
-        """
-        if self.checkpoint_dir is None:
-            return None
-        start = self._start_digest() if continues else None
-        return FitCheckpoints(self.checkpoint_dir, fingerprint(self, call, data_digest(*data), start), self.checkpoint_every)
-
-    def _warn_if_resumed(self, loop: TrainingLoop, action: str) -> None:
-        """Say that this call resumed from a checkpoint rather than trained from the start."""
-        if loop.resumed is None:
-            return
-        path, where = loop.resumed
-        warn_user(
-            f"{type(self).__name__}.{action} resumed from the checkpoint {path!r} ({where}). Delete the file "
-            "to train from the start.",
-            UserWarning,
-        )
-
-    def _fit_seed(self, checkpoints: FitCheckpoints | None) -> int:
-        """The seed of this call: the checkpoint's when resuming, else ``random_state`` (None: rank 0's draw)."""
-        seed = checkpoints.saved_seed if checkpoints is not None and checkpoints.found else None
-        seed = broadcast_seed(resolve_seed(self.random_state) if seed is None else seed)
-        if checkpoints is not None:
-            checkpoints.seed = seed
-        return seed
-
-    def _start_digest(self) -> str:
-        """A fingerprint of the fitted model a warm fit or ``adapt`` continues."""
-        return model_digest(self.network_, self.tasks_, getattr(self, "classes_", None))
-
     def _warm(self) -> bool:
         """Whether this ``fit`` continues the fitted model (``warm_start=True`` on a fitted estimator)."""
         if not (self.warm_start and hasattr(self, "network_")):
@@ -614,33 +562,6 @@ class SkillEstimatorBase(
         self._attach_routing_prototypes()
         self._start_prediction_reports()
 
-    # ---------------------------------------------------------- several processes
-    def _starts_processes(self) -> bool:
-        """Whether this call starts ``n_devices`` processes (not when already one rank of a group)."""
-        return self.n_devices > 1 and not launched_by_runner()
-
-    def _run_on_new_processes(
-        self, estimator: "SkillEstimatorBase", method: str, args: tuple, device: torch.device, **kwargs: Any
-    ) -> "SkillEstimatorBase":
-        """Run ``estimator.<method>(*args, **kwargs)`` on new processes; take rank 0's result, on ``device``."""
-        fitted = run_data_parallel(estimator, method, args, kwargs, device)
-        fitted.network_.to(device)
-        fitted.device_ = device
-        self.__dict__.clear()
-        self.__dict__.update(fitted.__dict__)
-        return self
-
-    def _continuing_device(self) -> torch.device:
-        """Where a call that continues a fitted model (adapt, a warm fit) trains: this rank's device in a group."""
-        if rank_and_world()[1] > 1:
-            return rank_device(resolve_device(self.device))
-        return self.device_
-
-    def _join_process_group(self) -> None:
-        """Under torchrun / accelerate launch (or our own ranks), make sure this rank is in the group."""
-        if launched_by_runner():
-            join_runner_group(rank_device(resolve_device(self.device)), self.distributed_backend)
-
     def _configure_backbone(self, model: torch.nn.Module) -> None:
         """Turn on gradient checkpointing in the backbone when asked (it acts in training mode only)."""
         if not self.gradient_checkpointing:
@@ -652,6 +573,8 @@ class SkillEstimatorBase(
             )
         # Non-reentrant checkpointing needs no input that requires grad (the backbone is frozen).
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 
     @contextmanager
     def _compiled_for_training(self) -> Iterator[None]:
@@ -699,307 +622,6 @@ class SkillEstimatorBase(
         per_task = {task_ids[task]: -loss / units for task, (loss, units) in sums.items()}
         total_loss, total_units = map(sum, zip(*sums.values()))
         return -total_loss / total_units, per_task
-
-    # -------------------------------------------------------------- new tasks
-    @changes_model
-    def adapt(self, X: Any, y: Any, *, mode: str = "routing", max_epochs: int | None = None) -> "SkillEstimatorBase":
-        """Learn new tasks from a few examples after ``fit``, keeping what was learned.
-
-        The few-shot transfer of [1]_: the skills learned on the fitted tasks are
-        reused by the new tasks, which train only what is theirs (their routing, their
-        exclusive skills, head rows for their new labels), or, with ``mode="all"``,
-        every trainable parameter. The new task ids are appended to ``tasks_``; new
-        labels extend ``classes_``. The task identifier, if the model has one, learns
-        the new tasks from the same rows.
-
-        Parameters
-        ----------
-        X : DataFrame, list of (text, task) or array of shape (n_samples, 2)
-            Examples of the new tasks (task ids not seen in ``fit``).
-        y : array-like of shape (n_samples,)
-            Their targets; new labels extend ``classes_``.
-        mode : {"routing", "average", "all"}, default="routing"
-            ``"routing"`` (Poly-z / MHR-z): new routing rows, new exclusive skills and
-            head rows for new labels are trained; everything learned before is frozen.
-            ``"average"`` (Poly-mu): each new task gets its own adapter, started from
-            the uniform average of the shared skills, and fine-tunes it.
-            ``"all"``: new rows are added and every trainable parameter is
-            fine-tuned; rows of fitted tasks are then allowed in ``X``.
-            With ``"routing"`` and ``"average"``, predictions for fitted tasks stay
-            bit-identical.
-        max_epochs : int, optional
-            Epochs over ``X``; defaults to the estimator's ``max_epochs``.
-
-        Returns
-        -------
-        object
-            The estimator itself (``self``), now fitted on the old and the new tasks.
-
-        Raises
-        ------
-        ValueError
-            With ``"routing"`` or ``"average"``: if ``X`` has rows of fitted tasks or
-            no new task, or if the estimator keeps no per-task parameters and the new
-            tasks bring no new labels (nothing to train; use ``mode="all"``).
-        FloatingPointError
-            If the training loss becomes NaN or infinite; the estimator stays as it was.
-        ConcurrentUseError
-            If another thread is inside a call on this estimator.
-
-        See Also
-        --------
-        skillfit.PolyClassifier.fit : Train on the first tasks.
-        skillfit.PolyClassifier.task_similarity : Compare the tasks' routing, new ones included.
-        skillfit.skills.add_tasks : Add routing rows (and exclusive skills) for new tasks.
-        skillfit.skills.train_only_new_tasks : Freeze everything but the new tasks' rows.
-
-        Notes
-        -----
-        Like ``fit``, ``adapt`` is all or nothing: an error leaves the estimator as
-        it was, and Ctrl-C keeps the best epoch so far (with ``"routing"`` and ``"average"`` the
-        fitted tasks unchanged).
-
-        References
-        ----------
-        .. [1] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
-        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-
-        Examples
-        --------
-        >>> from skillfit import PolyClassifier
-        >>> from skillfit.datasets import make_tiny_backbone
-        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
-        ...      ("win a free prize now", "sms"), ("see you at noon", "sms")]
-        >>> y = ["pos", "neg", "spam", "ham"]
-        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0).fit(X, y)
-        >>> before = clf.predict(X)
-
-        A third task, learned from two rows; its labels are new:
-
-        >>> X_new = [("who wrote the book", "questions"), ("where is the city", "questions")]
-        >>> clf.adapt(X_new, ["HUM", "LOC"], mode="routing")
-        PolyClassifier(...)
-        >>> clf.tasks_
-        array(['movies', 'sms', 'questions'], dtype=object)
-        >>> clf.classes_
-        array(['HUM', 'LOC', 'ham', 'neg', 'pos', 'spam'], dtype=object)
-        >>> bool((clf.predict(X) == before).all())  # the fitted tasks are untouched
-        True
-        >>> set(clf.predict(X_new)) <= {"HUM", "LOC"}
-        True
-
-        ``mode="average"`` starts each new task from the average of the shared skills
-        (Poly-mu):
-
-        >>> clf.adapt([("call me later", "chat"), ("good night", "chat")], ["ham", "ham"], mode="average")
-        PolyClassifier(...)
-        >>> len(clf.tasks_)
-        4
-        """
-        self._check_fitted()
-        validate_arguments(f"{type(self).__name__}.adapt", {"mode": mode, "max_epochs": max_epochs}, ADAPT_CONSTRAINTS)
-        texts, tasks = self._validated_inputs(X)
-        new_tasks = self._new_tasks(tasks, mode)
-        raw_targets = self._check_adapt_targets(y, len(texts))
-        if self._starts_processes():
-            return self._run_on_new_processes(self, "adapt", (X, y), self.device_, mode=mode, max_epochs=max_epochs)
-        previous_state = dict(self.__dict__)
-        # All or nothing: adapt grows and trains a copy that shares the frozen backbone.
-        self.network_ = copy_sharing_frozen(self.network_)
-        try:
-            self._adapt_new_tasks(texts, tasks, new_tasks, raw_targets, mode, max_epochs)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(previous_state)
-            raise
-        return self
-
-    def _adapt_new_tasks(
-        self, texts: list[str], tasks: np.ndarray, new_tasks: list, raw_targets: Any, mode: str, max_epochs: int | None
-    ) -> None:
-        """Everything ``adapt`` does after checking its inputs: new rows, the freeze, training, summaries."""
-        self.__dict__.pop("_partial_state", None)  # the optimizer's tables no longer fit the grown model
-        self._join_process_group()
-        self.device_ = self._continuing_device()
-        self.history_ = list(self.__dict__.get("history_", []))  # the loop appends to (or resumes) a list of its own
-        checkpoints = self._open_checkpoints(
-            {"call": "adapt", "mode": mode, "max_epochs": max_epochs}, (texts, tasks, raw_targets), continues=True
-        )
-        seed = self._fit_seed(checkpoints)
-        with quiet_libraries(self.verbose), reproducible_torch(seed):
-            n_old = len(self.tasks_)
-            self.tasks_ = np.concatenate([self.tasks_, np.asarray(new_tasks, dtype=self.tasks_.dtype)])
-            task_index = self._lookup_tasks(tasks)[0]  # every task is known now
-            targets, new_output_parameters = self._add_task_outputs(raw_targets, task_index, n_old)
-            add_tasks(self.network_, len(new_tasks), average=mode == "average")
-            self._add_task_inputs(new_tasks)
-            self.network_.to(self.device_)
-            restore = self._freeze_for_adapt(mode, n_old, new_output_parameters)
-            try:
-                self._check_something_trains(mode)
-                if checkpoints is not None:
-                    checkpoints.check_backbone(self._backbone_reference.get("sha256"))
-                loop = self._training_loop(np.random.default_rng(seed), checkpoints, call="adapt")
-                unchanged = " and the fitted tasks are unchanged." if mode != "all" else "."
-                with interruptible(
-                    loop, f"{type(self).__name__}.adapt", needs_an_epoch=False, kept_note=unchanged,
-                    resumable_from=None if checkpoints is None else str(checkpoints.path),
-                ):
-                    loop.fit_loop(
-                        self._encode(texts, task_index, targets), max_epochs or self.max_epochs,
-                        weight_decay=None if mode == "all" else 0.0, stage=f"adapt:{mode}",
-                    )
-                self.adapt_loss_curve_ = loop.losses
-            finally:
-                restore()
-            self._update_task_identifier(texts, task_index)
-        self._set_routing_attributes()
-        self._attach_routing_prototypes()
-        self._warn_if_resumed(loop, "adapt")
-        loop.callbacks.emit("on_fit_end")
-
-    def _check_task_id_type(self, tasks: np.ndarray, action: str) -> None:
-        """Task ids of another type than ``tasks_`` (int against str) can only be a mistake: refuse them."""
-        is_int = lambda ids: ids.dtype.kind in "iu"  # noqa: E731
-        if len(tasks) and is_int(tasks) != is_int(self.tasks_):
-            kind = lambda ids: "integer" if is_int(ids) else "string"  # noqa: E731
-            raise TypeError(
-                f"{type(self).__name__} was fitted with {kind(self.tasks_)} task ids, but {action}() got "
-                f"{kind(tasks)} ones (e.g. {tasks.tolist()[:3]}); pass task ids of the same type as tasks_ "
-                f"({self.tasks_.tolist()[:3]}...)."
-            )
-
-    def _new_tasks(self, tasks: np.ndarray, mode: str) -> list:
-        """The task ids of ``adapt``'s ``X`` that ``fit`` did not see, in order; errors for what ``mode`` forbids."""
-        self._check_task_id_type(tasks, "adapt")
-        known = set(self.tasks_.tolist())
-        new_tasks = [task for task in dict.fromkeys(tasks.tolist()) if task not in known]
-        seen = sorted({task for task in tasks.tolist() if task in known}, key=str)
-        if seen and mode != "all":
-            raise ValueError(
-                f"adapt(mode={mode!r}) learns new tasks only, but X has rows of fitted task(s) {seen[:10]}; "
-                "drop them, refit, or use mode='all'."
-            )
-        if not new_tasks and mode != "all":
-            raise ValueError("adapt() needs examples of at least one task that was not seen in fit.")
-        return new_tasks
-
-    def _freeze_for_adapt(self, mode: str, n_old_tasks: int, new_output_parameters: list[torch.nn.Parameter]):
-        """Make only what ``mode`` trains require grad; return a function that undoes it.
-
-        ``"all"`` trains everything that trains in ``fit``. The other modes train the new
-        tasks' rows of every per-task tensor (the old rows get zero gradient and, with
-        no weight decay, stay bit-identical) and the new labels' head rows.
-        """
-        if mode == "all":
-            return lambda: None
-        descriptions = getattr(self.network_, "task_descriptions", None)
-        per_task = [descriptions] if descriptions is not None and descriptions.requires_grad else []
-        return train_only_new_tasks(self.network_, n_old_tasks, extra_per_task=per_task, extra_new=new_output_parameters)
-
-    def _check_something_trains(self, mode: str) -> None:
-        """Refuse an ``adapt`` that would train no parameter."""
-        if not any(param.requires_grad for param in self.network_.parameters()):
-            raise ValueError(
-                f"adapt(mode={mode!r}) has nothing to train: {type(self).__name__} keeps no per-task "
-                "parameters and the new tasks bring no new labels. Use mode='all'."
-            )
-
-    # ---------------------------------------------------------- introspection
-    @reads_model
-    def task_similarity(self, top_k: int | None = None) -> "pd.DataFrame":
-        """How alike the tasks' routing is: a centred cosine similarity, from -1 to 1.
-
-        For Poly-routed skills, two tasks are compared by the updates their routing
-        builds from the shared skills in every layer (``routing_update_gram``), not by
-        the raw weights: skill ``k`` of one layer has nothing to do with skill ``k`` of
-        another, and a routing difference matters only where the skills differ. For
-        PEMT's gates, by the gate vectors. Either way, what every task shares (the
-        mean over tasks) is taken out first, so the similarity shows how tasks differ:
-        0 means the two tasks' deviations from the mean are unrelated (orthogonal; with the
-        mean taken out, an average pair scores slightly below 0), 1 is the same deviation.
-
-        Parameters
-        ----------
-        top_k : int, optional
-            Return only each task's ``top_k`` most similar other tasks, as a long
-            table: what stays readable with hundreds of tasks.
-
-        Returns
-        -------
-        DataFrame
-            Without ``top_k``: shape (n_tasks, n_tasks), indexed by ``tasks_`` on both
-            axes, 1 on the diagonal. With ``top_k``: columns ``task, rank, neighbour,
-            similarity``, ``min(top_k, n_tasks - 1)`` rows per task, most similar first.
-
-        Raises
-        ------
-        ValueError
-            If the estimator has no learned routing to compare (LoRA, MTLoRA).
-
-        See Also
-        --------
-        skillfit.plotting.plot_task_similarity : Heat map of this matrix, clustered.
-        skillfit.skills.routing_update_gram : Inner products of the tasks' routed updates.
-        skillfit.skills.centred_cosine : Centred cosine similarity from a Gram matrix.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Kornblith, Norouzi, Lee, Hinton. "Similarity of Neural Network
-           Representations Revisited." ICML 2019 (arXiv:1905.00414).
-
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from skillfit import PolyClassifier
-        >>> from skillfit.datasets import make_tiny_backbone
-        >>> X = [("a great film", "movies"), ("a dull plot", "movies"),
-        ...      ("win a free prize now", "sms"), ("see you at noon", "sms"),
-        ...      ("who wrote the book", "questions"), ("where is the city", "questions")]
-        >>> y = ["pos", "neg", "spam", "ham", "HUM", "LOC"]
-        >>> clf = PolyClassifier(backbone=make_tiny_backbone(), max_epochs=1, random_state=0).fit(X, y)
-        >>> similarity = clf.task_similarity()
-        >>> similarity.shape
-        (3, 3)
-        >>> list(similarity.index)
-        ['movies', 'questions', 'sms']
-        >>> bool(np.allclose(np.diag(similarity), 1) and np.allclose(similarity, similarity.T))
-        True
-        >>> nearest = clf.task_similarity(top_k=1)
-        >>> list(nearest.columns)
-        ['task', 'rank', 'neighbour', 'similarity']
-        >>> len(nearest)  # one neighbour per task
-        3
-        """
-        import pandas as pd
-
-        self._check_fitted()
-        validate_arguments(f"{type(self).__name__}.task_similarity", {"top_k": top_k}, TOP_K_CONSTRAINTS)
-        gates = getattr(self, "layer_gate_weights_", None)
-        if gates:
-            vectors = np.concatenate([weights.reshape(len(self.tasks_), -1) for weights in gates.values()], axis=1)
-            gram = vectors.astype(np.float64) @ vectors.T.astype(np.float64)
-        else:
-            gram = routing_update_gram(self.network_)
-        if gram is None:
-            raise ValueError(f"{type(self).__name__} has no learned routing to compare tasks with.")
-        similarity = centred_cosine(gram)
-        if top_k is None:
-            return pd.DataFrame(similarity, index=self.tasks_, columns=self.tasks_)
-        np.fill_diagonal(similarity, -np.inf)  # a task is not its own neighbour
-        k = min(top_k, len(self.tasks_) - 1)
-        nearest = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
-        rows = len(self.tasks_) * k
-        return pd.DataFrame({
-            "task": np.repeat(self.tasks_, k),
-            "rank": np.tile(np.arange(1, k + 1), len(self.tasks_)),
-            "neighbour": np.asarray(self.tasks_)[nearest.ravel()] if rows else [],
-            "similarity": np.take_along_axis(similarity, nearest, axis=1).ravel(),
-        })
 
     # ------------------------------------------------------------- prediction
     def _pad(
