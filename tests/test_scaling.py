@@ -17,7 +17,7 @@ from _recording import RecordingScorer
 from _tiny import tiny_backbone
 from conftest import make_multitask
 from skillfit import PolyClassifier
-from skillfit import backbones
+from skillfit import _devices, backbones
 
 pytestmark = [pytest.mark.distributed]
 
@@ -152,7 +152,7 @@ def test_without_nvml_no_gpu_is_probed_and_workers_spread(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda i: pytest.fail("opened a CUDA context to read memory"))
     chosen = []
     for worker in range(4):
-        monkeypatch.setattr(backbones, "_worker_number", lambda worker=worker: worker)
+        monkeypatch.setattr(_devices, "_worker_number", lambda worker=worker: worker)
         chosen.append(backbones.resolve_device("auto").index)
     assert chosen == [0, 1, 2, 0]
 
@@ -169,7 +169,7 @@ def test_workers_of_a_pool_spread_over_equally_free_gpus(monkeypatch):
     FakeCuda([79.5, 79.8, 20, 79.9]).install(monkeypatch)
     chosen = []
     for worker in range(1, 7):  # loky / multiprocessing workers are numbered from 1
-        monkeypatch.setattr(backbones, "_worker_number", lambda worker=worker: worker - 1)
+        monkeypatch.setattr(_devices, "_worker_number", lambda worker=worker: worker - 1)
         chosen.append(backbones.resolve_device("auto").index)
     assert chosen == [0, 1, 3, 0, 1, 3]  # GPU 2 is busy; the idle ones take turns
 
