@@ -147,13 +147,8 @@ class TaskContext(HasPerThreadState):
         -----
         The distinct tasks and each example's index among them are computed once here,
         on the host, so that each skill layer mixes its skills once per task of the
-        batch, as Polytropon routes by task [1]_, without a device sync. The previous
+        batch, as Polytropon routes by task, without a device sync. The previous
         task ids are restored when the scope ends, so scopes nest.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------
@@ -194,8 +189,8 @@ class TaskContext(HasPerThreadState):
         Owners draw for their whole per-task table and index the batch's rows, so the
         sample of a task does not depend on which other tasks share the batch. With the
         scope's ``noise_seed``, the owners draw in turn from one generator so seeded.
-        Polytropon's router turns it into relaxed-Bernoulli samples [1]_; drawing once
-        per scope gives a forward pass recomputed by gradient checkpointing [2]_ the
+        Polytropon's router turns it into relaxed-Bernoulli samples; drawing once
+        per scope gives a forward pass recomputed by gradient checkpointing the
         same sample.
 
         Parameters
@@ -217,13 +212,6 @@ class TaskContext(HasPerThreadState):
         --------
         skillfit.skills.PolyRouter : The router that draws this noise in training.
         skillfit.skills.TaskContext.tasks : The scope, and its ``noise_seed``.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Chen, Xu, Zhang, Guestrin. "Training Deep Nets with Sublinear Memory Cost."
-           arXiv:1604.06174, 2016.
 
         Examples
         --------
@@ -259,8 +247,8 @@ class TaskContext(HasPerThreadState):
         costs what the bare backbone costs. Nothing is written to the parameters; the
         cache is dropped when the scope ends.
 
-        Merging an update into the weight is LoRA's way to add no inference latency
-        [1]_; mixing every task's factors once serves Polytropon's per-task routing [2]_.
+        Merging an update into the weight is LoRA's way to add no inference latency;
+        mixing every task's factors once serves Polytropon's per-task routing.
 
         Parameters
         ----------
@@ -279,13 +267,6 @@ class TaskContext(HasPerThreadState):
         --------
         skillfit.skills.SkillLinear.merged_weight : The weight a single-task batch runs.
         skillfit.skills.TaskContext.reserve_cache_bytes : How layers share the budget.
-
-        References
-        ----------
-        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-           Large Language Models." ICLR 2022 (arXiv:2106.09685).
-        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------
@@ -322,7 +303,7 @@ class TaskContext(HasPerThreadState):
 
         Layers with routing prototypes ignore the router and weigh their shared skills
         by each token's states (``skillfit.skills.content_routing.content_weights``,
-        after Arrow [1]_); exclusive skills still follow each row's task (none for
+        after Arrow); exclusive skills still follow each row's task (none for
         task -1). For prediction only: the layers check that no gradient is recorded.
         Layers get their prototypes from
         :meth:`~skillfit.skills.SkillLinear.attach_prototypes` first.
@@ -342,11 +323,6 @@ class TaskContext(HasPerThreadState):
         --------
         skillfit.skills.SkillLinear.attach_prototypes : Compute the skills' prototypes.
         skillfit.skills.SkillLinear.content_routing_weights : Each token's weights over the skills.
-
-        References
-        ----------
-        .. [1] Ostapenko, Su, Ponti, Charlin, Le Roux, Pereira, Caccia, Sordoni. "Towards Modular
-           LLMs by Building and Reusing a Library of LoRAs." ICML 2024 (arXiv:2405.11157).
 
         Examples
         --------
@@ -373,7 +349,7 @@ class TaskContext(HasPerThreadState):
         """Take ``size`` bytes of the inference cache budget; False (nothing taken) when they do not fit.
 
         Skill layers call it before they keep every task's mixed factors (Polytropon's
-        per-task average of the skills [1]_) for the rest of an
+        per-task average of the skills) for the rest of an
         :meth:`~skillfit.skills.TaskContext.inference` scope.
 
         Parameters
@@ -389,11 +365,6 @@ class TaskContext(HasPerThreadState):
         See Also
         --------
         skillfit.skills.TaskContext.inference : The scope whose budget this spends.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------
@@ -414,7 +385,7 @@ class TaskContext(HasPerThreadState):
 
         Inside, :meth:`~skillfit.skills.TaskContext.per_task` fills row 0 as the unknown
         task, whatever the batch holds. Skill layers use it to mix every task's factors
-        at once (Polytropon's per-task routing [1]_) inside
+        at once (Polytropon's per-task routing) inside
         :meth:`~skillfit.skills.TaskContext.inference`.
 
         Parameters
@@ -433,11 +404,6 @@ class TaskContext(HasPerThreadState):
         --------
         skillfit.skills.TaskContext.row_tasks : Each row's index into these rows.
         skillfit.skills.TaskContext.per_task : The lookup that fills the unknown task's row.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------
@@ -495,15 +461,8 @@ class TaskContext(HasPerThreadState):
 
         Notes
         -----
-        An unknown task routes over all the shared skills (Polytropon's skills [1]_,
-        ``handle_unknown_task="average"``) and has no exclusive skills (C-Poly's [2]_).
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
-           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
+        An unknown task routes over all the shared skills (Polytropon's skills,
+        ``handle_unknown_task="average"``) and has no exclusive skills (C-Poly's).
 
         Examples
         --------
@@ -528,7 +487,7 @@ class TaskContext(HasPerThreadState):
     def host_tasks(self) -> list[int]:
         """The distinct task indices of the batch, read from the host copy (no device sync).
 
-        Skill layers mix their skills once per distinct task [1]_; a single-task batch
+        Skill layers mix their skills once per distinct task; a single-task batch
         reads its task here to run a merged weight.
 
         Returns
@@ -540,11 +499,6 @@ class TaskContext(HasPerThreadState):
         See Also
         --------
         skillfit.skills.TaskContext.groups : The same tasks on a device, with each row's index.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------
@@ -561,9 +515,9 @@ class TaskContext(HasPerThreadState):
 
         None when the rows are not grouped by task. Computed on the host: no device sync.
         With sorted rows a layer runs one product per task on a slice of the batch,
-        mixing the skills once per task [1]_. ``batch_size`` may be a multiple of the
+        mixing the skills once per task. ``batch_size`` may be a multiple of the
         number of task ids (generation repeats each example, as Transformers'
-        ``generate`` does for beams [2]_).
+        ``generate`` does for beams).
 
         Parameters
         ----------
@@ -579,13 +533,6 @@ class TaskContext(HasPerThreadState):
         See Also
         --------
         skillfit.skills.TaskContext.groups : Each row's index among the batch's tasks.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
-           EMNLP 2020 System Demonstrations (arXiv:1910.03771).
 
         Examples
         --------
@@ -612,8 +559,8 @@ class TaskContext(HasPerThreadState):
         """Run the enclosed forward passes through the bare backbone (skills off).
 
         Every skill layer returns its base layer's output, ``W0 x`` without LoRA's
-        update [1]_, as when PEMT embeds task descriptions with the frozen backbone
-        [2]_; no task ids are needed inside.
+        update, as when PEMT embeds task descriptions with the frozen backbone;
+        no task ids are needed inside.
 
         Yields
         ------
@@ -623,14 +570,6 @@ class TaskContext(HasPerThreadState):
         See Also
         --------
         skillfit.skills.TaskContext.tasks : Route the enclosed forward passes by task instead.
-
-        References
-        ----------
-        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-           Large Language Models." ICLR 2022 (arXiv:2106.09685).
-        .. [2] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
-           Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of
-           ACL 2024 (arXiv:2402.15082).
 
         Examples
         --------
@@ -656,8 +595,8 @@ class TaskContext(HasPerThreadState):
 
         ``batch_size`` may be a multiple of the number of task ids: generation with
         beam search or several samples repeats each example consecutively (as
-        Transformers' ``generate`` does [2]_), and each copy keeps its example's task.
-        The skills are then mixed once per distinct task [1]_. Moved to ``device`` once
+        Transformers' ``generate`` does), and each copy keeps its example's task.
+        The skills are then mixed once per distinct task. Moved to ``device`` once
         per scope and batch size.
 
         Parameters
@@ -685,13 +624,6 @@ class TaskContext(HasPerThreadState):
         skillfit.skills.TaskContext.host_tasks : The distinct tasks, on the host.
         skillfit.skills.TaskContext.row_tasks : Each row's index into every task's rows.
 
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
-           EMNLP 2020 System Demonstrations (arXiv:1910.03771).
-
         Examples
         --------
         >>> import torch
@@ -716,7 +648,7 @@ class TaskContext(HasPerThreadState):
         """Each row's task index plus one (0: the unknown task), the row order of ``every_task``.
 
         Inside :meth:`~skillfit.skills.TaskContext.inference` a layer has mixed every
-        task's factors once (Polytropon's per-task routing [1]_) and gathers each row's
+        task's factors once (Polytropon's per-task routing) and gathers each row's
         pair with these indices. ``batch_size`` may be a multiple of the number of task
         ids, as in :meth:`~skillfit.skills.TaskContext.groups`.
 
@@ -744,11 +676,6 @@ class TaskContext(HasPerThreadState):
         skillfit.skills.TaskContext.every_task : The task order these indices point into.
         skillfit.skills.TaskContext.groups : Each row's index among the batch's own tasks.
 
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-
         Examples
         --------
         >>> import torch
@@ -770,7 +697,7 @@ class TaskContext(HasPerThreadState):
 
         Generation runs every decoding step in one scope with the same rows, so what a
         layer derives from the rows' tasks (each row's pair of factors, gathered from
-        the per-task factors that Polytropon-style routing mixes once per task [1]_) is
+        the per-task factors that Polytropon-style routing mixes once per task) is
         derived once per generation, not at every step.
 
         Parameters
@@ -788,11 +715,6 @@ class TaskContext(HasPerThreadState):
         See Also
         --------
         skillfit.skills.TaskContext.row_tasks : Each row's task, the input of such values.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------

@@ -285,18 +285,13 @@ class SkillLinear(nn.Module):
     def weight(self) -> torch.Tensor:
         """The frozen base weight (models such as T5 read ``layer.weight`` directly).
 
-        The skills leave it untouched, as LoRA leaves ``W0`` [1]_; a model that reads a
+        The skills leave it untouched, as LoRA leaves ``W0``; a model that reads a
         layer's weight, for instance to pick its compute dtype, sees the base layer's.
 
         See Also
         --------
         skillfit.skills.SkillLinear.bias : The base layer's bias.
         skillfit.skills.SkillLinear.merged_weight : The weight with one task's update folded in.
-
-        References
-        ----------
-        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-           Large Language Models." ICLR 2022 (arXiv:2106.09685).
 
         Examples
         --------
@@ -313,17 +308,12 @@ class SkillLinear(nn.Module):
     def bias(self) -> torch.Tensor | None:
         """The base layer's bias, or None when it has none; the skills add no bias.
 
-        LoRA's update ``Delta W x`` [1]_ has no bias term, so the adapted layer keeps the
+        LoRA's update ``Delta W x`` has no bias term, so the adapted layer keeps the
         base layer's.
 
         See Also
         --------
         skillfit.skills.SkillLinear.weight : The frozen base weight.
-
-        References
-        ----------
-        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-           Large Language Models." ICLR 2022 (arXiv:2106.09685).
 
         Examples
         --------
@@ -353,8 +343,8 @@ class SkillLinear(nn.Module):
     def reset_skills(self) -> None:
         """A as ``nn.Linear``'s default (Kaiming-uniform, a=sqrt(5)) per skill block, B = 0.
 
-        LoRA's initialisation [1]_: with ``B = 0`` every task's update is zero, so the
-        layer starts as its base layer, and Polytropon's skills start the same way [2]_.
+        LoRA's initialisation: with ``B = 0`` every task's update is zero, so the
+        layer starts as its base layer, and Polytropon's skills start the same way.
         Each block of ``A`` is drawn from ``U(-1/sqrt(d_in/H), 1/sqrt(d_in/H))``. The
         routers are not reset.
 
@@ -362,13 +352,6 @@ class SkillLinear(nn.Module):
         --------
         skillfit.skills.SkillLinear.add_tasks : New tasks' exclusive skills start the same way.
         skillfit.skills.SkillLinear.delta_weight : Each task's update (zero after a reset).
-
-        References
-        ----------
-        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-           Large Language Models." ICLR 2022 (arXiv:2106.09685).
-        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------
@@ -431,21 +414,10 @@ class SkillLinear(nn.Module):
 
         Notes
         -----
-        The shared factors are Polytropon's routed average [1]_, cut in heads by
-        multi-head routing [2]_; the exclusive factors are C-Poly's [3]_, added to the
+        The shared factors are Polytropon's routed average, cut in heads by
+        multi-head routing; the exclusive factors are C-Poly's, added to the
         shared ones (``combine="weight"``) or kept as a second term with their own
-        scale (``combine="output"``, as MTLoRA's task-specific modules [4]_).
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
-        .. [3] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
-           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
-        .. [4] Agiza, Neseem, Reda. "MTLoRA: Low-Rank Adaptation Approach for Efficient
-           Multi-Task Learning." CVPR 2024 (arXiv:2403.20320).
+        scale (``combine="output"``, as MTLoRA's task-specific modules).
 
         Examples
         --------
@@ -476,8 +448,8 @@ class SkillLinear(nn.Module):
     def delta_weight(self, tasks: torch.Tensor) -> torch.Tensor:
         """Each task's full update ``s * A_t B_t`` in ``x @ W`` orientation, shape (U, d_in, d_out).
 
-        LoRA's ``Delta W = B A`` [1]_ for each task, with the task's factors mixed from
-        the skills as Polytropon mixes them [2]_ (and C-Poly's exclusive skills [3]_):
+        LoRA's ``Delta W = B A`` for each task, with the task's factors mixed from
+        the skills as Polytropon mixes them (and C-Poly's exclusive skills):
         the layer's output is ``W0 x + x @ delta_weight(t)``.
 
         Parameters
@@ -496,15 +468,6 @@ class SkillLinear(nn.Module):
         skillfit.skills.SkillLinear.task_products : The low-rank terms of the update.
         skillfit.skills.SkillLinear.merged_weight : One task's update folded into the base weight.
         skillfit.skills.routing_update_gram : Compare tasks by their updates.
-
-        References
-        ----------
-        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-           Large Language Models." ICLR 2022 (arXiv:2106.09685).
-        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [3] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
-           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
 
         Examples
         --------
@@ -532,7 +495,7 @@ class SkillLinear(nn.Module):
     def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
         """``W0 x + s x A_t B_t`` for each row, with ``t`` the row's task in the context.
 
-        LoRA's forward pass [1]_ with each task's factors mixed from the skills [2]_.
+        LoRA's forward pass with each task's factors mixed from the skills.
         Inside ``context.bypass()`` the base layer alone runs; inside
         ``context.content_routed(...)`` the shared skills are weighed per token.
 
@@ -555,13 +518,6 @@ class SkillLinear(nn.Module):
         --------
         skillfit.skills.SkillLinear.task_products : The terms the update is made of.
         skillfit.skills.TaskContext.tasks : Set the rows' tasks.
-
-        References
-        ----------
-        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-           Large Language Models." ICLR 2022 (arXiv:2106.09685).
-        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------
@@ -603,7 +559,7 @@ class SkillLinear(nn.Module):
     def merged_weight(self, task: torch.Tensor) -> torch.Tensor:
         """The base weight with one task's update folded in, in the base layer's own layout.
 
-        For prediction on a single task: like merging a LoRA into its layer [1]_, the
+        For prediction on a single task: like merging a LoRA into its layer, the
         merged weight costs what the base layer costs. The base layer is not changed.
 
         Parameters
@@ -621,11 +577,6 @@ class SkillLinear(nn.Module):
         --------
         skillfit.skills.SkillLinear.delta_weight : The update that is folded in.
         skillfit.skills.TaskContext.inference : The scope in which single-task batches run merged.
-
-        References
-        ----------
-        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-           Large Language Models." ICLR 2022 (arXiv:2106.09685).
 
         Examples
         --------
@@ -650,18 +601,13 @@ class SkillLinear(nn.Module):
     def can_merge(self) -> bool:
         """Whether an update can be folded into the base weight: not when it is quantized (bitsandbytes).
 
-        Folding into 4-bit or 8-bit weights [1]_ would mean dequantize, add, requantize:
+        Folding into 4-bit or 8-bit weights would mean dequantize, add, requantize:
         the update, small against the weight, would be rounded into the quantization
         error. Such layers always add the update to the base layer's output instead.
 
         See Also
         --------
         skillfit.skills.SkillLinear.merged_weight : The weight with one task's update folded in.
-
-        References
-        ----------
-        .. [1] Dettmers, Pagnoni, Holtzman, Zettlemoyer. "QLoRA: Efficient Finetuning of
-           Quantized LLMs." NeurIPS 2023 (arXiv:2305.14314).
 
         Examples
         --------
@@ -686,12 +632,7 @@ class SkillLinear(nn.Module):
         return weight + update.to(weight.dtype)
 
     def _every_task_factors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(A, s B)`` of every task, rows ``-1 .. T-1`` (see ``TaskContext.every_task``), once per inference scope.
-
-        Terms combined in output space are concatenated along the rank:
-        ``x [A_1 A_2] [s_1 B_1; s_2 B_2] = s_1 x A_1 B_1 + s_2 x A_2 B_2``. None when the
-        model's cache budget is spent: the layer then mixes its batch's tasks per batch.
-        """
+        """``(A, s B)`` of every task, rows ``-1 .. T-1`` (see ``TaskContext.every_task``), once per inference scope."""
         context, key = self.context, (id(self), "factors")
         if key not in context.inference_cache:
             with context.every_task(self.config.n_tasks, device) as tasks:
@@ -760,20 +701,13 @@ class SkillLinear(nn.Module):
     def routes_by_content(self) -> bool:
         """Whether content routing has a choice to make here: several shared skills routed by task.
 
-        Content routing after Arrow [1]_ picks among a layer's Polytropon skills [2]_:
+        Content routing after Arrow picks among a layer's Polytropon skills:
         a layer with one shared skill, a gate or no shared skills keeps its routing.
 
         See Also
         --------
         skillfit.skills.SkillLinear.attach_prototypes : Compute the skills' prototypes.
         skillfit.skills.TaskContext.content_routed : Route by content inside a scope.
-
-        References
-        ----------
-        .. [1] Ostapenko, Su, Ponti, Charlin, Le Roux, Pereira, Caccia, Sordoni. "Towards Modular
-           LLMs by Building and Reusing a Library of LoRAs." ICML 2024 (arXiv:2405.11157).
-        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------
@@ -789,7 +723,7 @@ class SkillLinear(nn.Module):
     def attach_prototypes(self) -> None:
         """Compute the shared skills' routing prototypes from their current weights (see ``content_routing.py``).
 
-        As in Arrow [1]_, each skill's prototype is the top singular vector on the input
+        As in Arrow, each skill's prototype is the top singular vector on the input
         side of its update ``A[h, k] B[h, k]``, computed exactly from the factors. The
         result is stored in ``route_prototypes``, of shape ``(H, K, d_in/H)``; layers
         where :attr:`~skillfit.skills.SkillLinear.routes_by_content` is False keep None.
@@ -799,11 +733,6 @@ class SkillLinear(nn.Module):
         --------
         skillfit.skills.SkillLinear.content_routing_weights : Each token's weights from the prototypes.
         skillfit.skills.TaskContext.content_routed : Route by content inside a scope.
-
-        References
-        ----------
-        .. [1] Ostapenko, Su, Ponti, Charlin, Le Roux, Pereira, Caccia, Sordoni. "Towards Modular
-           LLMs by Building and Reusing a Library of LoRAs." ICML 2024 (arXiv:2405.11157).
 
         Examples
         --------
@@ -827,7 +756,7 @@ class SkillLinear(nn.Module):
     def content_routing_weights(self, x: torch.Tensor) -> torch.Tensor:
         """Each token's weights over the shared skills of each head, shape ``(..., H, K)``; rows sum to 1.
 
-        Arrow's routing [1]_: a token's block ``x_h`` scores skill ``k`` by
+        Arrow's routing: a token's block ``x_h`` scores skill ``k`` by
         ``|<x_h, p[h, k]>|``, the ``top_k`` best scores are kept and their softmax
         (temperature ``tau``) weighs the skills. Read inside
         ``context.content_routed(...)``, after :meth:`~skillfit.skills.SkillLinear.attach_prototypes`.
@@ -846,11 +775,6 @@ class SkillLinear(nn.Module):
         --------
         skillfit.skills.SkillLinear.attach_prototypes : Compute the prototypes ``p``.
         skillfit.skills.TaskContext.content_routed : The scope that sets ``top_k`` and ``tau``.
-
-        References
-        ----------
-        .. [1] Ostapenko, Su, Ponti, Charlin, Le Roux, Pereira, Caccia, Sordoni. "Towards Modular
-           LLMs by Building and Reusing a Library of LoRAs." ICML 2024 (arXiv:2405.11157).
 
         Examples
         --------
@@ -875,15 +799,7 @@ class SkillLinear(nn.Module):
         return content_weights(rows, self.route_prototypes, self.context.content_routing)
 
     def _content_routed_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        """``W0 x`` plus the shared skills mixed per token by content, and each row's exclusive skills.
-
-        Per token and head, with weights ``w_k`` from :meth:`content_routing_weights`,
-        the shared factors are mixed as Polytropon mixes them for a task:
-        ``x (sum_k w_k A_k)(sum_k w_k B_k)``, computed as ``z = sum_h sum_k w_hk x_h A_hk``
-        and, for output block ``h``, ``sum_k w_hk z B_hk``, without forming a per-token matrix. C-Poly's exclusive
-        factors of the row's task join ``z`` before ``B`` (``combine="weight"``) or
-        add their own product (``"output"``); task -1 has none.
-        """
+        """``W0 x`` plus the shared skills mixed per token by content, and each row's exclusive skills."""
         if self.training or torch.is_grad_enabled():
             raise RuntimeError("Content routing is for prediction: put the model in eval mode under torch.no_grad().")
         context, config = self.context, self.config
@@ -917,8 +833,8 @@ class SkillLinear(nn.Module):
     def per_task_parameters(self) -> list[nn.Parameter]:
         """Parameters whose first dimension is the task: what a new task gets rows of.
 
-        The exclusive skills (C-Poly [2]_) and the routers' per-task tables (Polytropon's
-        routing logits [1]_, the exclusive skills' mixing logits); an optimizer that
+        The exclusive skills (C-Poly) and the routers' per-task tables (Polytropon's
+        routing logits, the exclusive skills' mixing logits); an optimizer that
         steps only on the batch's tasks treats these rows apart.
 
         Returns
@@ -930,13 +846,6 @@ class SkillLinear(nn.Module):
         --------
         skillfit.skills.SkillLinear.add_tasks : Grow these parameters by new tasks.
         skillfit.skills.train_only_new_tasks : Train only the new tasks' rows.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
-           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
 
         Examples
         --------
@@ -964,7 +873,7 @@ class SkillLinear(nn.Module):
 
         New routing rows let a new task learn its routing over the trained skills
         (Poly-z); ``average=True`` starts it from the skills' average (Poly-mu): the
-        few-shot adaptation modes of Caccia et al. [2]_, over Polytropon's skills [1]_.
+        few-shot adaptation modes of Caccia et al., over Polytropon's skills.
         ``config`` is replaced by one with ``n_tasks + n_new`` tasks.
 
         Parameters
@@ -979,13 +888,6 @@ class SkillLinear(nn.Module):
         --------
         skillfit.skills.add_tasks : Grow every skill layer of a model.
         skillfit.skills.SkillLinear.per_task_parameters : The parameters that grow.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
 
         Examples
         --------
@@ -1045,18 +947,11 @@ class SkillLinear(nn.Module):
         -------
         str
             The layer's widths and the numbers of its :class:`~skillfit.skills.SkillConfig`
-            (skill rank as in LoRA [1]_, shared skills and heads as in Polytropon [2]_).
+            (skill rank as in LoRA, shared skills and heads as in Polytropon).
 
         See Also
         --------
         skillfit.skills.SkillConfig : Where the numbers come from.
-
-        References
-        ----------
-        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-           Large Language Models." ICLR 2022 (arXiv:2106.09685).
-        .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------

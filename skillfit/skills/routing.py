@@ -103,13 +103,6 @@ class Router(nn.Module):
         skillfit.skills.Router.mix : How the weights mix the skills.
         skillfit.skills.TaskContext.per_task : Fills the rows of the unknown task.
 
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
-
         Examples
         --------
         A router is called as ``router(tasks, context)``; a Poly router in evaluation mode:
@@ -126,9 +119,9 @@ class Router(nn.Module):
         """Each task's factors from the skills ``A (H, K, d_in/H, r)``, ``B (H, K, r, d_out/H)``.
 
         Mixes the factors: ``A_t[h] = sum_k w[t,h,k] A[h,k]``, same for ``B_t``: a
-        task's parameters are the weighted average of its skills' (Ponti et al. 2022
-        [1]_, Eq. 3, with ``w`` already normalised), one average per head ``h`` (Caccia
-        et al. 2023 [2]_, multi-head routing). Returns ``(U, H, d_in/H, r)`` and
+        task's parameters are the weighted average of its skills' (Ponti et al. 2022,
+        Eq. 3, with ``w`` already normalised), one average per head ``h`` (Caccia
+        et al. 2023, multi-head routing). Returns ``(U, H, d_in/H, r)`` and
         ``(U, H, r, d_out/H)``.
 
         Parameters
@@ -151,13 +144,6 @@ class Router(nn.Module):
         --------
         skillfit.skills.GateRouter.mix : Mixes the skills' products instead (PEMT).
         skillfit.skills.SkillLinear.delta_weight : The update ``s * A_t B_t`` these factors build.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
 
         Examples
         --------
@@ -192,11 +178,6 @@ class Router(nn.Module):
         skillfit.skills.PolyRouter.per_task_parameters : The routing logits.
         skillfit.skills.SkillLinear.per_task_parameters : Every per-task parameter of a layer.
 
-        References
-        ----------
-        .. [1] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
-
         Examples
         --------
         >>> from skillfit.skills import UniformRouter
@@ -219,11 +200,6 @@ class Router(nn.Module):
         --------
         skillfit.skills.PolyRouter.add_tasks : New routing rows, as at initialisation.
         skillfit.skills.add_tasks : Grows every skill layer of a model.
-
-        References
-        ----------
-        .. [1] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
 
         Examples
         --------
@@ -251,11 +227,6 @@ class Router(nn.Module):
         --------
         skillfit.skills.PolyRouter.task_weights : Poly's evaluation weights.
         skillfit.skills.routing_weights : Reads them back from every layer of a model.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------
@@ -304,37 +275,7 @@ class UniformRouter(Router):
         self.n_splits = n_splits
 
     def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
-        """Weight 1 on the single skill of each head, for every task.
-
-        Parameters
-        ----------
-        tasks : LongTensor of shape (U,)
-            The distinct tasks of the batch, -1 for a task unseen in training.
-        context : TaskContext
-            The model's task context (not read).
-
-        Returns
-        -------
-        Tensor of shape (U, n_splits, 1)
-            All ones, on the device of ``tasks``.
-
-        See Also
-        --------
-        skillfit.skills.Router.mix : How the weights mix the skills.
-
-        References
-        ----------
-        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-           Large Language Models." ICLR 2022 (arXiv:2106.09685).
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import TaskContext, UniformRouter
-        >>> UniformRouter(n_splits=1)(torch.tensor([-1, 0]), TaskContext())
-        tensor([[[1.]],
-                [[1.]]])
-        """
+        """Weight 1 on the single skill of each head, for every task."""
         return torch.ones(len(tasks), self.n_splits, 1, device=tasks.device)
 
 
@@ -406,17 +347,12 @@ class PolyRouter(Router):
         """Draw the routing logits anew, uniform in ``[-1e-3, 1e-3]`` (in place).
 
         Near-zero logits make every task start from a near-uniform routing over the
-        skills, as peft's Poly router and the reference code of Polytropon [1]_ do.
+        skills, as peft's Poly router and the reference code of Polytropon do.
 
         See Also
         --------
         skillfit.skills.PolyRouter.eval_weights : The routing the logits give.
         skillfit.skills.SkillLinear.reset_skills : Draws the skills anew.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------
@@ -432,54 +368,7 @@ class PolyRouter(Router):
         nn.init.uniform_(self.routing_logits, -LOGIT_INIT_BOUND, LOGIT_INIT_BOUND)
 
     def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
-        """Each task's weights over the skills of each head.
-
-        In training mode, a relaxed-Bernoulli sample ``sigma((Z_t + log u - log(1 - u)) / tau)``
-        with ``u`` drawn by ``context.uniform_noise`` (Ponti et al. 2022 [1]_, Eq. 2); in
-        evaluation mode, its mean ``sigma(Z_t)``. Either is normalised to sum to one over
-        the skills of each head (Eq. 3 there; per head as in [2]_). With one skill per
-        head the weight is exactly 1. Task -1 gets the mean of the tasks' evaluation
-        weights.
-
-        Parameters
-        ----------
-        tasks : LongTensor of shape (U,)
-            The distinct tasks of the batch, -1 for a task unseen in training.
-        context : TaskContext
-            The model's task context: whether the batch holds task -1, and the
-            training noise.
-
-        Returns
-        -------
-        Tensor of shape (U, n_splits, n_skills)
-            Weights summing to one over the skills of each head.
-
-        See Also
-        --------
-        skillfit.skills.PolyRouter.eval_weights : Every task's evaluation weights.
-        skillfit.skills.TaskContext.uniform_noise : The training noise.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import PolyRouter, TaskContext
-        >>> router = PolyRouter(n_tasks=3, n_splits=2, n_skills=4).eval()
-        >>> weights = router(torch.tensor([0, 2]), TaskContext())
-        >>> weights.shape
-        torch.Size([2, 2, 4])
-        >>> torch.allclose(weights.sum(-1), torch.ones(2, 2))
-        True
-        >>> PolyRouter(n_tasks=3, n_splits=2, n_skills=1)(torch.tensor([1]), TaskContext())
-        tensor([[[1.],
-                 [1.]]])
-        """
+        """Each task's weights over the skills of each head."""
         if self.routing_logits.shape[-1] == 1:
             # One skill per head: normalisation makes its weight 1 whatever is sampled.
             return self.routing_logits.new_ones(len(tasks), *self.routing_logits.shape[1:])
@@ -506,7 +395,7 @@ class PolyRouter(Router):
         """Evaluation-mode weights of every task, shape ``(n_tasks, n_splits, n_skills)``.
 
         The relaxed Bernoulli's mean ``sigma(Z)``, normalised over the skills of each
-        head (Ponti et al. 2022 [1]_, Eq. 3), detached from the graph.
+        head (Ponti et al. 2022, Eq. 3), detached from the graph.
 
         Returns
         -------
@@ -517,11 +406,6 @@ class PolyRouter(Router):
         --------
         skillfit.skills.PolyRouter.task_weights : The same weights, through the router interface.
         skillfit.skills.routing_weights : Reads them back from every layer of a model.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
         Examples
         --------
@@ -540,105 +424,17 @@ class PolyRouter(Router):
         return weights / (weights.sum(dim=-1, keepdim=True) + NORMALISATION_EPS)
 
     def per_task_parameters(self) -> list[nn.Parameter]:
-        """Parameters whose first dimension is the task: the routing logits.
-
-        Returns
-        -------
-        list of nn.Parameter
-            ``[routing_logits]``, of shape ``(n_tasks, n_splits, n_skills)``.
-
-        See Also
-        --------
-        skillfit.skills.train_only_new_tasks : Trains only the new tasks' rows of these.
-        skillfit.skills.SkillLinear.per_task_parameters : Every per-task parameter of a layer.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
-
-        Examples
-        --------
-        >>> from skillfit.skills import PolyRouter
-        >>> router = PolyRouter(n_tasks=3, n_splits=2, n_skills=4)
-        >>> [param.shape for param in router.per_task_parameters()]
-        [torch.Size([3, 2, 4])]
-        """
+        """Parameters whose first dimension is the task: the routing logits."""
         return [self.routing_logits]
 
     def add_tasks(self, n_new: int) -> None:
-        """Add ``n_new`` rows of routing logits, drawn as at initialisation.
-
-        The old tasks' logits are kept exactly. New tasks then learn their routing over
-        the trained skills, as Poly-z few-shot adaptation does (Caccia et al. 2023 [2]_).
-
-        Parameters
-        ----------
-        n_new : int
-            Number of tasks to add after the existing ones.
-
-        See Also
-        --------
-        skillfit.skills.add_tasks : Grows every skill layer of a model.
-        skillfit.skills.SkillLinear.add_tasks : Grows one layer.
-        skillfit.PolyClassifier.adapt : Adapts a fitted estimator to new tasks.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-           Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import PolyRouter
-        >>> router = PolyRouter(n_tasks=3, n_splits=2, n_skills=4)
-        >>> old = router.routing_logits.detach().clone()
-        >>> router.add_tasks(2)
-        >>> router.routing_logits.shape
-        torch.Size([5, 2, 4])
-        >>> torch.equal(router.routing_logits[:3], old)
-        True
-        """
+        """Add ``n_new`` rows of routing logits, drawn as at initialisation."""
         new_logits = torch.empty(n_new, *self.routing_logits.shape[1:], device=self.routing_logits.device)
         nn.init.uniform_(new_logits, -LOGIT_INIT_BOUND, LOGIT_INIT_BOUND)
         self.routing_logits = grown(self.routing_logits, new_logits)
 
     def task_weights(self, context: TaskContext) -> torch.Tensor:
-        """Evaluation weights of every task (for read-back): :meth:`~skillfit.skills.PolyRouter.eval_weights`.
-
-        Parameters
-        ----------
-        context : TaskContext
-            The model's task context (not read).
-
-        Returns
-        -------
-        Tensor of shape (n_tasks, n_splits, n_skills)
-            Weights summing to one over the skills of each head.
-
-        See Also
-        --------
-        skillfit.skills.PolyRouter.eval_weights : The weights returned.
-        skillfit.skills.routing_weights : Reads them back from every layer of a model.
-
-        References
-        ----------
-        .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-           Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import PolyRouter, TaskContext
-        >>> router = PolyRouter(n_tasks=3, n_splits=1, n_skills=2)
-        >>> torch.equal(router.task_weights(TaskContext()), router.eval_weights())
-        True
-        """
+        """Evaluation weights of every task (for read-back): :meth:`~skillfit.skills.PolyRouter.eval_weights`."""
         return self.eval_weights()
 
 
@@ -697,47 +493,7 @@ class GateRouter(Router):
         self.gate_weight = nn.Parameter(torch.zeros(description_dim, n_experts))
 
     def forward(self, tasks: torch.Tensor, context: TaskContext) -> torch.Tensor:
-        """Each task's gate over the experts, ``softmax(q_t W_g / tau)``, as one head.
-
-        Parameters
-        ----------
-        tasks : LongTensor of shape (U,)
-            The distinct tasks of the batch, -1 for a task unseen in training (which
-            reads the mean description).
-        context : TaskContext
-            The model's task context; its ``task_descriptions`` ``(n_tasks, description_dim)``
-            are the queries ``q``.
-
-        Returns
-        -------
-        Tensor of shape (U, 1, n_experts)
-            Each task's gate, summing to one over the experts.
-
-        See Also
-        --------
-        skillfit.skills.GateRouter.mix : How the gate mixes the experts.
-        skillfit.skills.TaskContext.per_task : Fills the rows of the unknown task.
-
-        References
-        ----------
-        .. [1] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
-           Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of ACL 2024
-           (arXiv:2402.15082).
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import GateRouter, TaskContext
-        >>> router = GateRouter(n_experts=3, description_dim=4)
-        >>> context = TaskContext()
-        >>> context.task_descriptions = torch.randn(2, 4)  # one description per task
-        >>> with context.tasks([-1, 0]):
-        ...     gate = router(torch.tensor([-1, 0]), context)
-        >>> gate.shape
-        torch.Size([2, 1, 3])
-        >>> torch.allclose(gate.sum(-1), torch.ones(2, 1))
-        True
-        """
+        """Each task's gate over the experts, ``softmax(q_t W_g / tau)``, as one head."""
         descriptions = context.task_descriptions
         queries = context.per_task(tasks, lambda known: descriptions[known], lambda: descriptions.mean(dim=0))
         # PEMT's gate over the experts (Lin et al. 2024).
@@ -745,94 +501,14 @@ class GateRouter(Router):
         return gate.unsqueeze(1)  # (U, 1, n_experts): one head
 
     def mix(self, weights: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mix the experts' products: ``x A_cat diag(g) B_cat = sum_k g_k x A_k B_k``.
-
-        Returns the rank-``K r`` factors ``A_cat (U, H, d_in/H, K r)`` and
-        ``diag(g) B_cat (U, H, K r, d_out/H)``: the gated sum of the experts' updates,
-        as PEMT's mixture of experts [1]_, rather than the update of mixed factors.
-
-        Parameters
-        ----------
-        weights : Tensor of shape (U, H, K)
-            Each task's gate over the ``K`` experts, as ``forward`` returns it.
-        A : Tensor of shape (H, K, d_in/H, r)
-            The experts' down-projections.
-        B : Tensor of shape (H, K, r, d_out/H)
-            The experts' up-projections.
-
-        Returns
-        -------
-        A_cat : Tensor of shape (U, H, d_in/H, K r)
-            The experts' down-projections side by side, the same for every task.
-        B_cat : Tensor of shape (U, H, K r, d_out/H)
-            The experts' up-projections stacked, each scaled by its gate.
-
-        See Also
-        --------
-        skillfit.skills.Router.mix : Mixes the factors instead (Polytropon).
-        skillfit.skills.SkillLinear.delta_weight : The update these factors build.
-
-        References
-        ----------
-        .. [1] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
-           Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of ACL 2024
-           (arXiv:2402.15082).
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import GateRouter, TaskContext
-        >>> router = GateRouter(n_experts=3, description_dim=4)
-        >>> context = TaskContext()
-        >>> context.task_descriptions = torch.randn(2, 4)  # one description per task
-        >>> gate = router(torch.tensor([0, 1]), context)
-        >>> _ = torch.manual_seed(0)
-        >>> A, B = torch.randn(1, 3, 4, 2), torch.randn(1, 3, 2, 5)
-        >>> A_cat, B_cat = router.mix(gate, A, B)
-        >>> A_cat.shape, B_cat.shape
-        (torch.Size([2, 1, 4, 6]), torch.Size([2, 1, 6, 5]))
-        >>> expected = sum(gate[0, 0, k] * A[0, k] @ B[0, k] for k in range(3))
-        >>> torch.allclose(A_cat[0, 0] @ B_cat[0, 0], expected, atol=1e-6)
-        True
-        """
+        """Mix the experts' products: ``x A_cat diag(g) B_cat = sum_k g_k x A_k B_k``."""
         n_tasks, (heads, n_experts, d_in, rank) = len(weights), A.shape
         A_cat = A.permute(0, 2, 1, 3).reshape(1, heads, d_in, n_experts * rank).expand(n_tasks, -1, -1, -1)
         B_cat = (weights.unsqueeze(-1).unsqueeze(-1) * B.unsqueeze(0)).reshape(n_tasks, heads, n_experts * rank, -1)
         return A_cat, B_cat
 
     def task_weights(self, context: TaskContext) -> torch.Tensor:
-        """Every task's gate over the experts (for read-back).
-
-        Parameters
-        ----------
-        context : TaskContext
-            The model's task context, whose ``task_descriptions`` give the tasks.
-
-        Returns
-        -------
-        Tensor of shape (n_tasks, 1, n_experts)
-            The gate of each task described in ``context``.
-
-        See Also
-        --------
-        skillfit.skills.gate_weights : Reads the gates back from every layer of a model.
-
-        References
-        ----------
-        .. [1] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
-           Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of ACL 2024
-           (arXiv:2402.15082).
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import GateRouter, TaskContext
-        >>> router = GateRouter(n_experts=3, description_dim=4)
-        >>> context = TaskContext()
-        >>> context.task_descriptions = torch.randn(2, 4)  # one description per task
-        >>> router.task_weights(context).shape
-        torch.Size([2, 1, 3])
-        """
+        """Every task's gate over the experts (for read-back)."""
         descriptions = context.task_descriptions
         return self(torch.arange(len(descriptions), device=descriptions.device), context)
 
@@ -917,11 +593,6 @@ class ExclusiveMixer(nn.Module):
         skillfit.skills.ExclusiveMixer.mix : Mixes the exclusive skills with these weights.
         skillfit.skills.TaskContext.per_task : Fills the rows of the unknown task.
 
-        References
-        ----------
-        .. [1] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
-           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
-
         Examples
         --------
         >>> import torch
@@ -948,7 +619,7 @@ class ExclusiveMixer(nn.Module):
         Returns ``(U, H, d_in/H, r)`` and ``(U, H, r, d_out/H)``; zero for an unknown
         task. With one exclusive skill its weight is exactly 1: the task's skill is
         read as it is, with no mixing arithmetic. These are C-Poly's task-specific
-        skills [1]_, added to the shared ones by the layer.
+        skills, added to the shared ones by the layer.
 
         Parameters
         ----------
@@ -972,11 +643,6 @@ class ExclusiveMixer(nn.Module):
         --------
         skillfit.skills.Router.mix : Mixes the shared skills.
         skillfit.skills.SkillLinear.delta_weight : The update the factors build.
-
-        References
-        ----------
-        .. [1] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
-           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
 
         Examples
         --------
@@ -1011,11 +677,6 @@ class ExclusiveMixer(nn.Module):
         skillfit.skills.SkillLinear.per_task_parameters : Every per-task parameter of a layer.
         skillfit.skills.train_only_new_tasks : Trains only the new tasks' rows of these.
 
-        References
-        ----------
-        .. [1] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
-           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
-
         Examples
         --------
         >>> from skillfit.skills import ExclusiveMixer
@@ -1041,11 +702,6 @@ class ExclusiveMixer(nn.Module):
         --------
         skillfit.skills.SkillLinear.add_tasks : Grows one layer, exclusive skills included.
         skillfit.skills.add_tasks : Grows every skill layer of a model.
-
-        References
-        ----------
-        .. [1] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
-           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
 
         Examples
         --------
