@@ -9,23 +9,19 @@ are computed once, on the host, so the forward pass never syncs with the device.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Union
+from typing import Callable, Iterator, Union
 
 import torch
 
-from .content_routing import ContentRouting
+from .inference_scope import INFERENCE_CACHE_BYTES as INFERENCE_CACHE_BYTES, InferenceScopeMixin
+from .routing_noise import RoutingNoiseMixin
 from .scope_state import HasPerThreadState, PerThread
 
 # What a task-wise computation returns: one tensor or several, each with one row per task.
 PerTask = Union[torch.Tensor, tuple[torch.Tensor, ...]]
 
-# Most bytes that the skill layers of one model may spend, inside `TaskContext.inference`,
-# on the factors of every task (each layer's (T+1) x (d_in + d_out) x rank table).
-# Layers past the budget compute their tasks' factors per batch instead.
-INFERENCE_CACHE_BYTES = 1 << 30
 
-
-class TaskContext(HasPerThreadState):
+class TaskContext(InferenceScopeMixin, RoutingNoiseMixin, HasPerThreadState):
     """The task ids of the batch that the model is processing now.
 
     All skill layers of one model share one context, which
@@ -183,245 +179,6 @@ class TaskContext(HasPerThreadState):
             (self._batch_tasks, self._example_group, self._task_counts, self._on_device, self.has_unknown,
              self._noise, self._noise_seed, self._noise_generator) = previous
 
-    def uniform_noise(self, owner: torch.nn.Module, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
-        """Uniform [0, 1) noise of ``shape`` for ``owner``, drawn once per :meth:`tasks` scope.
-
-        Owners draw for their whole per-task table and index the batch's rows, so the
-        sample of a task does not depend on which other tasks share the batch. With the
-        scope's ``noise_seed``, the owners draw in turn from one generator so seeded.
-        Polytropon's router turns it into relaxed-Bernoulli samples; drawing once
-        per scope gives a forward pass recomputed by gradient checkpointing the
-        same sample.
-
-        Parameters
-        ----------
-        owner : nn.Module
-            What the noise is for (a router); each owner gets its own sample per scope.
-        shape : torch.Size or tuple of int
-            Shape of the sample, usually the owner's whole per-task table.
-        like : Tensor
-            A tensor whose device and dtype the sample takes.
-
-        Returns
-        -------
-        Tensor of shape ``shape``
-            The owner's sample of this scope; a fresh sample outside any
-            :meth:`~skillfit.skills.TaskContext.tasks` scope.
-
-        See Also
-        --------
-        skillfit.skills.PolyRouter : The router that draws this noise in training.
-        skillfit.skills.TaskContext.tasks : The scope, and its ``noise_seed``.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import TaskContext
-        >>> context, router, like = TaskContext(), torch.nn.Module(), torch.zeros(1)
-        >>> with context.tasks([0, 1], noise_seed=0):
-        ...     first = context.uniform_noise(router, (3, 4), like)
-        ...     print(first.shape, first is context.uniform_noise(router, (3, 4), like))
-        torch.Size([3, 4]) True
-        >>> with context.tasks([1], noise_seed=0):   # same seed, same sample
-        ...     torch.equal(first, context.uniform_noise(router, (3, 4), like))
-        True
-        """
-        if self._noise is None:  # outside a tasks() scope
-            return torch.rand(shape, device=like.device, dtype=like.dtype)
-        key = id(owner)
-        if key not in self._noise:
-            if self._noise_seed is not None and self._noise_generator is None:
-                self._noise_generator = torch.Generator(device=like.device).manual_seed(self._noise_seed)
-            self._noise[key] = torch.rand(shape, generator=self._noise_generator, device=like.device, dtype=like.dtype)
-        return self._noise[key]
-
-    @contextmanager
-    def inference(self, merge: bool = True, cache_bytes: int = INFERENCE_CACHE_BYTES) -> Iterator[None]:
-        """Let skill layers in eval mode without gradients reuse what they derive from their parameters.
-
-        Inside, each layer mixes every task's factors once (``A_t, s B_t`` for all
-        tasks, within ``cache_bytes`` for the whole model) and a batch then costs one
-        gather and two batched products per layer, whatever its tasks; kernel launches
-        no longer grow with the routing arithmetic. With ``merge``, a single-task batch
-        runs ``W + s A_t B_t`` as one dense weight, computed once per (layer, task): it
-        costs what the bare backbone costs. Nothing is written to the parameters; the
-        cache is dropped when the scope ends.
-
-        Merging an update into the weight is LoRA's way to add no inference latency;
-        mixing every task's factors once serves Polytropon's per-task routing.
-
-        Parameters
-        ----------
-        merge : bool, default=True
-            Fold a single-task batch's update into the layer's weight.
-        cache_bytes : int
-            Most bytes the model's layers may spend on every task's factors (1 GiB by
-            default); past it, layers mix their batch's tasks per batch.
-
-        Yields
-        ------
-        None
-            The scope; a scope nested in one of the same ``merge`` keeps its cache.
-
-        See Also
-        --------
-        skillfit.skills.SkillLinear.merged_weight : The weight a single-task batch runs.
-        skillfit.skills.TaskContext.reserve_cache_bytes : How layers share the budget.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
-        >>> _ = torch.manual_seed(0)
-        >>> context = TaskContext()
-        >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=2), context).eval()
-        >>> with torch.no_grad():
-        ...     _ = layer.shared_B.normal_()
-        >>> x = torch.randn(4, 8)
-        >>> with torch.no_grad(), context.tasks([0, 1, 2, 2]):
-        ...     plain = layer(x)
-        ...     with context.inference():
-        ...         cached = layer(x)
-        ...         print(context.inference_cache is not None, context.merge)
-        True True
-        >>> torch.allclose(plain, cached, atol=1e-5), context.inference_cache is None
-        (True, True)
-        """
-        if self.inference_cache is not None and self.merge == merge:
-            yield  # nested in a scope of its own kind (a prediction in chunks): keep its cache
-            return
-        previous = (self.inference_cache, self.merge, self.cache_bytes_left)
-        self.inference_cache, self.merge, self.cache_bytes_left = {}, merge, cache_bytes
-        try:
-            yield
-        finally:
-            self.inference_cache, self.merge, self.cache_bytes_left = previous
-
-    @contextmanager
-    def content_routed(self, routing: ContentRouting) -> Iterator[None]:
-        """Route the shared skills of the enclosed forward passes by content, per token.
-
-        Layers with routing prototypes ignore the router and weigh their shared skills
-        by each token's states (``skillfit.skills.content_routing.content_weights``,
-        after Arrow); exclusive skills still follow each row's task (none for
-        task -1). For prediction only: the layers check that no gradient is recorded.
-        Layers get their prototypes from
-        :meth:`~skillfit.skills.SkillLinear.attach_prototypes` first.
-
-        Parameters
-        ----------
-        routing : ContentRouting
-            ``skillfit.skills.content_routing.ContentRouting``: the skills kept per
-            token and head (``top_k``) and the softmax temperature.
-
-        Yields
-        ------
-        None
-            The scope; the previous routing is restored when it ends.
-
-        See Also
-        --------
-        skillfit.skills.SkillLinear.attach_prototypes : Compute the skills' prototypes.
-        skillfit.skills.SkillLinear.content_routing_weights : Each token's weights over the skills.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
-        >>> from skillfit.skills.content_routing import ContentRouting
-        >>> _ = torch.manual_seed(0)
-        >>> context = TaskContext()
-        >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=4), context).eval()
-        >>> with torch.no_grad():
-        ...     _ = layer.shared_B.normal_()
-        >>> layer.attach_prototypes()
-        >>> with torch.no_grad(), context.content_routed(ContentRouting(top_k=2)), context.tasks([-1, -1]):
-        ...     print(context.content_routing, layer(torch.randn(2, 5, 8)).shape)
-        ContentRouting(top_k=2, temperature=1.0) torch.Size([2, 5, 8])
-        """
-        previous, self.content_routing = self.content_routing, routing
-        try:
-            yield
-        finally:
-            self.content_routing = previous
-
-    def reserve_cache_bytes(self, size: int) -> bool:
-        """Take ``size`` bytes of the inference cache budget; False (nothing taken) when they do not fit.
-
-        Skill layers call it before they keep every task's mixed factors (Polytropon's
-        per-task average of the skills) for the rest of an
-        :meth:`~skillfit.skills.TaskContext.inference` scope.
-
-        Parameters
-        ----------
-        size : int
-            Bytes to take.
-
-        Returns
-        -------
-        bool
-            Whether they fit in what is left of the budget (and were taken).
-
-        See Also
-        --------
-        skillfit.skills.TaskContext.inference : The scope whose budget this spends.
-
-        Examples
-        --------
-        >>> from skillfit.skills import TaskContext
-        >>> context = TaskContext()
-        >>> with context.inference(cache_bytes=100):
-        ...     print(context.reserve_cache_bytes(60), context.reserve_cache_bytes(60), context.cache_bytes_left)
-        True False 40
-        """
-        fits = size <= self.cache_bytes_left
-        if fits:
-            self.cache_bytes_left -= size
-        return fits
-
-    @contextmanager
-    def every_task(self, n_tasks: int, device: torch.device) -> Iterator[torch.Tensor]:
-        """Task indices ``-1, 0, ..., n_tasks - 1``: row ``i`` is task ``i - 1``, row 0 the unknown task.
-
-        Inside, :meth:`~skillfit.skills.TaskContext.per_task` fills row 0 as the unknown
-        task, whatever the batch holds. Skill layers use it to mix every task's factors
-        at once (Polytropon's per-task routing) inside
-        :meth:`~skillfit.skills.TaskContext.inference`.
-
-        Parameters
-        ----------
-        n_tasks : int
-            Number of known tasks.
-        device : torch.device
-            Device of the indices.
-
-        Yields
-        ------
-        LongTensor of shape (n_tasks + 1,)
-            ``-1, 0, ..., n_tasks - 1``.
-
-        See Also
-        --------
-        skillfit.skills.TaskContext.row_tasks : Each row's index into these rows.
-        skillfit.skills.TaskContext.per_task : The lookup that fills the unknown task's row.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import TaskContext
-        >>> context = TaskContext()
-        >>> with context.every_task(3, torch.device("cpu")) as tasks:
-        ...     print(tasks, context.has_unknown)
-        tensor([-1,  0,  1,  2]) True
-        >>> context.has_unknown
-        False
-        """
-        previous, self.has_unknown = self.has_unknown, True
-        try:
-            yield torch.arange(-1, n_tasks, device=device)
-        finally:
-            self.has_unknown = previous
-
     def per_task(
         self,
         tasks: torch.Tensor,
@@ -554,42 +311,6 @@ class TaskContext(HasPerThreadState):
             start += count * repeat
         return bounds
 
-    @contextmanager
-    def bypass(self) -> Iterator[None]:
-        """Run the enclosed forward passes through the bare backbone (skills off).
-
-        Every skill layer returns its base layer's output, ``W0 x`` without LoRA's
-        update, as when PEMT embeds task descriptions with the frozen backbone;
-        no task ids are needed inside.
-
-        Yields
-        ------
-        None
-            The scope; the previous state is restored when it ends.
-
-        See Also
-        --------
-        skillfit.skills.TaskContext.tasks : Route the enclosed forward passes by task instead.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import SkillConfig, SkillLinear, TaskContext
-        >>> context = TaskContext()
-        >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=2), context)
-        >>> with torch.no_grad():
-        ...     _ = layer.shared_B.normal_()
-        >>> x = torch.randn(2, 8)
-        >>> with context.bypass():
-        ...     torch.equal(layer(x), layer.base_layer(x))
-        True
-        """
-        previous, self.bypassed = self.bypassed, True
-        try:
-            yield
-        finally:
-            self.bypassed = previous
-
     def groups(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The distinct tasks of the batch and, per row, the index of its task among them.
 
@@ -690,45 +411,6 @@ class TaskContext(HasPerThreadState):
             self._check_batch(batch_size)
             rows = (self._batch_tasks + 1).index_select(0, self._example_group)
             self._on_device[key] = rows.repeat_interleave(batch_size // len(rows)).to(device, non_blocking=True)
-        return self._on_device[key]
-
-    def scope_value(self, key: tuple, make: Callable[[], Any]) -> Any:
-        """``make()``, computed once per :meth:`~skillfit.skills.TaskContext.tasks` scope and ``key``.
-
-        Generation runs every decoding step in one scope with the same rows, so what a
-        layer derives from the rows' tasks (each row's pair of factors, gathered from
-        the per-task factors that Polytropon-style routing mixes once per task) is
-        derived once per generation, not at every step.
-
-        Parameters
-        ----------
-        key : tuple
-            What the value is, e.g. ``(id(layer), batch_size, device, dtype)``.
-        make : callable
-            Computes the value; called at most once per scope and key.
-
-        Returns
-        -------
-        object
-            The value ``make()`` returned in this scope.
-
-        See Also
-        --------
-        skillfit.skills.TaskContext.row_tasks : Each row's task, the input of such values.
-
-        Examples
-        --------
-        >>> from skillfit.skills import TaskContext
-        >>> context = TaskContext()
-        >>> calls = []
-        >>> with context.tasks([0, 1]):
-        ...     first = context.scope_value(("rows",), lambda: calls.append(1) or "gathered")
-        ...     again = context.scope_value(("rows",), lambda: calls.append(1) or "gathered")
-        >>> first, again, len(calls)
-        ('gathered', 'gathered', 1)
-        """
-        if key not in self._on_device:
-            self._on_device[key] = make()
         return self._on_device[key]
 
     def _check_batch(self, batch_size: int) -> None:
