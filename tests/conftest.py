@@ -5,7 +5,7 @@ import pytest
 
 from _tiny import FILLER, KEYWORDS, tiny_backbone
 from skillfit import backbones
-from skillfit.estimators import _base, _run_context, _saving
+from skillfit.estimators import _base, _model_build, _run_context, _saving
 
 # Where device="auto" trains in the tests. The reference numbers are float32 CPU numbers,
 # so the default is the CPU even on a GPU machine; SKILLFIT_TEST_DEVICE=auto (or cuda)
@@ -25,6 +25,7 @@ def _auto_device(monkeypatch):
     monkeypatch.setattr(_base, "resolve_device", resolve_for_tests)
     monkeypatch.setattr(_saving, "resolve_device", resolve_for_tests)
     monkeypatch.setattr(_run_context, "resolve_device", resolve_for_tests)
+    monkeypatch.setattr(_model_build, "resolve_device", resolve_for_tests)
 
 
 def make_multitask(n_per_task: int = 80, seed: int = 0, task_ids=("alpha", "beta", "gamma"), own_words: bool = False):

@@ -378,7 +378,7 @@ def test_many_tasks_take_one_gathered_product_not_one_per_task(monkeypatch):
 
 @pytest.mark.slow
 def test_predict_in_chunks_equals_predict_at_once_and_mixes_once(tiny_kwargs, multitask, monkeypatch):
-    from skillfit.estimators import _base
+    from skillfit.estimators import _prediction
     from skillfit.skills import context as context_module
 
     X, y = multitask
@@ -393,7 +393,7 @@ def test_predict_in_chunks_equals_predict_at_once_and_mixes_once(tiny_kwargs, mu
         return original(context, *args, **kwargs)
 
     monkeypatch.setattr(context_module.TaskContext, "inference", counted)
-    monkeypatch.setattr(_base, "PREDICT_CHUNK_ROWS", 7)  # 240 rows: 35 chunks, the last of 2 rows
+    monkeypatch.setattr(_prediction, "PREDICT_CHUNK_ROWS", 7)  # 240 rows: 35 chunks, the last of 2 rows
     chunked = clf.predict_proba(X), seq.predict(keyword_tasks(24, seed=1)[0])
     np.testing.assert_allclose(chunked[0], whole[0], atol=1e-6)
     np.testing.assert_array_equal(chunked[1], whole[1])

@@ -15,12 +15,10 @@ What happens where (``docs/architecture.md`` has the whole map):
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from numbers import Integral, Real
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
-import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
@@ -39,30 +37,31 @@ from .._validation import (
     StringList,
     validate_parameters,
 )
-from ..backbones import DEFAULT_BACKBONE, load_backbone_of_kind, max_positions, resolve_device
+from ..backbones import DEFAULT_BACKBONE, resolve_device
 from ..skills import UNKNOWN_TASK, SkillConfig
 from ..skills.inject import check_target_pattern
-from ._batching import PREDICT_CHUNK_ROWS, evaluation_batches, pad_sequences, token_lengths
 from ._checkpoint import FitCheckpoints
 from ._concurrency import changes_model
-from ._distributed import BACKENDS, DataParallelLoop, rank_and_world, rank_device
+from ._distributed import BACKENDS, DataParallelLoop, rank_and_world
 from ._hooks import EstimatorHooks
 from ._memory_estimate import MemoryEstimateMixin
 from ._persistence import check_folder_path
-from .._precision import BACKBONE_DTYPES, QUANTIZATIONS, chosen_dtype, dtype_name
+from .._precision import BACKBONE_DTYPES, QUANTIZATIONS
 from ._params import estimator_parameters, parameter, parameter_constraints
 from ._registry import register
-from ._runtime import autocast, copy_sharing_frozen, follow_thread_budget, quiet_libraries, reproducible_torch
+from ._runtime import copy_sharing_frozen, follow_thread_budget, quiet_libraries, reproducible_torch
 from ._saving import PersistenceMixin
 from ._interrupts import interruptible
 from ._optimizer import LR_SCHEDULES
 from ._adapt import AdaptMixin
+from ._model_build import ModelBuildMixin
+from ._prediction import PredictionBatchesMixin
+from ._validation_data import ValidationDataMixin
 from ._partial_fit import PartialFitMixin
 from ._run_context import RunContextMixin
 from ._similarity import TaskSimilarityMixin
 from ._training import TrainingLoop, TrainingSettings
 from ._unknown_tasks import INFERRING_MODES, UNKNOWN_TASK_MODES, UnknownTaskMixin
-from ._validation_split import stratified_split
 
 # What a warm-started fit may change: how it trains and runs. Any other parameter shapes
 # the fitted model (backbone, layers, rank, skills, head), so a change needs a new fit.
@@ -82,8 +81,8 @@ MAX_RATE = 1e3  # the largest learning rate or weight decay a parameter accepts
 
 @estimator_parameters
 class SkillEstimatorBase(
-    AdaptMixin, TaskSimilarityMixin, RunContextMixin, UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin,
-    PartialFitMixin, EstimatorHooks, BaseEstimator,
+    AdaptMixin, TaskSimilarityMixin, RunContextMixin, ModelBuildMixin, ValidationDataMixin, PredictionBatchesMixin,
+    UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin, PartialFitMixin, EstimatorHooks, BaseEstimator,
 ):
     """Common parameters, ``fit`` and ``adapt`` of skillfit estimators.
 
@@ -186,14 +185,6 @@ class SkillEstimatorBase(
                 f"tasks {self.tasks_.tolist()[:20]}. Predict only for fitted tasks, learn new ones with "
                 "adapt(), or set handle_unknown_task to 'infer' (the task is inferred from the text)"
                 + (", 'route' (skills chosen by content)" if self._has_routed_skills() else "") + " or 'average'."
-            )
-        return index
-
-    def _validation_task_indices(self, tasks: np.ndarray) -> np.ndarray:
-        index, unknown = self._lookup_tasks(tasks)
-        if unknown:
-            raise ValueError(
-                f"X_val has task id(s) {unknown[:10]} that X does not have; validate only on the tasks you train."
             )
         return index
 
@@ -448,80 +439,6 @@ class SkillEstimatorBase(
             raise ValueError(refusal.format(unknown=unknown[:10]))
         return index
 
-    def _split_for_validation(self, texts: list[str], task_index: np.ndarray, targets: Any, X_val: Any, y_val: Any, rng):
-        """``(train, validation, sized_for)``: rows to train on, validation rows or None, and what the network is sized for.
-
-        Each is a ``(texts, task indices, targets)`` triple (``sized_for`` a pair of
-        targets and task indices: the labels each task gets in the head). Validation
-        rows must be of labels their task trains with.
-        """
-        if X_val is not None:
-            val_texts, val_tasks = self._validated_inputs(X_val)
-            val_index = self._validation_task_indices(val_tasks)
-            val_targets = self._check_validation_targets(y_val, len(val_texts))
-            self._check_validation_pairs(task_index, targets, val_index, val_targets)
-            return (texts, task_index, targets), (val_texts, val_index, val_targets), (targets, task_index)
-        if not self.early_stopping:
-            return (texts, task_index, targets), None, (targets, task_index)
-        keys = self._stratification_keys(task_index, targets)
-        train_rows, val_rows = stratified_split(keys, self.validation_fraction, rng)
-        train = ([texts[i] for i in train_rows], task_index[train_rows], _subset(targets, train_rows))
-        validation = ([texts[i] for i in val_rows], task_index[val_rows], _subset(targets, val_rows))
-        return train, validation, (targets, task_index)
-
-    def _build_model(self, targets: Any, task_index: np.ndarray) -> None:
-        """Load the backbone, put the method's skills into it and build the network on ``device_``."""
-        self.device_ = rank_device(resolve_device(self.device))
-        dtype = chosen_dtype(self.backbone_dtype, self.device_)
-        backbone = load_backbone_of_kind(
-            self._backbone_kind, self.backbone, self.device_, trust_remote_code=self.trust_remote_code, dtype=dtype,
-            quantization=self.quantization,
-        )
-        self._backbone_reference = {"name": self.backbone, "revision": backbone.revision,
-                                    "sha256": backbone.weights_sha256(), "dtype": dtype_name(dtype)}
-        if self.quantization is not None:
-            self._backbone_reference["quantization"] = self.quantization
-        self.tokenizer_ = backbone.tokenizer
-        skill_config = self._skill_config(len(self.tasks_))
-        self.network_ = self._build_network(backbone, skill_config, targets, task_index).to(self.device_)
-        self.n_trainable_params_ = sum(p.numel() for p in self.network_.parameters() if p.requires_grad)
-        self._configure_backbone(self.network_.backbone)
-        positions = self._text_positions()
-        if positions is not None and self.max_length > positions:
-            warn_user(
-                f"max_length={self.max_length} is more than the {positions} positions of the backbone "
-                f"{self.backbone!r}; texts are cut to {positions} tokens. Set max_length<={positions} "
-                "to silence this.",
-                UserWarning,  # the caller of fit (through the concurrency guard)
-            )
-
-    def _text_positions(self) -> int | None:
-        """The most text tokens one sequence holds (None: no fixed limit).
-
-        The backbone's positions, less PEMT's soft-prompt token, which goes in front of the text.
-        """
-        config = getattr(self.network_.backbone, "config", None)  # a peer's wrapped backbone may have none
-        positions = None if config is None else max_positions(config, self.tokenizer_)
-        if positions is not None and getattr(self.network_, "task_descriptions", None) is not None:
-            positions -= 1
-        return positions
-
-    def _length_limit(self, reserved: int = 0) -> int:
-        """Most tokens of a text: ``max_length``, and no more than the backbone's positions less ``reserved``.
-
-        ``reserved`` keeps room for what follows the text in the same sequence (a
-        decoder-only model's target or generated tokens).
-        """
-        positions = self._text_positions()
-        if positions is None:
-            return self.max_length
-        if positions - reserved < 1:
-            raise ValueError(
-                f"The backbone {self.backbone!r} reads {positions} tokens, which leaves no room for a text "
-                f"before the {reserved} target or generated tokens; lower max_target_length or max_new_tokens."
-            )
-        return min(self.max_length, positions - reserved)
-
     def _training_loop(
         self, rng: np.random.Generator, checkpoints: FitCheckpoints | None = None, call: str = "fit"
     ) -> TrainingLoop:
@@ -562,121 +479,7 @@ class SkillEstimatorBase(
         self._attach_routing_prototypes()
         self._start_prediction_reports()
 
-    def _configure_backbone(self, model: torch.nn.Module) -> None:
-        """Turn on gradient checkpointing in the backbone when asked (it acts in training mode only)."""
-        if not self.gradient_checkpointing:
-            return
-        if not getattr(model, "supports_gradient_checkpointing", False):
-            raise ValueError(
-                f"gradient_checkpointing=True, but {type(model).__name__} does not support gradient "
-                "checkpointing; set gradient_checkpointing=False."
-            )
-        # Non-reentrant checkpointing needs no input that requires grad (the backbone is frozen).
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-
-
-    @contextmanager
-    def _compiled_for_training(self) -> Iterator[None]:
-        """With ``torch_compile``, the backbone runs through ``torch.compile`` while training.
-
-        Prediction stays eager (merged weights make it as cheap as the bare backbone),
-        and nothing compiled is kept on the estimator, so pickling is unaffected.
-        """
-        if not self.torch_compile:
-            yield
-            return
-        backbone = self.network_.backbone
-        backbone.compile(dynamic=True)
-        try:
-            yield
-        finally:
-            backbone._compiled_call_impl = None
-
-    # ------------------------------------------------------------ validation scores
-    def _validation_scores(self, validation: dict[str, Any]) -> tuple[float, dict[Any, float]]:
-        """The score over all validation rows and per task (higher is better).
-
-        ``validation_scoring="loss"`` gives the negative mean loss (per example for
-        classifiers, per target token for text-to-text); ``"score"`` gives what
-        :meth:`score` reports (accuracy, ROUGE-L or exact match).
-        """
-        encoded, tasks, targets = validation["encoded"], validation["tasks"], validation["targets"]
-        task_ids = self.tasks_.tolist()
-        self.network_.eval()
-        if self.validation_scoring == "score":
-            predictions = self._predict_encoded(encoded)
-            per_task = {}
-            for task in np.unique(tasks):
-                rows = np.flatnonzero(tasks == task)
-                per_task[task_ids[task]] = self._prediction_score(_subset(targets, rows), _subset(predictions, rows))
-            return self._prediction_score(targets, predictions), per_task
-        sums: dict[int, list[float]] = {}
-        with torch.no_grad(), autocast(self.device_), self._inference():
-            for rows in self._iter_eval_batches(encoded, one_task_per_batch=True):  # a loss per task
-                batch = self._make_batch(rows, encoded)
-                units = self._loss_units(batch)
-                task_sums = sums.setdefault(int(tasks[rows[0]]), [0.0, 0.0])
-                task_sums[0] += float(self._task_loss(batch)) * units
-                task_sums[1] += units
-        per_task = {task_ids[task]: -loss / units for task, (loss, units) in sums.items()}
-        total_loss, total_units = map(sum, zip(*sums.values()))
-        return -total_loss / total_units, per_task
-
-    # ------------------------------------------------------------- prediction
-    def _pad(
-        self, sequences: list[list[int]], *, left: bool = False, pad_value: int | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pad id lists into ``(ids, attention_mask)`` on the fitted device (right, or left for generation)."""
-        pad_value = self.tokenizer_.pad_token_id if pad_value is None else pad_value
-        ids, attention_mask = pad_sequences(sequences, pad_value, left=left)
-        return ids.to(self.device_, non_blocking=True), attention_mask.to(self.device_, non_blocking=True)
-
-    def _iter_eval_batches(self, encoded: dict[str, Any], *, one_task_per_batch: bool = False) -> Iterator[np.ndarray]:
-        """Prediction batches sorted by length (see :func:`~._batching.evaluation_batches`).
-
-        Full batches of one task let each skill layer fold that task's update into its
-        weight (``merged_inference``); the leftovers of all tasks share full batches,
-        unless ``one_task_per_batch``.
-        """
-        return evaluation_batches(
-            token_lengths(encoded), encoded["tasks"], self.batch_size, one_task_per_batch=one_task_per_batch
-        )
-
-    def _predict_rows(
-        self, texts: list[str], task_index: np.ndarray, predict_encoded: Callable[[dict[str, Any]], np.ndarray]
-    ) -> np.ndarray:
-        """``predict_encoded`` over ``texts`` of tasks ``task_index``, tokenized ``PREDICT_CHUNK_ROWS`` at a time.
-
-        Token ids exist for one chunk at a time, so memory stays bounded however many
-        rows there are. The chunks follow the rows sorted by character length, so each
-        holds texts of similar length and its batches pad as little as batches sorted
-        over all rows; one inference scope spans the chunks, so every task's factors
-        are still mixed once per call.
-        """
-        if len(texts) <= PREDICT_CHUNK_ROWS:
-            return predict_encoded(self._encode(texts, task_index, None))
-        by_length = np.argsort(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)), kind="stable")
-        predictions = None
-        with self._inference():
-            for start in range(0, len(texts), PREDICT_CHUNK_ROWS):
-                rows = by_length[start:start + PREDICT_CHUNK_ROWS]
-                part = predict_encoded(self._encode([texts[i] for i in rows], task_index[rows], None))
-                if predictions is None:
-                    predictions = np.empty((len(texts),) + part.shape[1:], dtype=part.dtype)
-                predictions[rows] = part
-        return predictions
-
-    def _inference(self):
-        """The scope of a prediction pass: every task's factors mixed once, merged weights when ``merged_inference``."""
-        return self.network_.context.inference(merge=self.merged_inference)
-
-
-def _subset(targets: Any, rows: np.ndarray) -> Any:
-    """The ``rows`` of encoded targets (an array of labels or a list of texts)."""
-    return targets[rows] if isinstance(targets, np.ndarray) else [targets[i] for i in rows]
-
-
+    
 def _same_value(first: Any, second: Any) -> bool:
     """Parameter equality that also holds for numpy scalars and arrays (``rank=np.int64(8)`` is ``8``)."""
     try:
