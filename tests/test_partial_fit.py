@@ -130,3 +130,21 @@ def test_optuna_prunes_trials_by_partial_fit_and_refits_the_best():
     best = search.best_estimator_
     assert best.n_iter_ == 3 and len(best.predict(X)) == len(X)
     assert best.learning_rate == study.best_params["learning_rate"]
+
+
+def test_a_failed_pass_leaves_the_sequence_as_it_was():
+    from skillfit.callbacks import Callback
+
+    class FailsAtStep(Callback):
+        def on_batch_end(self, state):
+            if state.step == 1:
+                raise RuntimeError("failed mid-pass")
+
+    clean = _cpoly().partial_fit(X, Y).partial_fit(X, Y)
+    est = _cpoly().partial_fit(X, Y)
+    est.set_params(callbacks=[FailsAtStep()])
+    with pytest.raises(RuntimeError, match="failed mid-pass"):
+        est.partial_fit(X, Y)  # the optimizer stepped the state's tensors before failing
+    est.set_params(callbacks=None).partial_fit(X, Y)
+    assert est.loss_curve_ == clean.loss_curve_
+    np.testing.assert_array_equal(est.predict_proba(X), clean.predict_proba(X))

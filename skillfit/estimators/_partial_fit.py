@@ -14,6 +14,7 @@ calls (as Optuna's pruning does) and pickles the estimator to keep its progress.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -113,7 +114,9 @@ class PartialFitMixin:
                 "{unknown}; learn them with adapt(), or call fit() to start over.",
             )
             targets = self._partial_fit_targets(y, len(texts), classes, task_index)
-            state = self.__dict__.get("_partial_state")
+            # A copy: the optimizer takes over the state's tensors and steps them in place, and a
+            # failed call must leave the stored state as it was.
+            state = copy.deepcopy(self.__dict__.get("_partial_state"))
             seed = state["seed"] if state is not None else self._fit_seed(None)
         done = 0 if state is None else state["position"]["epoch"]
         if done >= self.max_epochs and self.lr_schedule != "constant":
