@@ -52,7 +52,10 @@ numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 numpydoc_validation_checks = {"GL08", "PR01", "PR02", "RT01", "SA01", "EX01"}
 numpydoc_validation_exclude = {
-    r"\.set_(fit|score|predict)_request$",  # scikit-learn's metadata routing
+    r"\.set_(fit|partial_fit|score|predict)_request$",  # scikit-learn's metadata routing
+    # Overrides of a documented base method (Router's protocol, Callback's events): documented there.
+    r"\.(UniformRouter|PolyRouter|GateRouter|ExclusiveMixer)\.(forward|mix|per_task_parameters|add_tasks|task_weights)$",
+    r"\.on_(fit_begin|epoch_begin|batch_end|epoch_end|fit_end)$",
     r"\.(get|set)_params$",
     r"\.__init__$",
     r"\.BackboneCacheInfo\.(hits|misses|maxsize|currsize)$",  # fields, documented in the class's Parameters

@@ -32,7 +32,7 @@ API_PAGES = Path(__file__).resolve().parents[1] / "docs" / "api"
 # unknown one, a Returns section where something is returned, See Also, Examples.
 REQUIRED_CHECKS = {"GL08", "PR01", "PR02", "RT01", "SA01", "EX01"}
 # scikit-learn's metadata-routing methods: documented by scikit-learn.
-SKLEARN_MACHINERY = {"set_fit_request", "set_score_request", "set_predict_request", "set_params", "get_params"}
+SKLEARN_MACHINERY = {"set_fit_request", "set_partial_fit_request", "set_score_request", "set_predict_request", "set_params", "get_params"}
 
 
 def _module_objects():
