@@ -12,16 +12,17 @@ _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Frames that stand between the user and skillfit without being either: a with block's exit,
 # and the process launchers that run a data-parallel rank (whose warnings go to the caller's
 # process; left to them, "torch" would be their module, which quiet_libraries silences).
-_PASS_THROUGH = (
+_PASS_THROUGH_PREFIXES = (
+    _PACKAGE,
     os.path.abspath(contextlib.__file__),
     os.path.dirname(os.path.abspath(multiprocessing.__file__)) + os.sep,
-    os.path.join("torch", "multiprocessing") + os.sep,
 )
+_TORCH_LAUNCHER = os.sep + os.path.join("torch", "multiprocessing") + os.sep
 
 
 def _passes_through(filename: str) -> bool:
     path = os.path.abspath(filename)
-    return path.startswith(_PACKAGE) or path.startswith(_PASS_THROUGH[:2]) or _PASS_THROUGH[2] in path
+    return path.startswith(_PASS_THROUGH_PREFIXES) or _TORCH_LAUNCHER in path
 
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:

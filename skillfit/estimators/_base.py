@@ -462,7 +462,7 @@ class SkillEstimatorBase(
             name=type(self).__name__,
             is_router=self._is_router_parameter,
             checkpoints=checkpoints,
-            callbacks=CallbackList(check_callbacks(self.callbacks), self, call, history),
+            callbacks=CallbackList(list(self.callbacks or []), self, call, history),  # checked by _validate_params
         )
 
     def _finish_fit(self, loop: TrainingLoop) -> None:

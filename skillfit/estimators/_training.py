@@ -66,8 +66,7 @@ class TrainingSettings:
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "TrainingSettings":
         """Pick the settings out of an estimator's ``get_params()``."""
-        defaults = {"lr_schedule": "linear", "gradient_accumulation_steps": 1}  # estimators pickled before them
-        return cls(**{field.name: params.get(field.name, defaults.get(field.name)) for field in fields(cls)})
+        return cls(**{field.name: params[field.name] for field in fields(cls)})
 
 
 def trainable_parameters(optimizer) -> list[torch.nn.Parameter]:
