@@ -368,6 +368,14 @@ def test_a_checkpoint_written_before_the_loop_had_a_state_dict_resumes_exactly(t
                           checkpoint_every=1, checkpoint_dir=tmp_path / "ckpt")
     with pytest.warns(UserWarning, match=r"resumed from the checkpoint .*1 of 3 epochs done, step 2 of epoch 2"):
         est.fit(X, y)
-    np.testing.assert_array_equal(est.predict_proba(X[:8]), np.asarray(expected["predict_proba"]))
-    assert [{k: v for k, v in record.items() if k != "time"} for record in est.history_] == \
-        [{k: v for k, v in record.items() if k != "time"} for record in expected["history"]]
+    # The fixture's figures were computed on another CPU. float32 kernels round differently across
+    # instruction sets (3.5e-8 measured between two x86 machines), so equality to the last bit holds only
+    # where the fixture was written; elsewhere the resumed fit must agree to float32 rounding. The exact
+    # resume (to the bit, on one machine) is what test_a_fit_killed_by_sigkill_resumes_bit_identical checks.
+    np.testing.assert_allclose(est.predict_proba(X[:8]), np.asarray(expected["predict_proba"]), rtol=0, atol=1e-6)
+    assert len(est.history_) == len(expected["history"])
+    for record, reference in zip(est.history_, expected["history"]):
+        assert record.keys() == reference.keys()
+        for key, value in reference.items():
+            if key != "time":
+                assert record[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

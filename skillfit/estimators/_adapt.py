@@ -14,8 +14,7 @@ if TYPE_CHECKING:
 from .._validation import NONE, Interval, Options, validate_arguments
 from ..skills import add_tasks, train_only_new_tasks
 from ._concurrency import changes_model
-from ._runtime import copy_sharing_frozen, quiet_libraries, reproducible_torch
-from ._interrupts import interruptible
+from ._run_context import TrainingRun
 
 ADAPT_MODES = ("routing", "average", "all")
 ADAPT_CONSTRAINTS = {"mode": [Options(*ADAPT_MODES)], "max_epochs": [Interval(Integral, 1, None), NONE]}
@@ -129,30 +128,19 @@ class AdaptMixin:
         raw_targets = self._check_adapt_targets(y, len(texts))
         if self._starts_processes():
             return self._run_on_new_processes(self, "adapt", (X, y), self.device_, mode=mode, max_epochs=max_epochs)
-        previous_state = dict(self.__dict__)
-        # All or nothing: adapt grows and trains a copy that shares the frozen backbone.
-        self.network_ = copy_sharing_frozen(self.network_)
-        try:
-            self._adapt_new_tasks(texts, tasks, new_tasks, raw_targets, mode, max_epochs)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(previous_state)
-            raise
+        with TrainingRun(self, "adapt") as run:  # all or nothing: an error leaves the estimator as it was
+            self._adapt_new_tasks(run, texts, tasks, new_tasks, raw_targets, mode, max_epochs)
         return self
 
     def _adapt_new_tasks(
-        self, texts: list[str], tasks: np.ndarray, new_tasks: list, raw_targets: Any, mode: str, max_epochs: int | None
+        self, run: TrainingRun, texts: list[str], tasks: np.ndarray, new_tasks: list, raw_targets: Any, mode: str,
+        max_epochs: int | None,
     ) -> None:
         """Everything ``adapt`` does after checking its inputs: new rows, the freeze, training, summaries."""
         self.__dict__.pop("_partial_state", None)  # the optimizer's tables no longer fit the grown model
-        self._join_process_group()
-        self.device_ = self._continuing_device()
-        self.history_ = list(self.__dict__.get("history_", []))  # the loop appends to (or resumes) a list of its own
-        checkpoints = self._open_checkpoints(
-            {"call": "adapt", "mode": mode, "max_epochs": max_epochs}, (texts, tasks, raw_targets), continues=True
-        )
-        seed = self._fit_seed(checkpoints)
-        with quiet_libraries(self.verbose), reproducible_torch(seed):
+        run.start({"mode": mode, "max_epochs": max_epochs}, (texts, tasks, raw_targets), continues=True)
+        with run.seeded():
+            run.continue_fitted_model()  # grows and trains a copy that shares the frozen backbone
             n_old = len(self.tasks_)
             self.tasks_ = np.concatenate([self.tasks_, np.asarray(new_tasks, dtype=self.tasks_.dtype)])
             task_index = self._lookup_tasks(tasks)[0]  # every task is known now
@@ -163,14 +151,9 @@ class AdaptMixin:
             restore = self._freeze_for_adapt(mode, n_old, new_output_parameters)
             try:
                 self._check_something_trains(mode)
-                if checkpoints is not None:
-                    checkpoints.check_backbone(self._backbone_reference.get("sha256"))
-                loop = self._training_loop(np.random.default_rng(seed), checkpoints, call="adapt")
+                loop = run.training_loop()
                 unchanged = " and the fitted tasks are unchanged." if mode != "all" else "."
-                with interruptible(
-                    loop, f"{type(self).__name__}.adapt", needs_an_epoch=False, kept_note=unchanged,
-                    resumable_from=None if checkpoints is None else str(checkpoints.path),
-                ):
+                with run.interruptible(needs_an_epoch=False, kept_note=unchanged, resumable=True):
                     loop.fit_loop(
                         self._encode(texts, task_index, targets), max_epochs or self.max_epochs,
                         weight_decay=None if mode == "all" else 0.0, stage=f"adapt:{mode}",
@@ -181,8 +164,6 @@ class AdaptMixin:
             self._update_task_identifier(texts, task_index)
         self._set_routing_attributes()
         self._attach_routing_prototypes()
-        self._warn_if_resumed(loop, "adapt")
-        loop.callbacks.emit("on_fit_end")
 
     def _check_task_id_type(self, tasks: np.ndarray, action: str) -> None:
         """Task ids of another type than ``tasks_`` (int against str) can only be a mistake: refuse them."""

@@ -9,7 +9,7 @@ What happens where (``docs/architecture.md`` has the whole map):
 - batching is ``_batching.py``; seeds, quiet logs and autocast are ``_runtime.py``;
 - saving, loading, pickling and peft export come from ``_saving.py``; ``adapt`` from
   ``_adapt.py``, ``task_similarity`` from ``_similarity.py``, ``partial_fit`` from
-  ``_partial_fit.py``, checkpoint files, seeds and processes from ``_run_context.py``.
+  ``_partial_fit.py``, a training call's rollback, seed, checkpoint file and processes from ``_run_context.py``.
 """
 
 from __future__ import annotations
@@ -49,16 +49,14 @@ from ._persistence import check_folder_path
 from .._precision import BACKBONE_DTYPES, QUANTIZATIONS
 from ._params import estimator_parameters, parameter, parameter_constraints
 from ._registry import register
-from ._runtime import copy_sharing_frozen, follow_thread_budget, quiet_libraries, reproducible_torch
 from ._saving import PersistenceMixin
-from ._interrupts import interruptible
 from ._optimizer import LR_SCHEDULES
 from ._adapt import AdaptMixin
 from ._model_build import ModelBuildMixin
 from ._prediction import PredictionBatchesMixin
 from ._validation_data import ValidationDataMixin
 from ._partial_fit import PartialFitMixin
-from ._run_context import RunContextMixin
+from ._run_context import ProcessLaunchMixin, TrainingRun
 from ._similarity import TaskSimilarityMixin
 from ._training import TrainingLoop, TrainingSettings
 from ._unknown_tasks import INFERRING_MODES, UNKNOWN_TASK_MODES, UnknownTaskMixin
@@ -81,7 +79,7 @@ MAX_RATE = 1e3  # the largest learning rate or weight decay a parameter accepts
 
 @estimator_parameters
 class SkillEstimatorBase(
-    AdaptMixin, TaskSimilarityMixin, RunContextMixin, ModelBuildMixin, ValidationDataMixin, PredictionBatchesMixin,
+    AdaptMixin, TaskSimilarityMixin, ProcessLaunchMixin, ModelBuildMixin, ValidationDataMixin, PredictionBatchesMixin,
     UnknownTaskMixin, PersistenceMixin, MemoryEstimateMixin, PartialFitMixin, EstimatorHooks, BaseEstimator,
 ):
     """Common parameters, ``fit`` and ``adapt`` of skillfit estimators.
@@ -344,18 +342,13 @@ class SkillEstimatorBase(
         if self._starts_processes():
             estimator = self if self._warm() else clone(self)
             return self._run_on_new_processes(estimator, "fit", (X, y, X_val, y_val), resolve_device(self.device))
-        previous_state = dict(self.__dict__)
-        try:
-            self._fit_new_model(texts, tasks, y, X_val, y_val)
-        except BaseException:
-            # Never half-updated: an error, or Ctrl-C before the first epoch ends, leaves the
-            # estimator as it was before fit (unfitted, or the previous model).
-            self.__dict__.clear()
-            self.__dict__.update(previous_state)
-            raise
+        with TrainingRun(self, "fit") as run:  # all or nothing: an error leaves the estimator as it was
+            self._fit_new_model(run, texts, tasks, y, X_val, y_val)
         return self
 
-    def _fit_new_model(self, texts: list[str], tasks: np.ndarray, y: Any, X_val: Any, y_val: Any) -> None:
+    def _fit_new_model(
+        self, run: TrainingRun, texts: list[str], tasks: np.ndarray, y: Any, X_val: Any, y_val: Any
+    ) -> None:
         """Everything ``fit`` does after checking its inputs: data, network, training, summaries."""
         self.__dict__.pop("_partial_state", None)  # a fit ends any sequence of partial_fit passes
         warm = self._warm()
@@ -364,43 +357,30 @@ class SkillEstimatorBase(
             targets = self._warm_start_targets(y, len(texts), task_index)
         else:
             targets = self._check_targets(y, len(texts))
-        follow_thread_budget()
-        self._join_process_group()
         validation_data = self._validated_inputs(X_val) if X_val is not None else (None, None)
-        checkpoints = self._open_checkpoints({"call": "fit"}, (texts, tasks, y, *validation_data, y_val), continues=warm)
-        seed = self._fit_seed(checkpoints)
+        seed = run.start({}, (texts, tasks, y, *validation_data, y_val), continues=warm)
         rng = np.random.default_rng(seed)
         if not warm:
             self.tasks_, task_index = np.unique(tasks, return_inverse=True)
         train, held_out, sized_for = self._split_for_validation(texts, task_index, targets, X_val, y_val, rng)
-        with quiet_libraries(self.verbose), reproducible_torch(seed):
+        with run.seeded():
             if warm:  # continue from the fitted weights, on a copy: an error leaves the model as it was
-                self.device_ = self._continuing_device()
-                self.network_ = copy_sharing_frozen(self.network_).to(self.device_)
-                self.history_ = list(self.history_)
+                run.continue_fitted_model()
             else:
                 self._build_model(*sized_for)
                 self.history_ = []
-            if checkpoints is not None:
-                checkpoints.check_backbone(self._backbone_reference.get("sha256"))
             encoded = self._encode(*train)
             validation = None
             if held_out is not None:
                 validation = {"encoded": self._encode(*held_out), "tasks": held_out[1], "targets": held_out[2]}
-            loop = self._training_loop(rng, checkpoints, call="fit")
-            fit_name = f"{type(self).__name__}.fit"
-            kept_note = ". Call fit again to train fully."
-            resumable_from = str(checkpoints.path) if warm and checkpoints is not None else None
-            with interruptible(loop, fit_name, needs_an_epoch=True, kept_note=kept_note,
-                               resumable_from=resumable_from):
+            loop = run.training_loop(rng)
+            with run.interruptible(needs_an_epoch=True, kept_note=". Call fit again to train fully.", resumable=warm):
                 with self._compiled_for_training():
                     self._train(loop, encoded, validation)
         self._finish_fit(loop)
         if self.handle_unknown_task in INFERRING_MODES and getattr(self.network_, "task_identifier", None) is None:
             # The identifier reads the frozen backbone only: a warm fit keeps the one it has.
             self._train_task_identifier(texts, task_index)
-        self._warn_if_resumed(loop, "fit")
-        loop.callbacks.emit("on_fit_end")
 
     def _warm(self) -> bool:
         """Whether this ``fit`` continues the fitted model (``warm_start=True`` on a fitted estimator)."""

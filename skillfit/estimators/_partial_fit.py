@@ -21,7 +21,7 @@ import numpy as np
 
 from .._warnings import warn_user
 from ._concurrency import changes_model
-from ._runtime import copy_sharing_frozen, follow_thread_budget, quiet_libraries, reproducible_torch
+from ._run_context import TrainingRun
 from ._unknown_tasks import INFERRING_MODES
 
 
@@ -91,23 +91,16 @@ class PartialFitMixin:
         if self._starts_processes():
             raise ValueError(f"partial_fit trains in this process; n_devices={self.n_devices} would start new "
                              "processes at every call. Use fit for a data-parallel fit, or launch under torchrun.")
-        previous_state = dict(self.__dict__)
-        try:
-            self._partial_fit_pass(texts, tasks, y, classes)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(previous_state)
-            raise
+        with TrainingRun(self, "partial_fit") as run:  # all or nothing: an error leaves the estimator as it was
+            self._partial_fit_pass(run, texts, tasks, y, classes)
         return self
 
-    def _partial_fit_pass(self, texts: list[str], tasks: np.ndarray, y: Any, classes: Any) -> None:
+    def _partial_fit_pass(self, run: TrainingRun, texts: list[str], tasks: np.ndarray, y: Any, classes: Any) -> None:
         first = not hasattr(self, "network_")
-        follow_thread_budget()
-        self._join_process_group()
         if first:
             targets = self._partial_fit_targets(y, len(texts), classes, None)
             self.tasks_, task_index = np.unique(tasks, return_inverse=True)
-            state, seed = None, self._fit_seed(None)
+            state = None
         else:
             task_index = self._fitted_task_indices(
                 tasks, "partial_fit", "partial_fit continues the tasks it was fitted on, but X has new task(s) "
@@ -117,7 +110,7 @@ class PartialFitMixin:
             # A copy: the optimizer takes over the state's tensors and steps them in place, and a
             # failed call must leave the stored state as it was.
             state = copy.deepcopy(self.__dict__.get("_partial_state"))
-            seed = state["seed"] if state is not None else self._fit_seed(None)
+        seed = run.start(seed=None if state is None else state["seed"])  # no checkpoints: see the module docstring
         done = 0 if state is None else state["position"]["epoch"]
         if done >= self.max_epochs and self.lr_schedule != "constant":
             warn_user(
@@ -125,23 +118,20 @@ class PartialFitMixin:
                 "at a learning rate of 0, so this call does not change the model. Raise max_epochs before the first "
                 "call, or use lr_schedule='constant'.", UserWarning,
             )
-        with quiet_libraries(self.verbose), reproducible_torch(seed):
+        with run.seeded():
             if first:
                 self._build_model(targets, task_index)
                 self.history_ = []
             else:  # train a copy: an error leaves the model as it was
-                self.device_ = self._continuing_device()
-                self.network_ = copy_sharing_frozen(self.network_).to(self.device_)
-                self.history_ = list(self.history_)
+                run.continue_fitted_model()
                 self._allow_label_pairs(task_index, targets)
-            loop = self._training_loop(np.random.default_rng(seed), None, call="partial_fit")
+            loop = run.training_loop()
             loop.fit_loop(self._encode(texts, task_index, targets), max(self.max_epochs, done + 1),
                           continue_from=state, epochs=1, schedule_epochs=self.max_epochs)
         self._partial_state = {**loop.paused_state, "seed": seed}
         self._finish_fit(loop)
         if first and self.handle_unknown_task in INFERRING_MODES:
             self._train_task_identifier(texts, task_index)
-        loop.callbacks.emit("on_fit_end")
 
     def _partial_fit_targets(self, y: Any, n_samples: int, classes: Any, task_index: np.ndarray | None) -> Any:
         """The targets of a call; the first (``task_index`` None) fixes the labels. Text to text: ``classes`` refused."""

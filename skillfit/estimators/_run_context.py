@@ -1,9 +1,17 @@
-"""What every training call needs around its loop: checkpoint files, seeds, processes."""
+"""One training call's surroundings: :class:`TrainingRun`, and the launch of data-parallel processes.
+
+``fit`` (new or warm), ``partial_fit`` and ``adapt`` each open one :class:`TrainingRun`;
+PEMT's two stages are two loops inside its ``fit``'s run. What a call needs around its
+loop is written here once: rollback, seed, process group, checkpoint file, interrupts and
+the resume warning.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from contextlib import ExitStack, contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -20,51 +28,142 @@ from ._distributed import (
     rank_device,
     run_data_parallel,
 )
-from ._runtime import resolve_seed
+from ._interrupts import interruptible
+from ._runtime import copy_sharing_frozen, follow_thread_budget, quiet_libraries, reproducible_torch, resolve_seed
 from ._training import TrainingLoop
 
 
-class RunContextMixin:
-    """Checkpoint files and seeds of a call; data-parallel process launch and groups."""
+class TrainingRun:
+    """One training call of an estimator, used as ``with TrainingRun(estimator, "fit") as run:``.
 
-    # ------------------------------------------------------------- checkpoints
-    def _open_checkpoints(self, call: dict[str, Any], data: tuple, *, continues: bool) -> FitCheckpoints | None:
-        """This call's checkpoint file in ``checkpoint_dir`` (None without one), read if it exists.
+    It owns, in the order a call meets them:
 
-        ``call`` names the call and its arguments, ``data`` its inputs; ``continues``:
-        the call continues the fitted model, which the fingerprint then includes (see
-        ``_checkpoint.py``).
-        """
-        if self.checkpoint_dir is None:
-            return None
-        start = self._start_digest() if continues else None
-        return FitCheckpoints(self.checkpoint_dir, fingerprint(self, call, data_digest(*data), start), self.checkpoint_every)
+    - **rollback**: entering records the estimator's attributes; an exception leaving
+      the block (an error, or a Ctrl-C that kept nothing) puts them back, so a call is
+      all or nothing;
+    - the **process group** (under ``torchrun``), the **thread budget**, the call's
+      **checkpoint file** and its **seed** (:meth:`start`);
+    - the quiet, seeded scope of the training (:meth:`seeded`), the copy that a call
+      continuing a fitted model trains (:meth:`continue_fitted_model`);
+    - the **loop** and **Ctrl-C** (:meth:`training_loop`, :meth:`interruptible`);
+    - once the block succeeds: the **resume warning** and the callbacks' ``on_fit_end``.
+    """
 
-    def _warn_if_resumed(self, loop: TrainingLoop, action: str) -> None:
-        """Say that this call resumed from a checkpoint rather than trained from the start."""
-        if loop.resumed is None:
+    def __init__(self, estimator: "SkillEstimatorBase", call: str) -> None:
+        self.estimator, self.call = estimator, call
+        self.action = f"{type(estimator).__name__}.{call}"
+        self.checkpoints: FitCheckpoints | None = None
+        self.seed: int | None = None
+        self.loop: TrainingLoop | None = None
+        self._previous: dict[str, Any] = {}
+
+    def __enter__(self) -> "TrainingRun":
+        self._previous = dict(self.estimator.__dict__)
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        if exc_type is None:
+            try:
+                self._succeed()
+            except BaseException:
+                self._roll_back()
+                raise
+        else:
+            self._roll_back()
+        return False
+
+    def _roll_back(self) -> None:
+        """Put back the estimator's attributes as they were when the call began."""
+        self.estimator.__dict__.clear()
+        self.estimator.__dict__.update(self._previous)
+
+    def _succeed(self) -> None:
+        """Say that the call resumed from a checkpoint (if it did), then tell the callbacks the call ended."""
+        loop = self.loop
+        if loop is None:
             return
-        path, where = loop.resumed
-        warn_user(
-            f"{type(self).__name__}.{action} resumed from the checkpoint {path!r} ({where}). Delete the file "
-            "to train from the start.",
-            UserWarning,
-        )
+        if loop.resumed is not None:
+            path, where = loop.resumed
+            warn_user(f"{self.action} resumed from the checkpoint {path!r} ({where}). Delete the file to train "
+                      "from the start.", UserWarning)
+        loop.callbacks.emit("on_fit_end")
 
-    def _fit_seed(self, checkpoints: FitCheckpoints | None) -> int:
-        """The seed of this call: the checkpoint's when resuming, else ``random_state`` (None: rank 0's draw)."""
-        seed = checkpoints.saved_seed if checkpoints is not None and checkpoints.found else None
-        seed = broadcast_seed(resolve_seed(self.random_state) if seed is None else seed)
-        if checkpoints is not None:
-            checkpoints.seed = seed
+    # ----------------------------------------------------------------- set-up
+    def start(
+        self, arguments: dict[str, Any] | None = None, data: tuple = (), *, continues: bool = False,
+        seed: int | None = None,
+    ) -> int:
+        """Join the process group, follow the thread budget, open the checkpoint file, and return the seed.
+
+        ``arguments`` (None: no checkpoints) name the call's arguments and ``data`` its
+        inputs, which the checkpoint's fingerprint includes, with the fitted model when
+        the call ``continues`` it. The seed is ``seed`` if given (``partial_fit``'s
+        sequence keeps one), else the checkpoint's when resuming, else ``random_state``
+        (None: rank 0's draw, shared with every rank).
+        """
+        estimator = self.estimator
+        follow_thread_budget()
+        if launched_by_runner():  # torchrun / accelerate launch (or our own ranks): this rank joins the group
+            join_runner_group(rank_device(resolve_device(estimator.device)), estimator.distributed_backend)
+        if arguments is not None and estimator.checkpoint_dir is not None:
+            start = model_digest(estimator.network_, estimator.tasks_, getattr(estimator, "classes_", None)) \
+                if continues else None
+            self.checkpoints = FitCheckpoints(
+                estimator.checkpoint_dir, fingerprint(estimator, {"call": self.call, **arguments}, data_digest(*data), start),
+                estimator.checkpoint_every,
+            )
+        if seed is None:
+            checkpoints = self.checkpoints
+            seed = checkpoints.saved_seed if checkpoints is not None and checkpoints.found else None
+            seed = broadcast_seed(resolve_seed(estimator.random_state) if seed is None else seed)
+        if self.checkpoints is not None:
+            self.checkpoints.seed = seed
+        self.seed = seed
         return seed
 
-    def _start_digest(self) -> str:
-        """A fingerprint of the fitted model a warm fit or ``adapt`` continues."""
-        return model_digest(self.network_, self.tasks_, getattr(self, "classes_", None))
+    @contextmanager
+    def seeded(self) -> Iterator[None]:
+        """The scope of the training: libraries quiet below ``verbose=2``, torch seeded with the call's seed."""
+        with ExitStack() as stack:
+            stack.enter_context(quiet_libraries(self.estimator.verbose))
+            stack.enter_context(reproducible_torch(self.seed))
+            yield
+
+    def continue_fitted_model(self) -> None:
+        """Train a copy of the fitted network (sharing the frozen backbone) on this rank's device.
+
+        An error then leaves the fitted model as it was; ``history_`` is copied too, as
+        the loop appends to it.
+        """
+        estimator = self.estimator
+        if rank_and_world()[1] > 1:
+            estimator.device_ = rank_device(resolve_device(estimator.device))
+        estimator.network_ = copy_sharing_frozen(estimator.network_).to(estimator.device_)
+        estimator.history_ = list(estimator.__dict__.get("history_", []))
+
+    # ------------------------------------------------------------- the loop
+    def training_loop(self, rng: np.random.Generator | None = None) -> TrainingLoop:
+        """The estimator's loop for this call (shuffled by ``rng``, default: one seeded by the call's seed)."""
+        if self.checkpoints is not None:
+            self.checkpoints.check_backbone(self.estimator._backbone_reference.get("sha256"))
+        rng = np.random.default_rng(self.seed) if rng is None else rng
+        self.loop = self.estimator._training_loop(rng, self.checkpoints, call=self.call)
+        return self.loop
+
+    def interruptible(self, *, needs_an_epoch: bool, kept_note: str, resumable: bool):
+        """Ctrl-C inside the block keeps the loop's last good weights (see :func:`~._interrupts.interruptible`).
+
+        ``resumable``: a call that continues a fitted model re-raises instead when its
+        checkpoint file holds the progress, and the rollback puts the estimator back.
+        """
+        resumable_from = str(self.checkpoints.path) if resumable and self.checkpoints is not None else None
+        return interruptible(self.loop, self.action, needs_an_epoch=needs_an_epoch, kept_note=kept_note,
+                             resumable_from=resumable_from)
 
 
-    # ---------------------------------------------------------- several processes
+class ProcessLaunchMixin:
+    """Data-parallel calls: whether a call starts ``n_devices`` processes, and taking over rank 0's result."""
+
     def _starts_processes(self) -> bool:
         """Whether this call starts ``n_devices`` processes (not when already one rank of a group)."""
         return self.n_devices > 1 and not launched_by_runner()
@@ -79,14 +178,3 @@ class RunContextMixin:
         self.__dict__.clear()
         self.__dict__.update(fitted.__dict__)
         return self
-
-    def _continuing_device(self) -> torch.device:
-        """Where a call that continues a fitted model (adapt, a warm fit) trains: this rank's device in a group."""
-        if rank_and_world()[1] > 1:
-            return rank_device(resolve_device(self.device))
-        return self.device_
-
-    def _join_process_group(self) -> None:
-        """Under torchrun / accelerate launch (or our own ranks), make sure this rank is in the group."""
-        if launched_by_runner():
-            join_runner_group(rank_device(resolve_device(self.device)), self.distributed_backend)
