@@ -186,7 +186,7 @@ class DataParallelLoop(TrainingLoop):
 
     def _stop_requested(self) -> bool:
         """Rank 0's callbacks decide; with no user callback there is nothing to ask (and no broadcast)."""
-        if len(self.callbacks.callbacks) <= 1:  # only the loop's own printer, which never stops
+        if not self.callbacks.has_user_callbacks:  # the loop's own never ask to stop
             return False
         return bool(_from_rank_zero(self.callbacks.stop_requested))
 

@@ -30,6 +30,7 @@ import torch
 
 from ..callbacks import CallbackList, learning_rates
 from ._batching import token_lengths, training_batches
+from ._loop_callbacks import CheckpointWriter, HistoryRecorder, WeightKeeper
 from ._loop_state import EarlyStopping, LoopPosition, WeightSnapshot, describe_position, snapshot_from_state, snapshot_state
 from ._optimizer import make_optimizer
 from ._persistence import adapter_state
@@ -153,7 +154,12 @@ class TrainingLoop:
         self.position, self.optimizer, self.scheduler = LoopPosition(), None, None  # of the running loop
         self.paused_state: dict[str, Any] | None = None  # what partial_fit's next call continues from
         self.callbacks = callbacks if callbacks is not None else CallbackList([], None, "fit", history)
-        self.callbacks.callbacks.insert(0, ProgressPrinter(self))
+        # The loop's own callbacks (``_loop_callbacks.py``) stand around the user's: printing, history and the
+        # kept weights (with early stopping) before them, checkpoint writing after.
+        self.weight_keeper = WeightKeeper(self)
+        self.callbacks.callbacks[:0] = [ProgressPrinter(self), HistoryRecorder(self), self.weight_keeper]
+        if checkpoints is not None:
+            self.callbacks.callbacks.append(CheckpointWriter(self, checkpoints))
         self._router_groups: list[bool] = []
 
     def make_optimizer(self, n_steps: int, weight_decay: float | None = None):
@@ -215,10 +221,8 @@ class TrainingLoop:
             optimizer.zero_grad(set_to_none=True)
             optimizer.state.clear()
         if not position.complete and epochs is None:
-            self._keep_final_weights()
             position.complete = True
-            if self.checkpoints is not None:
-                self.checkpoints.save(self)  # the final weights: a later fit returns them at once
+            self.callbacks.emit_internal("on_loop_end")  # the best weights, then the final checkpoint
         self.kept = None  # an interrupt between loops (PEMT's stages) finds no loop to restore
         return self.losses
 
@@ -227,7 +231,7 @@ class TrainingLoop:
         validation: dict[str, Any] | None, until: int | None = None,
     ) -> None:
         """The epochs from ``position`` on (to ``until``), each ended by :meth:`end_epoch` and a checkpoint."""
-        if self._stops_early() or self._stop_requested():  # a checkpoint written at the epoch that stopped
+        if self._should_stop():  # a checkpoint written at the epoch that stopped
             return
         for epoch in range(position.epoch, n_epochs if until is None else until):
             start = time.perf_counter()
@@ -238,24 +242,17 @@ class TrainingLoop:
                                 loss=None, validation_score=None, task_scores=None, record=None)
             loss = self.run_epoch(batches, encoded, optimizer, scheduler, f"epoch {epoch + 1}/{n_epochs}", position)
             position.epoch, position.step = epoch + 1, 0
-            self.end_epoch(epoch, n_epochs, loss, self.trainable, validation, start)
-            if self.checkpoints is not None:
-                self.checkpoints.save(self)
-            if self._stops_early() or self._stop_requested():
+            self.end_epoch(epoch, n_epochs, loss, validation, start)
+            if self._should_stop():
                 return
+
+    def _should_stop(self) -> bool:
+        """Whether the loop ends now: early stopping (the :class:`~._loop_callbacks.WeightKeeper`), or a callback's request."""
+        return self.weight_keeper.loop_should_stop() or self._stop_requested()
 
     def _stop_requested(self) -> bool:
         """Whether a callback asked to stop (:attr:`~skillfit.callbacks.TrainingState.stop_training`)."""
         return self.callbacks.stop_requested
-
-    def _stops_early(self) -> bool:
-        """Whether early stopping ends the loop now (``n_iter_no_change`` epochs without improvement); says so."""
-        stopping = self.stopping
-        if not (self.settings.early_stopping and stopping is not None and stopping.should_stop):
-            return False
-        self._say(f"early stop: no improvement for {stopping.epochs_without_improvement} epochs; "
-                  f"keeping {stopping.best_weights.description}")
-        return True
 
     def training_batches(self, encoded: dict[str, Any]) -> list[list[np.ndarray]]:
         """One epoch's optimizer steps, each a list of ``gradient_accumulation_steps`` batches of row indices.
@@ -292,11 +289,7 @@ class TrainingLoop:
             self.callbacks.emit("on_batch_end", step=step + 1, global_step=self.callbacks.state.global_step + 1,
                                 loss=loss, epoch_loss=position.loss_sum / position.loss_count,
                                 learning_rates=learning_rates(optimizer, self._router_groups))
-            stop = self._stop_requested()
-            if self.checkpoints is not None and step + 1 < len(batches) and not stop \
-                    and self.checkpoints.step_due(self.steps_taken):
-                self.checkpoints.save(self)
-            if stop:
+            if self._stop_requested():
                 break
         return position.loss_sum / position.loss_count
 
@@ -351,27 +344,18 @@ class TrainingLoop:
 
     # ------------------------------------------------------------- epoch ends
     def end_epoch(
-        self, epoch: int, n_epochs: int, loss: float, trainable: list[torch.nn.Parameter],
-        validation: dict[str, Any] | None, start: float,
+        self, epoch: int, n_epochs: int, loss: float, validation: dict[str, Any] | None, start: float,
     ) -> None:
-        """Score the validation data, take the epoch's snapshot, record and print the epoch."""
-        name = f"epoch {epoch + 1}" + (f" of {self.stage}" if self.stage else "")
+        """Score the validation data and tell the callbacks: they record the epoch, keep its weights, print it."""
         record: dict[str, Any] = {"epoch": epoch + 1, "loss": loss}
         if self.stage:
             record["stage"] = self.stage
+        task_scores = None
         if validation is not None:
-            score, task_scores = self.score_validation(validation)
-            record["validation_score"] = score
-            self.stopping.update(score, task_scores, lambda: WeightSnapshot(trainable, name))
-            self.kept = self.stopping.best_weights
-        else:
-            self.kept = WeightSnapshot(trainable, name)
+            record["validation_score"], task_scores = self.score_validation(validation)
         record["time"] = time.perf_counter() - start
-        self.history.append(record)
-        self.losses.append(loss)
         self.callbacks.emit("on_epoch_end", loss=loss, epoch_loss=loss, record=record,
-                            validation_score=record.get("validation_score"),
-                            task_scores=self.stopping.last_task_scores if validation is not None else None)
+                            validation_score=record.get("validation_score"), task_scores=task_scores)
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -441,17 +425,6 @@ class TrainingLoop:
             best = saved_stopping["best_weights"]
             stopping.best_weights = self.kept if best == "kept" else snapshot_from_state(self.trainable, best)
         return position
-
-    def _keep_final_weights(self) -> None:
-        """After the last epoch: the best epoch's weights with early stopping, else the last epoch's."""
-        stopping = self.stopping
-        if stopping is None or stopping.best_score is None:
-            return
-        if self.settings.early_stopping:
-            stopping.best_weights.restore()
-            self.best_score, self.kept_task_scores = stopping.best_score, stopping.best_task_scores
-        else:
-            self.best_score, self.kept_task_scores = stopping.best_score, stopping.last_task_scores
 
     def restore_kept(self) -> str:
         """Put back :attr:`kept` (after an interrupt) and return what it holds, e.g. ``"epoch 3"``."""
