@@ -31,7 +31,7 @@ def main() -> None:
 
     from skillfit import CPolyClassifier
     from skillfit.datasets import load_demo_tasks
-    from skillfit.estimators import _training
+    from skillfit.estimators._training import loop as _training
 
     data = load_demo_tasks(split="train").frame.sample(n=args.rows, random_state=0)
     X, y = data[["text", "task"]], data["label"].to_numpy()

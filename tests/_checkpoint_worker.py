@@ -16,7 +16,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 from conftest import make_multitask  # noqa: E402
 from skillfit import PolyClassifier  # noqa: E402
-from skillfit.estimators import _checkpoint, _training  # noqa: E402
+from skillfit.estimators._training import checkpoint as _checkpoint  # noqa: E402
+from skillfit.estimators._training import loop as _training  # noqa: E402
 
 
 def main(spec_path: str) -> None:

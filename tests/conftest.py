@@ -5,7 +5,9 @@ import pytest
 
 from _tiny import FILLER, KEYWORDS, tiny_backbone
 from skillfit import backbones
-from skillfit.estimators import _base, _model_build, _run_context, _saving
+from skillfit.estimators import _base, _model_build
+from skillfit.estimators._training import run_context as _run_context
+from skillfit.estimators._persistence import saving as _saving
 
 # Where device="auto" trains in the tests. The reference numbers are float32 CPU numbers,
 # so the default is the CPU even on a GPU machine; SKILLFIT_TEST_DEVICE=auto (or cuda)

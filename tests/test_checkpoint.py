@@ -19,8 +19,9 @@ from _tiny import tiny_backbone
 from conftest import make_multitask
 from skillfit import PEMTClassifier, PolyClassifier, PolySeq2Seq
 from skillfit.backbones import clear_backbone_cache
-from skillfit.estimators import _checkpoint, _training
-from skillfit.estimators._persistence import adapter_state
+from skillfit.estimators._training import checkpoint as _checkpoint
+from skillfit.estimators._training import loop as _training
+from skillfit.estimators._persistence.folder_format import adapter_state
 
 WORKER = Path(__file__).with_name("_checkpoint_worker.py")
 # 120 rows in batches of 16: 8 steps per epoch, 24 in all.

@@ -18,7 +18,7 @@ from _faults import FailsOnRankOne, InterruptedInSecondEpoch, StopsAtStep
 from _tiny import tiny_backbone
 from conftest import make_multitask
 from skillfit import CPolyClassifier, PEMTClassifier, PEMTSeq2Seq, PolyClassifier, PolySeq2Seq
-from skillfit.estimators._distributed import check_devices
+from skillfit.estimators._training.distributed import check_devices
 
 pytestmark = [pytest.mark.distributed, pytest.mark.skipif(os.cpu_count() < 2, reason="two CPU processes need two cores")]
 

@@ -14,7 +14,7 @@ import skillfit
 from _tiny import tiny_backbone
 from conftest import make_multitask
 from skillfit import CPolyClassifier, LoRAClassifier, MTLoRAClassifier, PEMTClassifier, PolyClassifier
-from skillfit.estimators._task_identifier import TaskIdentifier
+from skillfit.estimators._task_free.task_identifier import TaskIdentifier
 from skillfit.skills import SkillConfig, SkillLinear, TaskContext
 from skillfit.skills.content_routing import ContentRouting, skill_prototypes
 

@@ -16,8 +16,8 @@ from sklearn.exceptions import NotFittedError
 from _tiny import tiny_backbone
 from conftest import make_multitask
 from skillfit import CPolyClassifier, LoRAClassifier, PEMTClassifier, PolyClassifier, PolySeq2Seq
-from skillfit.estimators._training import TrainingLoop
-from skillfit.estimators._validation_split import stratified_split
+from skillfit.estimators._training.loop import TrainingLoop
+from skillfit.estimators._training.validation_split import stratified_split
 from test_seq2seq import FAST, keyword_tasks
 
 
@@ -387,7 +387,7 @@ def task_table_and_shared(seed=0):
 
 
 def row_optimizer(table, shared, weight_decay=0.1):
-    from skillfit.estimators._optimizer import TaskRowAdamW
+    from skillfit.estimators._training.optimizer import TaskRowAdamW
 
     return TaskRowAdamW([
         {"params": [shared], "lr": 1e-2, "weight_decay": weight_decay},
@@ -498,7 +498,7 @@ def test_warm_start_refuses_what_only_adapt_can_learn(tiny_kwargs, multitask, mo
     ("constant", [1 / 3, 2 / 3] + [1.0] * 8),
 ])
 def test_each_learning_rate_schedule_has_its_shape(schedule, expected):
-    from skillfit.estimators._optimizer import learning_rate_schedule
+    from skillfit.estimators._training.optimizer import learning_rate_schedule
 
     factor = learning_rate_schedule(schedule, 10, 0.2)
     np.testing.assert_allclose([factor(step) for step in range(10)], expected, rtol=1e-12)

@@ -2,7 +2,7 @@
 
 A kind (``classifier.py``, ``seq2seq.py``) times a method (``poly.py``, ``cpoly.py``,
 ``lora.py``, ``mtlora.py``, ``pemt.py``) over one base (``_base.py``); the hooks they
-fill in are declared in ``_hooks.py``, the training loop is ``_training.py``.
+fill in are declared in ``_hooks.py``, the training loop is ``_training/loop.py``.
 ``docs/architecture.md`` maps every module and walks through adding a method.
 """
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 from .._validation import NONE, Interval, Options, validate_arguments
 from ..skills import add_tasks, train_only_new_tasks
 from ._concurrency import changes_model
-from ._run_context import TrainingRun
+from ._training.run_context import TrainingRun
 
 ADAPT_MODES = ("routing", "average", "all")
 ADAPT_CONSTRAINTS = {"mode": [Options(*ADAPT_MODES)], "max_epochs": [Interval(Integral, 1, None), NONE]}

@@ -5,11 +5,11 @@ What happens where (``docs/architecture.md`` has the whole map):
 - the parameters are dataclass fields below, checked by ``_validate_params``;
 - the hooks that kinds and methods fill in are declared in ``_hooks.py``;
 - the training loop (``fit_loop -> run_epoch -> train_step``, early stopping,
-  snapshots, interrupts) is ``_training.py``; this class builds it and hands it data;
+  snapshots, interrupts) is ``_training/loop.py``; this class builds it and hands it data;
 - batching is ``_batching.py``; seeds, quiet logs and autocast are ``_runtime.py``;
-- saving, loading, pickling and peft export come from ``_saving.py``; ``adapt`` from
+- saving, loading, pickling and peft export come from ``_persistence/saving.py``; ``adapt`` from
   ``_adapt.py``, ``task_similarity`` from ``_similarity.py``, ``partial_fit`` from
-  ``_partial_fit.py``, a training call's rollback, seed, checkpoint file and processes from ``_run_context.py``.
+  ``_partial_fit.py``, a training call's rollback, seed, checkpoint file and processes from ``_training/run_context.py``.
 """
 
 from __future__ import annotations
@@ -40,26 +40,26 @@ from .._validation import (
 from ..backbones import DEFAULT_BACKBONE, resolve_device
 from ..skills import UNKNOWN_TASK, SkillConfig
 from ..skills.inject import check_target_pattern
-from ._checkpoint import FitCheckpoints
+from ._training.checkpoint import FitCheckpoints
 from ._concurrency import changes_model
-from ._distributed import BACKENDS, DataParallelLoop, rank_and_world
+from ._training.distributed import BACKENDS, DataParallelLoop, rank_and_world
 from ._hooks import EstimatorHooks
 from ._memory_estimate import MemoryEstimateMixin
-from ._persistence import check_folder_path
+from ._persistence.folder_format import check_folder_path
 from .._precision import BACKBONE_DTYPES, QUANTIZATIONS
 from ._params import estimator_parameters, parameter, parameter_constraints
 from ._registry import register
-from ._saving import PersistenceMixin
-from ._optimizer import LR_SCHEDULES
+from ._persistence.saving import PersistenceMixin
+from ._training.optimizer import LR_SCHEDULES
 from ._adapt import AdaptMixin
 from ._model_build import ModelBuildMixin
 from ._prediction import PredictionBatchesMixin
 from ._validation_data import ValidationDataMixin
 from ._partial_fit import PartialFitMixin
-from ._run_context import ProcessLaunchMixin, TrainingRun
+from ._training.run_context import ProcessLaunchMixin, TrainingRun
 from ._similarity import TaskSimilarityMixin
-from ._training import TrainingLoop, TrainingSettings
-from ._unknown_tasks import INFERRING_MODES, UNKNOWN_TASK_MODES, UnknownTaskMixin
+from ._training.loop import TrainingLoop, TrainingSettings
+from ._task_free.unknown_tasks import INFERRING_MODES, UNKNOWN_TASK_MODES, UnknownTaskMixin
 
 # What a warm-started fit may change: how it trains and runs. Any other parameter shapes
 # the fitted model (backbone, layers, rank, skills, head), so a change needs a new fit.
@@ -173,7 +173,7 @@ class SkillEstimatorBase(
         """Map given task ids to rows of the router.
 
         Unseen ids raise a ValueError naming them with ``handle_unknown_task="error"``,
-        else map to ``UNKNOWN_TASK`` (-1), which prediction resolves (``_unknown_tasks.py``).
+        else map to ``UNKNOWN_TASK`` (-1), which prediction resolves (``_task_free/unknown_tasks.py``).
         """
         self._check_task_id_type(tasks, "predict")
         index, unknown = self._lookup_tasks(tasks)
@@ -425,7 +425,7 @@ class SkillEstimatorBase(
         """A :class:`TrainingLoop` over ``network_`` with this estimator's settings, hooks and callbacks.
 
         ``rng`` shuffles; ``call`` names the call for the callbacks. In a process group
-        of several ranks, a :class:`~._distributed.DataParallelLoop`.
+        of several ranks, a :class:`~._training.distributed.DataParallelLoop`.
         """
         history = self.__dict__.setdefault("history_", [])  # estimators saved before history_ existed
         data_parallel = rank_and_world()[1] > 1

@@ -25,7 +25,7 @@ import torch
 from ..backbones import Backbone, default_target_modules
 from ..skills import SkillConfig, TaskContext, inject_skills, routing_weights
 from ._concurrency import tokenize
-from ._training import TrainingLoop, is_router_parameter
+from ._training.loop import TrainingLoop, is_router_parameter
 
 
 def _missing(hook: str) -> NotImplementedError:

@@ -11,7 +11,7 @@ import torch
 
 from .._warnings import warn_user
 from ..backbones import load_backbone_of_kind, max_positions, resolve_device
-from ._distributed import rank_device
+from ._training.distributed import rank_device
 from .._precision import chosen_dtype, dtype_name
 
 

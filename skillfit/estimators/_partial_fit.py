@@ -21,8 +21,8 @@ import numpy as np
 
 from .._warnings import warn_user
 from ._concurrency import changes_model
-from ._run_context import TrainingRun
-from ._unknown_tasks import INFERRING_MODES
+from ._training.run_context import TrainingRun
+from ._task_free.unknown_tasks import INFERRING_MODES
 
 
 class PartialFitMixin:

@@ -9,7 +9,7 @@ import torch
 
 
 from ._runtime import autocast
-from ._validation_split import stratified_split
+from ._training.validation_split import stratified_split
 
 
 class ValidationDataMixin:

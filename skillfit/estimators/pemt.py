@@ -17,7 +17,7 @@ from ._concurrency import tokenize
 from ._docs import fill_doc, seq2seq_doc
 from ._networks import hidden_states, pool_hidden_states
 from ._params import estimator_parameters, parameter
-from ._training import TrainingLoop
+from ._training.loop import TrainingLoop
 from .classifier import SkillClassifierBase
 from .seq2seq import SkillSeq2SeqBase
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .context import TaskContext
-from .routing import grown
+from .router_base import grown
 
 
 class ExclusiveMixer(nn.Module):

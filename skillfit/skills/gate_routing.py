@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .context import TaskContext
-from .routing import Router
+from .router_base import Router
 
 
 class GateRouter(Router):

@@ -6,7 +6,7 @@ id"):
 
 - ``"error"``: a ValueError that says what to pass;
 - ``"average"``: the average routing of the fitted tasks, no exclusive skills, any label;
-- ``"infer"``: the task identifier (:class:`~._task_identifier.TaskIdentifier`, trained
+- ``"infer"``: the task identifier (:class:`~.task_identifier.TaskIdentifier`, trained
   by ``fit``) picks a fitted task, whose routing, exclusive skills and labels are used;
   below ``unknown_task_threshold`` the row falls back to ``"average"``;
 - ``"route"``: the shared skills are weighed per token by content
@@ -28,15 +28,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .._warnings import warn_user
-from .._inputs import check_texts_and_optional_tasks, is_text_only
-from ..skills import skill_layers
-from ..skills.content_routing import ContentRouting
-from ._batching import PREDICT_CHUNK_ROWS, evaluation_batches, token_lengths
-from ._concurrency import changes_model, reads_model
-from ._networks import layer_mean_states
-from ._runtime import autocast
-from ._task_identifier import TaskIdentifier
+from ..._warnings import warn_user
+from ..._inputs import check_texts_and_optional_tasks, is_text_only
+from ...skills import skill_layers
+from ...skills.content_routing import ContentRouting
+from .._batching import PREDICT_CHUNK_ROWS, evaluation_batches, token_lengths
+from .._concurrency import changes_model, reads_model
+from .._networks import layer_mean_states
+from .._runtime import autocast
+from .task_identifier import TaskIdentifier
 
 UNKNOWN_TASK_MODES = ("error", "average", "infer", "route", "infer_and_route")
 INFERRING_MODES = ("infer", "infer_and_route")
@@ -268,7 +268,7 @@ class UnknownTaskMixin:
     def _task_features(self, texts: list[str]) -> np.ndarray:
         """The bare backbone's mean-pooled states, averaged over its layers (skills off): ``(n, hidden)``, float32.
 
-        The encoder's for encoder-decoders (:func:`~._networks.layer_mean_states`).
+        The encoder's for encoder-decoders (:func:`~..._networks.layer_mean_states`).
         Batched by length, in chunks of the prediction's size.
         """
         network = self.network_

@@ -6,8 +6,8 @@ import os
 from contextlib import contextmanager
 from typing import Iterator
 
-from .._warnings import warn_user
-from ._training import TrainingLoop
+from ..._warnings import warn_user
+from .loop import TrainingLoop
 
 
 @contextmanager

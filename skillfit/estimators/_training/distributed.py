@@ -45,9 +45,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .._warnings import warn_user
-from ._runtime import available_cores
-from ._training import TrainingLoop, trainable_parameters
+from ..._warnings import warn_user
+from .._runtime import available_cores
+from .loop import TrainingLoop, trainable_parameters
 
 # How long a rank waits for the others in a collective before it fails (never a hang).
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
@@ -163,7 +163,7 @@ class DataParallelLoop(TrainingLoop):
     loss_units : callable
         ``batch -> number`` the batch loss averages over (examples or target tokens).
     **kwargs
-        As for :class:`~._training.TrainingLoop`.
+        As for :class:`~.loop.TrainingLoop`.
     """
 
     def __init__(self, network: torch.nn.Module, *, loss_units: Callable[[dict], int], **kwargs: Any) -> None:

@@ -1,7 +1,7 @@
 """The loop's own callbacks: its history, the weights it keeps (and early stopping), its checkpoints.
 
 They ride the same events as a user's callbacks (:mod:`skillfit.callbacks`), in this
-order around them: the progress printer (``_progress.py``), :class:`HistoryRecorder` and
+order around them: the progress printer (``progress.py``), :class:`HistoryRecorder` and
 :class:`WeightKeeper` before, :class:`CheckpointWriter` after, so that a user's callback
 sees the epoch recorded and a checkpoint holds what the user's callbacks decided. Two
 events are the loop's own and never reach a user's callback: ``on_loop_end`` (a loop
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._loop_state import WeightSnapshot
+from .loop_state import WeightSnapshot
 
 
 class LoopCallback:
@@ -40,7 +40,7 @@ class HistoryRecorder(LoopCallback):
 class WeightKeeper(LoopCallback):
     """The weights an interrupt or the end of a loop puts back, and early stopping.
 
-    With validation data (``loop.stopping``, an :class:`~._loop_state.EarlyStopping`),
+    With validation data (``loop.stopping``, an :class:`~.loop_state.EarlyStopping`),
     the best epoch's weights; else the last complete epoch's. With ``early_stopping``,
     the loop stops after ``n_iter_no_change`` epochs without improvement and ends on
     the best epoch's weights.

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..skills import skill_layers
+from ...skills import skill_layers
 
 
 class TaskRowAdamW(torch.optim.AdamW):

@@ -12,7 +12,7 @@ trained. A folder holds::
 
 Loading reads JSON and safetensors only; nothing is unpickled. Every function here takes
 data (a network, a reference, dicts); which estimator attributes go in and which class
-comes out is decided in ``_saving.py``.
+comes out is decided in ``_persistence/saving.py``.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._warnings import warn_user
-from .._version import __version__
-from ..backbones import Backbone, load_backbone_of_kind, save_bare_backbone
-from .._precision import dtype_name, reload_dtype, saved_quantization
-from ..skills import SkillConfig, inject_skills, skill_layers
-from ._task_identifier import TaskIdentifier
+from ..._warnings import warn_user
+from ..._version import __version__
+from ...backbones import Backbone, load_backbone_of_kind, save_bare_backbone
+from ..._precision import dtype_name, reload_dtype, saved_quantization
+from ...skills import SkillConfig, inject_skills, skill_layers
+from .._task_free.task_identifier import TaskIdentifier
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "skillfit_config.json"

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from transformers.pytorch_utils import Conv1D
 
-from ..skills import skill_layers
-from ._persistence import prepare_folder, to_json
+from ...skills import skill_layers
+from .folder_format import prepare_folder, to_json
 
 FORMATS = ("lora", "poly")
 HEAD_WEIGHTS_FILE = "skillfit_head.safetensors"

@@ -47,13 +47,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._version import __version__
-from ..backbones import resolve_device
-from ._distributed import _from_rank_zero, rank_and_world
-from ._persistence import adapter_state, from_json, prepare_folder, to_json
-from .._precision import dtype_name, resolved_dtype
-from ._loop_state import LoopPosition
-from ._training import TrainingLoop
+from ..._version import __version__
+from ...backbones import resolve_device
+from .distributed import _from_rank_zero, rank_and_world
+from .._persistence.folder_format import adapter_state, from_json, prepare_folder, to_json
+from ..._precision import dtype_name, resolved_dtype
+from .loop_state import LoopPosition
+from .loop import TrainingLoop
 
 CHECKPOINT_FORMAT = 1
 METADATA_KEY = "skillfit_checkpoint"

@@ -2,8 +2,8 @@
 
 :class:`PersistenceMixin` decides what of an estimator is stored (its parameters, its
 public fitted attributes, its network's payload) and how a loaded one is put back
-together. The formats themselves live in ``_persistence.py`` (folders and payloads),
-``_peft_export.py`` (peft adapters) and ``_model_card.py``; they take data, not
+together. The formats themselves live in ``_persistence/folder_format.py`` (folders and payloads),
+``_persistence/peft_export.py`` (peft adapters) and ``_persistence/model_card.py``; they take data, not
 estimators.
 """
 
@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from .._warnings import warn_user
-from ..backbones import load_bare_backbone, resolve_device
-from .._precision import reload_dtype
-from ._concurrency import reads_model
-from ._peft_export import ExportSource, export_peft
-from ._persistence import (
+from ..._warnings import warn_user
+from ...backbones import load_bare_backbone, resolve_device
+from ..._precision import reload_dtype
+from .._concurrency import reads_model
+from .peft_export import ExportSource, export_peft
+from .folder_format import (
     BACKBONE_DIR,
     CONFIG_FILE,
     FORMAT_VERSION,
@@ -34,11 +34,11 @@ from ._persistence import (
     to_json,
     write_folder,
 )
-from ._distributed import is_main_process
-from ._folder_checks import check_fitted_section, check_network_matches
-from ._model_card import model_card
-from ._registry import estimator_class
-from ._runtime import cpu_copy, quiet_libraries
+from .._training.distributed import is_main_process
+from .folder_checks import check_fitted_section, check_network_matches
+from .model_card import model_card
+from .._registry import estimator_class
+from .._runtime import cpu_copy, quiet_libraries
 
 # Fitted attributes rebuilt from the network on load rather than stored.
 DERIVED_ATTRIBUTES = {

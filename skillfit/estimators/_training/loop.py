@@ -5,10 +5,10 @@ nothing of scikit-learn or of the methods: the estimator hands it four callables
 (make a batch, the batch's loss, validation scores, whether a parameter is a router's)
 and its settings. Around the chain stand small helpers with one job each:
 
-- :func:`~._optimizer.make_optimizer`: AdamW with the routers in their own group and
+- :func:`~.optimizer.make_optimizer`: AdamW with the routers in their own group and
   lazy steps on per-task rows, linear warm-up then linear decay;
-- ``_loop_state.py``: where a loop stands, weight snapshots, early stopping;
-- ``_progress.py``: what it prints (a callback); ``_interrupts.py``: Ctrl-C.
+- ``loop_state.py``: where a loop stands, weight snapshots, early stopping;
+- ``progress.py``: what it prints (a callback); ``interrupts.py``: Ctrl-C.
 
 :meth:`TrainingLoop.state_dict` / :meth:`~TrainingLoop.load_state_dict` hold and put
 back its whole state; checkpoints store exactly that.
@@ -28,14 +28,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..callbacks import CallbackList, learning_rates
-from ._batching import token_lengths, training_batches
-from ._loop_callbacks import CheckpointWriter, HistoryRecorder, WeightKeeper
-from ._loop_state import EarlyStopping, LoopPosition, WeightSnapshot, describe_position, snapshot_from_state, snapshot_state
-from ._optimizer import make_optimizer
-from ._persistence import adapter_state
-from ._progress import ProgressPrinter
-from ._runtime import autocast
+from ...callbacks import CallbackList, learning_rates
+from .._batching import token_lengths, training_batches
+from .loop_callbacks import CheckpointWriter, HistoryRecorder, WeightKeeper
+from .loop_state import EarlyStopping, LoopPosition, WeightSnapshot, describe_position, snapshot_from_state, snapshot_state
+from .optimizer import make_optimizer
+from .._persistence.folder_format import adapter_state
+from .progress import ProgressPrinter
+from .._runtime import autocast
 
 # Optimizer settings that choose an implementation, not a result: a loaded state keeps the running loop's.
 IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")
@@ -105,7 +105,7 @@ class TrainingLoop:
         Which trainable parameters take the router learning rate (e.g. :func:`is_router_parameter`).
     checkpoints : FitCheckpoints, optional
         Where the loop writes its state at epoch ends (and every ``checkpoint_every``
-        steps) and from which it resumes (see ``_checkpoint.py``).
+        steps) and from which it resumes (see ``checkpoint.py``).
     callbacks : CallbackList, optional
         The call's callbacks (:mod:`skillfit.callbacks`), told of epochs and steps;
         they may stop the training.
@@ -154,7 +154,7 @@ class TrainingLoop:
         self.position, self.optimizer, self.scheduler = LoopPosition(), None, None  # of the running loop
         self.paused_state: dict[str, Any] | None = None  # what partial_fit's next call continues from
         self.callbacks = callbacks if callbacks is not None else CallbackList([], None, "fit", history)
-        # The loop's own callbacks (``_loop_callbacks.py``) stand around the user's: printing, history and the
+        # The loop's own callbacks (``loop_callbacks.py``) stand around the user's: printing, history and the
         # kept weights (with early stopping) before them, checkpoint writing after.
         self.weight_keeper = WeightKeeper(self)
         self.callbacks.callbacks[:0] = [ProgressPrinter(self), HistoryRecorder(self), self.weight_keeper]
@@ -247,7 +247,7 @@ class TrainingLoop:
                 return
 
     def _should_stop(self) -> bool:
-        """Whether the loop ends now: early stopping (the :class:`~._loop_callbacks.WeightKeeper`), or a callback's request."""
+        """Whether the loop ends now: early stopping (the :class:`~.loop_callbacks.WeightKeeper`), or a callback's request."""
         return self.weight_keeper.loop_should_stop() or self._stop_requested()
 
     def _stop_requested(self) -> bool:
@@ -257,7 +257,7 @@ class TrainingLoop:
     def training_batches(self, encoded: dict[str, Any]) -> list[list[np.ndarray]]:
         """One epoch's optimizer steps, each a list of ``gradient_accumulation_steps`` batches of row indices.
 
-        The batches are :func:`~._batching.training_batches`'; the last step of an epoch
+        The batches are :func:`~..._batching.training_batches`'; the last step of an epoch
         may hold fewer.
         """
         lengths = token_lengths(encoded) if self.settings.group_by_length else None

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..skills import skill_layers
-from ._networks import POOLINGS
+from ...skills import skill_layers
+from .._networks import POOLINGS
 
 
 def _damaged(path: Path, field: str, problem: str) -> ValueError:

@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from ._base import SkillEstimatorBase
+    from .._base import SkillEstimatorBase
 
-from .._warnings import warn_user
-from ..backbones import resolve_device
-from ._checkpoint import FitCheckpoints, data_digest, fingerprint, model_digest
-from ._distributed import (
+from ..._warnings import warn_user
+from ...backbones import resolve_device
+from .checkpoint import FitCheckpoints, data_digest, fingerprint, model_digest
+from .distributed import (
     broadcast_seed,
     join_runner_group,
     launched_by_runner,
@@ -28,9 +28,9 @@ from ._distributed import (
     rank_device,
     run_data_parallel,
 )
-from ._interrupts import interruptible
-from ._runtime import copy_sharing_frozen, follow_thread_budget, quiet_libraries, reproducible_torch, resolve_seed
-from ._training import TrainingLoop
+from .interrupts import interruptible
+from .._runtime import copy_sharing_frozen, follow_thread_budget, quiet_libraries, reproducible_torch, resolve_seed
+from .loop import TrainingLoop
 
 
 class TrainingRun:
@@ -151,7 +151,7 @@ class TrainingRun:
         return self.loop
 
     def interruptible(self, *, needs_an_epoch: bool, kept_note: str, resumable: bool):
-        """Ctrl-C inside the block keeps the loop's last good weights (see :func:`~._interrupts.interruptible`).
+        """Ctrl-C inside the block keeps the loop's last good weights (see :func:`~.interrupts.interruptible`).
 
         ``resumable``: a call that continues a fitted model re-raises instead when its
         checkpoint file holds the progress, and the rollback puts the estimator back.
