@@ -45,7 +45,7 @@ class _PeftBackbone(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         extra = {}
         if self.pass_task_ids:
-            batch_tasks, example_group = self.context.groups(input_ids.shape[0], input_ids.device)
+            batch_tasks, example_group = self.context._groups(input_ids.shape[0], input_ids.device)
             extra["task_ids"] = batch_tasks[example_group]
         # The tuner model (LoraModel / PolyModel) takes task_ids; PeftModel's generic forward does not.
         return self.peft_model.base_model(input_ids=input_ids, attention_mask=attention_mask, **extra)
@@ -110,7 +110,7 @@ class _PeftGenerator(nn.Module):
     def _task_ids(self, n_rows: int, device: torch.device) -> dict:
         if not self.pass_task_ids:
             return {}
-        batch_tasks, example_group = self.context.groups(n_rows, device)
+        batch_tasks, example_group = self.context._groups(n_rows, device)
         return {"task_ids": batch_tasks[example_group]}
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None, position_ids=None,

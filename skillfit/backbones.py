@@ -230,10 +230,6 @@ def backbone_cache_info() -> BackboneCacheInfo:
     skillfit.backbones.clear_backbone_cache : Empties the cache and resets the counts.
     skillfit.backbones.set_backbone_cache_size : Changes how many backbones are kept.
 
-    References
-    ----------
-    .. [1] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
-       EMNLP 2020 System Demonstrations (arXiv:1910.03771).
 
     Examples
     --------
@@ -302,10 +298,6 @@ def clear_backbone_cache() -> int:
     skillfit.backbones.backbone_cache_info : Hits, misses, size limit and fill of the cache.
     skillfit.backbones.set_backbone_cache_size : Keep fewer (or no) backbones cached.
 
-    References
-    ----------
-    .. [1] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
-       EMNLP 2020 System Demonstrations (arXiv:1910.03771).
 
     Examples
     --------
@@ -347,10 +339,6 @@ def set_backbone_cache_size(max_entries: int) -> None:
     skillfit.backbones.backbone_cache_info : Reports the limit as ``maxsize``.
     skillfit.backbones.clear_backbone_cache : Empties the cache.
 
-    References
-    ----------
-    .. [1] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
-       EMNLP 2020 System Demonstrations (arXiv:1910.03771).
 
     Examples
     --------

@@ -110,7 +110,7 @@ def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
 def rouge_l(prediction: str, reference: Reference, *, stem: bool = False) -> float:
     """ROUGE-L F1 between one prediction and one reference (0 when either has no tokens).
 
-    ROUGE-L [1]_ compares the two texts' tokens (:func:`~skillfit.metrics.rouge_tokens`)
+    ROUGE-L (Lin 2004) compares the two texts' tokens (:func:`~skillfit.metrics.rouge_tokens`)
     by their longest common subsequence (LCS): precision is the LCS length over the
     prediction's length, recall the LCS length over the reference's, and the score
     their harmonic mean (F1). Given several references, the best score counts.
@@ -136,10 +136,6 @@ def rouge_l(prediction: str, reference: Reference, *, stem: bool = False) -> flo
     skillfit.metrics.rouge_l_score : Mean of this score over pairs of texts.
     skillfit.metrics.rouge_tokens : How the texts are split into tokens.
 
-    References
-    ----------
-    .. [1] Lin. "ROUGE: A Package for Automatic Evaluation of Summaries." Text Summarization
-       Branches Out, ACL Workshop 2004.
 
     Examples
     --------
@@ -175,7 +171,7 @@ def rouge_l_score(y_true: Sequence[Reference], y_pred: Sequence[str], *, stem: b
     """Mean ROUGE-L F1 over pairs of reference and prediction.
 
     The score the Seq2Seq estimators report with ``scoring="rougeL"``: for each pair,
-    the ROUGE-L F1 [1]_ of :func:`~skillfit.metrics.rouge_l`, then the mean. A row may
+    the ROUGE-L F1 (Lin 2004) of :func:`~skillfit.metrics.rouge_l`, then the mean. A row may
     have several references; its best score counts. ``stem=True`` with lists of
     references is the ROUGE-L of Super-NaturalInstructions [2]_.
 
@@ -208,8 +204,6 @@ def rouge_l_score(y_true: Sequence[Reference], y_pred: Sequence[str], *, stem: b
 
     References
     ----------
-    .. [1] Lin. "ROUGE: A Package for Automatic Evaluation of Summaries." Text Summarization
-       Branches Out, ACL Workshop 2004.
     .. [2] Wang et al. "Super-NaturalInstructions: Generalization via Declarative
        Instructions on 1600+ NLP Tasks." EMNLP 2022 (arXiv:2204.07705).
 
@@ -228,7 +222,7 @@ def rouge_l_score(y_true: Sequence[Reference], y_pred: Sequence[str], *, stem: b
 def normalize_answer(text: str) -> str:
     """A text as SQuAD's exact match compares it: lower case, no punctuation, articles or extra spaces.
 
-    The normalisation of SQuAD [1]_, which Super-NaturalInstructions [2]_ uses for its
+    The normalisation of SQuAD [1]_, which Super-NaturalInstructions (Wang et al. 2022) uses for its
     exact match.
 
     Parameters
@@ -250,8 +244,6 @@ def normalize_answer(text: str) -> str:
     ----------
     .. [1] Rajpurkar, Zhang, Lopyrev, Liang. "SQuAD: 100,000+ Questions for Machine
        Comprehension of Text." EMNLP 2016 (arXiv:1606.05250).
-    .. [2] Wang et al. "Super-NaturalInstructions: Generalization via Declarative
-       Instructions on 1600+ NLP Tasks." EMNLP 2022 (arXiv:2204.07705).
 
     Examples
     --------
@@ -267,8 +259,8 @@ def exact_match_score(y_true: Sequence[Reference], y_pred: Sequence[str], *, nor
     """Fraction of predictions equal to their reference after stripping surrounding whitespace.
 
     By default the comparison is otherwise exact: case, punctuation and inner
-    whitespace count. ``normalize=True`` compares the texts as SQuAD [1]_ and
-    Super-NaturalInstructions [2]_ do (:func:`~skillfit.metrics.normalize_answer`). A
+    whitespace count. ``normalize=True`` compares the texts as SQuAD (Rajpurkar et al. 2016) and
+    Super-NaturalInstructions (Wang et al. 2022) do (:func:`~skillfit.metrics.normalize_answer`). A
     row may have several references; it matches if any does.
 
     Parameters
@@ -299,12 +291,6 @@ def exact_match_score(y_true: Sequence[Reference], y_pred: Sequence[str], *, nor
     skillfit.metrics.rouge_l_score : A softer score, by longest common subsequence.
     skillfit.metrics.normalize_answer : The normalisation of ``normalize=True``.
 
-    References
-    ----------
-    .. [1] Rajpurkar, Zhang, Lopyrev, Liang. "SQuAD: 100,000+ Questions for Machine
-       Comprehension of Text." EMNLP 2016 (arXiv:1606.05250).
-    .. [2] Wang et al. "Super-NaturalInstructions: Generalization via Declarative
-       Instructions on 1600+ NLP Tasks." EMNLP 2022 (arXiv:2204.07705).
 
     Examples
     --------

@@ -182,8 +182,6 @@ def plot_routing(
     .. [3] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
        Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of ACL 2024
        (arXiv:2402.15082).
-    .. [4] Müllner. "Modern hierarchical, agglomerative clustering algorithms."
-       arXiv:1109.2378, 2011.
 
     Examples
     --------
@@ -293,14 +291,8 @@ def plot_task_similarity(
 
     References
     ----------
-    .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-       Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-    .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-       Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
     .. [3] Kornblith, Norouzi, Lee, Hinton. "Similarity of Neural Network Representations
        Revisited." ICML 2019 (arXiv:1905.00414).
-    .. [4] Müllner. "Modern hierarchical, agglomerative clustering algorithms."
-       arXiv:1109.2378, 2011.
 
     Examples
     --------

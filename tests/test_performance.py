@@ -128,7 +128,7 @@ def test_task_sorted_rows_take_per_task_slices_with_the_same_outputs_and_gradien
     for rows in (torch.arange(8), order):  # unsorted rows: per-example gather; sorted: slices
         model.zero_grad()
         with context.tasks(tasks[rows]):
-            assert (context.segments(8) is None) == (rows is not order)
+            assert (context._segments(8) is None) == (rows is not order)
             hidden = model(input_ids=input_ids[rows]).last_hidden_state
         hidden.pow(2).mean().backward()
         outputs.append(hidden[torch.argsort(rows)].detach())
@@ -156,10 +156,10 @@ def test_skills_are_mixed_once_per_task_of_the_batch_not_per_example(monkeypatch
 def test_segments_follow_beam_repeats():
     _, context = skilled_bert()
     with context.tasks(torch.tensor([0, 0, 2])):
-        assert context.segments(3) == [(0, 2), (2, 3)]
-        assert context.segments(6) == [(0, 4), (4, 6)]  # two beams per example
+        assert context._segments(3) == [(0, 2), (2, 3)]
+        assert context._segments(6) == [(0, 4), (4, 6)]  # two beams per example
     with context.tasks(torch.tensor([2, 0])):
-        assert context.segments(2) is None
+        assert context._segments(2) is None
 
 
 def padding(batches, encoded):

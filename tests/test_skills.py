@@ -316,3 +316,33 @@ def test_a_shared_lora_runs_merged_on_mixed_task_batches_and_cpoly_gathers():
         if merged:
             weight = layer.merged_weight(torch.tensor([0]))  # any task's: they are all the same
             torch.testing.assert_close(mixed, nn.functional.linear(x, weight, layer.base_layer.bias), rtol=1e-6, atol=1e-5)  # float32 rounding of outputs near 10
+
+
+def test_the_context_plumbing_that_skill_layers_read():
+    """TaskContext's internals for skill layers: distinct tasks, row ranges, groups, row order, cache budget, scope values."""
+    from skillfit.skills import TaskContext
+
+    context = TaskContext()
+    with context.tasks([3, -1, 3, 0]):
+        assert context._host_tasks() == [-1, 0, 3]
+    with context.tasks([0, 0, 1]):
+        assert context._segments(3) == [(0, 2), (2, 3)]
+        assert context._segments(6) == [(0, 4), (4, 6)]  # two beams per example
+    with context.tasks([1, 0]):
+        assert context._segments(2) is None  # rows not grouped by task
+    with context.tasks([2, 0, 2]):
+        batch_tasks, example_group = context._groups(6, torch.device("cpu"))  # two beams each
+    assert batch_tasks.tolist() == [0, 2] and example_group.tolist() == [1, 1, 0, 0, 1, 1]
+    with context.tasks([1, -1, 0]):
+        assert context._row_tasks(3, torch.device("cpu")).tolist() == [2, 0, 1]
+    with context.inference(cache_bytes=100):
+        assert (context._reserve_cache_bytes(60), context._reserve_cache_bytes(60), context.cache_bytes_left) == \
+            (True, False, 40)
+    with context._every_task(3, torch.device("cpu")) as tasks:
+        assert tasks.tolist() == [-1, 0, 1, 2] and context.has_unknown
+    assert not context.has_unknown
+    calls = []
+    with context.tasks([0, 1]):
+        first = context._scope_value(("rows",), lambda: calls.append(1) or "gathered")
+        again = context._scope_value(("rows",), lambda: calls.append(1) or "gathered")
+    assert (first, again, len(calls)) == ("gathered", "gathered", 1)

@@ -181,7 +181,7 @@ def load_demo_text2text(
     """Load the demo tasks in text-to-text form, with a generative dialogue task.
 
     The six classification tasks of :func:`~skillfit.datasets.load_demo_tasks` (same
-    texts, same split, same sources [1]_ [2]_ [3]_ [4]_) with the label as the target
+    texts, same split, same sources (Hutto et al. 2014) (Pang et al. 2005) (Li et al. 2002) (Almeida et al. 2011)) with the label as the target
     text, and ``dialog_reply``: 800 lines of movie dialogue, each with the reply that
     followed it, from the Cornell Movie-Dialogs Corpus [5]_.
 
@@ -221,13 +221,6 @@ def load_demo_text2text(
 
     References
     ----------
-    .. [1] Hutto, Gilbert. "VADER: A Parsimonious Rule-based Model for Sentiment Analysis of
-       Social Media Text." ICWSM 2014.
-    .. [2] Pang, Lee. "Seeing Stars: Exploiting Class Relationships for Sentiment Categorization
-       with Respect to Rating Scales." ACL 2005.
-    .. [3] Li, Roth. "Learning Question Classifiers." COLING 2002.
-    .. [4] Almeida, Gómez Hidalgo, Yamakami. "Contributions to the Study of SMS Spam Filtering:
-       New Collection and Results." DocEng 2011.
     .. [5] Danescu-Niculescu-Mizil, Lee. "Chameleons in Imagined Conversations: A New Approach
        to Understanding Coordination of Linguistic Style in Dialogs." Cognitive Modeling and
        Computational Linguistics (CMCL) Workshop, ACL 2011.

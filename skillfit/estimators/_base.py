@@ -299,8 +299,6 @@ class SkillEstimatorBase(
         ----------
         .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
            Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-        .. [2] Buitinck et al. "API design for machine learning software: experiences from
-           the scikit-learn project." ECML PKDD Workshop 2013 (arXiv:1309.0238).
 
         Examples
         --------

@@ -292,10 +292,6 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         skillfit.PolyClassifier.predict_proba : The probability of every label.
         skillfit.PolyClassifier.score : The accuracy of these predictions.
 
-        References
-        ----------
-        .. [1] Buitinck et al. "API design for machine learning software: experiences from
-           the scikit-learn project." ECML PKDD Workshop 2013 (arXiv:1309.0238).
 
         Examples
         --------
@@ -349,10 +345,6 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         --------
         skillfit.PolyClassifier.predict : The predictions that are scored.
 
-        References
-        ----------
-        .. [1] Buitinck et al. "API design for machine learning software: experiences from
-           the scikit-learn project." ECML PKDD Workshop 2013 (arXiv:1309.0238).
 
         Examples
         --------
@@ -410,10 +402,6 @@ class SkillClassifierBase(ClassifierMixin, SkillEstimatorBase):
         --------
         skillfit.PolyClassifier.predict_proba : The probabilities themselves.
 
-        References
-        ----------
-        .. [1] Buitinck et al. "API design for machine learning software: experiences from
-           the scikit-learn project." ECML PKDD Workshop 2013 (arXiv:1309.0238).
 
         Examples
         --------

@@ -176,8 +176,8 @@ class SkillConfig:
     def task_rank(self) -> int:
         """Rank of the exclusive skills: ``exclusive_rank``, or ``rank`` when that is None.
 
-        MTLoRA gives its task-specific modules a rank of their own [1]_; C-Poly's
-        exclusive skills [2]_ share the shared skills' rank unless they are combined in
+        MTLoRA gives its task-specific modules a rank of their own (Agiza et al. 2024); C-Poly's
+        exclusive skills (Wang et al. 2024) share the shared skills' rank unless they are combined in
         output space.
 
         See Also
@@ -185,12 +185,6 @@ class SkillConfig:
         skillfit.skills.SkillConfig.exclusive_scale : The LoRA scale that goes with this rank.
         skillfit.MTLoRAClassifier : Its ``task_rank`` parameter sets this rank.
 
-        References
-        ----------
-        .. [1] Agiza, Neseem, Reda. "MTLoRA: Low-Rank Adaptation Approach for Efficient
-           Multi-Task Learning." CVPR 2024 (arXiv:2403.20320).
-        .. [2] Wang, Sun, Jin, Wang, Fan, Xu, Du, Fan. "Customizable Combination of
-           Parameter-Efficient Modules for Multi-Task Learning." ICLR 2024 (arXiv:2312.03248).
 
         Examples
         --------
@@ -207,17 +201,13 @@ class SkillConfig:
         """The LoRA scale of the shared skills, ``s = alpha / rank``.
 
         The update ``x A_t B_t`` is multiplied by it, as LoRA scales ``Delta W x`` by
-        ``alpha / r`` [1]_, so that changing the rank does not change the step size.
+        ``alpha / r`` (Hu et al. 2022), so that changing the rank does not change the step size.
 
         See Also
         --------
         skillfit.skills.SkillConfig.exclusive_scale : The scale of the exclusive skills.
         skillfit.skills.SkillLinear.task_products : The low-rank terms, each with its scale.
 
-        References
-        ----------
-        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-           Large Language Models." ICLR 2022 (arXiv:2106.09685).
 
         Examples
         --------
@@ -232,20 +222,14 @@ class SkillConfig:
         """The LoRA scale of the exclusive skills, ``alpha / exclusive_rank``.
 
         It multiplies the exclusive skills' product when it is a term of its own
-        (``combine="output"``, MTLoRA's task-specific modules [2]_); the rank is
-        :attr:`~skillfit.skills.SkillConfig.task_rank` and the scale follows LoRA [1]_.
+        (``combine="output"``, MTLoRA's task-specific modules (Agiza et al. 2024)); the rank is
+        :attr:`~skillfit.skills.SkillConfig.task_rank` and the scale follows LoRA (Hu et al. 2022).
 
         See Also
         --------
         skillfit.skills.SkillConfig.scale : The scale of the shared skills.
         skillfit.skills.SkillConfig.task_rank : The rank this scale divides by.
 
-        References
-        ----------
-        .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-           Large Language Models." ICLR 2022 (arXiv:2106.09685).
-        .. [2] Agiza, Neseem, Reda. "MTLoRA: Low-Rank Adaptation Approach for Efficient
-           Multi-Task Learning." CVPR 2024 (arXiv:2403.20320).
 
         Examples
         --------

@@ -198,7 +198,7 @@ class ContentRoutingMixin:
         rows = x.reshape(x.shape[0], -1, heads, self.in_features // heads)
         if autocast_dtype(x.device) is None:
             rows = rows.to(A.dtype)
-        batch_tasks, example_group = context.groups(x.shape[0], x.device)
+        batch_tasks, example_group = context._groups(x.shape[0], x.device)
         enabled = context.per_task(batch_tasks, lambda known: self.shared_enabled[known], 1.0)[example_group]
         weights = content_weights(rows, self.route_prototypes, context.content_routing).to(rows.dtype)
         weights = weights * enabled.to(rows.dtype).view(-1, 1, 1, 1)  # Poly-mu tasks (infer) do not share

@@ -81,7 +81,7 @@ class TaskContext(InferenceScopeMixin, RoutingNoiseMixin, HasPerThreadState):
     >>> context = TaskContext()
     >>> layer = SkillLinear(torch.nn.Linear(8, 8), SkillConfig(n_tasks=3, n_shared=2), context)
     >>> with context.tasks([0, 2, 2]):   # one task id per row of the batch
-    ...     print(context.host_tasks(), layer(torch.randn(3, 8)).shape)
+    ...     print(context._host_tasks(), layer(torch.randn(3, 8)).shape)
     [0, 2] torch.Size([3, 8])
     >>> layer(torch.randn(3, 8))   # outside a scope the layer has no task ids
     Traceback (most recent call last):
@@ -136,7 +136,6 @@ class TaskContext(InferenceScopeMixin, RoutingNoiseMixin, HasPerThreadState):
 
         See Also
         --------
-        skillfit.skills.TaskContext.groups : The batch's distinct tasks, as layers read them.
         skillfit.skills.TaskContext.uniform_noise : The routers' training noise of the scope.
 
         Notes
@@ -151,10 +150,10 @@ class TaskContext(InferenceScopeMixin, RoutingNoiseMixin, HasPerThreadState):
         >>> from skillfit.skills import TaskContext
         >>> context = TaskContext()
         >>> with context.tasks([2, 0, 2]):
-        ...     print(context.host_tasks(), context.has_unknown)
+        ...     print(context._host_tasks(), context.has_unknown)
         ...     with context.tasks([-1]):
-        ...         print(context.host_tasks(), context.has_unknown)
-        ...     print(context.host_tasks())
+        ...         print(context._host_tasks(), context.has_unknown)
+        ...     print(context._host_tasks())
         [0, 2] False
         [-1] True
         [0, 2]
@@ -213,7 +212,6 @@ class TaskContext(InferenceScopeMixin, RoutingNoiseMixin, HasPerThreadState):
 
         See Also
         --------
-        skillfit.skills.TaskContext.every_task : Indices whose row 0 is the unknown task.
         skillfit.skills.Router : Routers describe their weights for known and unknown tasks.
 
         Notes
@@ -241,66 +239,22 @@ class TaskContext(InferenceScopeMixin, RoutingNoiseMixin, HasPerThreadState):
         fills = fill if isinstance(fill, tuple) else (fill,) * len(values)
         return tuple(_fill_rows(value, is_unknown, part) for value, part in zip(values, fills))
 
-    def host_tasks(self) -> list[int]:
+    def _host_tasks(self) -> list[int]:
         """The distinct task indices of the batch, read from the host copy (no device sync).
-
+        
         Skill layers mix their skills once per distinct task; a single-task batch
         reads its task here to run a merged weight.
-
-        Returns
-        -------
-        list of int
-            Sorted distinct task indices of the current :meth:`~skillfit.skills.TaskContext.tasks`
-            scope, -1 first when the batch holds the unknown task.
-
-        See Also
-        --------
-        skillfit.skills.TaskContext.groups : The same tasks on a device, with each row's index.
-
-        Examples
-        --------
-        >>> from skillfit.skills import TaskContext
-        >>> context = TaskContext()
-        >>> with context.tasks([3, -1, 3, 0]):
-        ...     context.host_tasks()
-        [-1, 0, 3]
         """
         return self._batch_tasks.tolist()
 
-    def segments(self, batch_size: int) -> list[tuple[int, int]] | None:
+    def _segments(self, batch_size: int) -> list[tuple[int, int]] | None:
         """Row ranges ``[(start, end), ...]`` of each distinct task, if the rows are sorted by task.
-
+        
         None when the rows are not grouped by task. Computed on the host: no device sync.
         With sorted rows a layer runs one product per task on a slice of the batch,
         mixing the skills once per task. ``batch_size`` may be a multiple of the
         number of task ids (generation repeats each example, as Transformers'
         ``generate`` does for beams).
-
-        Parameters
-        ----------
-        batch_size : int
-            Rows of the layer's input.
-
-        Returns
-        -------
-        list of (int, int) or None
-            Each distinct task's ``(start, end)`` row range, in the order of
-            :meth:`~skillfit.skills.TaskContext.host_tasks`; None for unsorted rows.
-
-        See Also
-        --------
-        skillfit.skills.TaskContext.groups : Each row's index among the batch's tasks.
-
-        Examples
-        --------
-        >>> from skillfit.skills import TaskContext
-        >>> context = TaskContext()
-        >>> with context.tasks([0, 0, 1]):
-        ...     print(context.segments(3), context.segments(6))   # 6 rows: two beams per example
-        [(0, 2), (2, 3)] [(0, 4), (4, 6)]
-        >>> with context.tasks([1, 0]):
-        ...     print(context.segments(2))
-        None
         """
         if self._task_counts is None or self._example_group is None:
             return None
@@ -311,49 +265,14 @@ class TaskContext(InferenceScopeMixin, RoutingNoiseMixin, HasPerThreadState):
             start += count * repeat
         return bounds
 
-    def groups(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _groups(self, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The distinct tasks of the batch and, per row, the index of its task among them.
-
+        
         ``batch_size`` may be a multiple of the number of task ids: generation with
         beam search or several samples repeats each example consecutively (as
         Transformers' ``generate`` does), and each copy keeps its example's task.
         The skills are then mixed once per distinct task. Moved to ``device`` once
         per scope and batch size.
-
-        Parameters
-        ----------
-        batch_size : int
-            Rows of the layer's input.
-        device : torch.device
-            Device of the returned tensors.
-
-        Returns
-        -------
-        batch_tasks : LongTensor of shape (U,)
-            The distinct task indices, sorted.
-        example_group : LongTensor of shape (batch_size,)
-            Each row's index into ``batch_tasks``.
-
-        Raises
-        ------
-        RuntimeError
-            Outside a :meth:`~skillfit.skills.TaskContext.tasks` scope, or when
-            ``batch_size`` is not a multiple of the number of task ids.
-
-        See Also
-        --------
-        skillfit.skills.TaskContext.host_tasks : The distinct tasks, on the host.
-        skillfit.skills.TaskContext.row_tasks : Each row's index into every task's rows.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import TaskContext
-        >>> context = TaskContext()
-        >>> with context.tasks([2, 0, 2]):
-        ...     batch_tasks, example_group = context.groups(6, torch.device("cpu"))   # two beams each
-        >>> batch_tasks, example_group
-        (tensor([0, 2]), tensor([1, 1, 0, 0, 1, 1]))
         """
         key = (device, batch_size)
         if key not in self._on_device:
@@ -365,46 +284,13 @@ class TaskContext(InferenceScopeMixin, RoutingNoiseMixin, HasPerThreadState):
             )
         return self._on_device[key]
 
-    def row_tasks(self, batch_size: int, device: torch.device) -> torch.Tensor:
+    def _row_tasks(self, batch_size: int, device: torch.device) -> torch.Tensor:
         """Each row's task index plus one (0: the unknown task), the row order of ``every_task``.
-
+        
         Inside :meth:`~skillfit.skills.TaskContext.inference` a layer has mixed every
         task's factors once (Polytropon's per-task routing) and gathers each row's
         pair with these indices. ``batch_size`` may be a multiple of the number of task
-        ids, as in :meth:`~skillfit.skills.TaskContext.groups`.
-
-        Parameters
-        ----------
-        batch_size : int
-            Rows of the layer's input.
-        device : torch.device
-            Device of the returned tensor.
-
-        Returns
-        -------
-        LongTensor of shape (batch_size,)
-            Each row's index into the rows of
-            :meth:`~skillfit.skills.TaskContext.every_task`.
-
-        Raises
-        ------
-        RuntimeError
-            Outside a :meth:`~skillfit.skills.TaskContext.tasks` scope, or when
-            ``batch_size`` is not a multiple of the number of task ids.
-
-        See Also
-        --------
-        skillfit.skills.TaskContext.every_task : The task order these indices point into.
-        skillfit.skills.TaskContext.groups : Each row's index among the batch's own tasks.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import TaskContext
-        >>> context = TaskContext()
-        >>> with context.tasks([1, -1, 0]):
-        ...     context.row_tasks(3, torch.device("cpu"))
-        tensor([2, 0, 1])
+        ids, as in ``_groups``.
         """
         key = (device, batch_size, "rows")
         if key not in self._on_device:

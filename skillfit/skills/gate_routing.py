@@ -88,7 +88,7 @@ def task_sparsity_loss(gates: torch.Tensor, target_states: torch.Tensor, expert_
     """PEMT's task-sparsity loss ``sum_s g_s (1 - cos(h_target, h_s))`` for each target.
 
     Gate mass on experts whose task state differs from the target's is penalised; the
-    loss is zero when every expert's state equals the target's (Lin et al. 2024 [1]_).
+    loss is zero when every expert's state equals the target's (Lin et al. 2024 (Lin et al. 2024)).
 
     Parameters
     ----------
@@ -109,11 +109,6 @@ def task_sparsity_loss(gates: torch.Tensor, target_states: torch.Tensor, expert_
     skillfit.skills.GateRouter : The gates penalised.
     skillfit.PEMTClassifier : Adds this loss, weighted by ``sparsity_weight``.
 
-    References
-    ----------
-    .. [1] Lin, Fu, Liu, Li, Sun. "PEMT: Multi-Task Correlation Guided
-       Mixture-of-Experts Enables Parameter-Efficient Transfer Learning." Findings of ACL 2024
-       (arXiv:2402.15082).
 
     Examples
     --------

@@ -49,7 +49,6 @@ class InferenceScopeMixin:
         See Also
         --------
         skillfit.skills.SkillLinear.merged_weight : The weight a single-task batch runs.
-        skillfit.skills.TaskContext.reserve_cache_bytes : How layers share the budget.
 
         Examples
         --------
@@ -128,34 +127,12 @@ class InferenceScopeMixin:
         finally:
             self.content_routing = previous
 
-    def reserve_cache_bytes(self, size: int) -> bool:
+    def _reserve_cache_bytes(self, size: int) -> bool:
         """Take ``size`` bytes of the inference cache budget; False (nothing taken) when they do not fit.
-
+        
         Skill layers call it before they keep every task's mixed factors (Polytropon's
         per-task average of the skills) for the rest of an
         :meth:`~skillfit.skills.TaskContext.inference` scope.
-
-        Parameters
-        ----------
-        size : int
-            Bytes to take.
-
-        Returns
-        -------
-        bool
-            Whether they fit in what is left of the budget (and were taken).
-
-        See Also
-        --------
-        skillfit.skills.TaskContext.inference : The scope whose budget this spends.
-
-        Examples
-        --------
-        >>> from skillfit.skills import TaskContext
-        >>> context = TaskContext()
-        >>> with context.inference(cache_bytes=100):
-        ...     print(context.reserve_cache_bytes(60), context.reserve_cache_bytes(60), context.cache_bytes_left)
-        True False 40
         """
         fits = size <= self.cache_bytes_left
         if fits:
@@ -163,41 +140,13 @@ class InferenceScopeMixin:
         return fits
 
     @contextmanager
-    def every_task(self, n_tasks: int, device: torch.device) -> Iterator[torch.Tensor]:
+    def _every_task(self, n_tasks: int, device: torch.device) -> Iterator[torch.Tensor]:
         """Task indices ``-1, 0, ..., n_tasks - 1``: row ``i`` is task ``i - 1``, row 0 the unknown task.
-
+        
         Inside, :meth:`~skillfit.skills.TaskContext.per_task` fills row 0 as the unknown
         task, whatever the batch holds. Skill layers use it to mix every task's factors
         at once (Polytropon's per-task routing) inside
         :meth:`~skillfit.skills.TaskContext.inference`.
-
-        Parameters
-        ----------
-        n_tasks : int
-            Number of known tasks.
-        device : torch.device
-            Device of the indices.
-
-        Yields
-        ------
-        LongTensor of shape (n_tasks + 1,)
-            ``-1, 0, ..., n_tasks - 1``.
-
-        See Also
-        --------
-        skillfit.skills.TaskContext.row_tasks : Each row's index into these rows.
-        skillfit.skills.TaskContext.per_task : The lookup that fills the unknown task's row.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from skillfit.skills import TaskContext
-        >>> context = TaskContext()
-        >>> with context.every_task(3, torch.device("cpu")) as tasks:
-        ...     print(tasks, context.has_unknown)
-        tensor([-1,  0,  1,  2]) True
-        >>> context.has_unknown
-        False
         """
         previous, self.has_unknown = self.has_unknown, True
         try:
@@ -241,40 +190,13 @@ class InferenceScopeMixin:
         finally:
             self.bypassed = previous
 
-    def scope_value(self, key: tuple, make: Callable[[], Any]) -> Any:
+    def _scope_value(self, key: tuple, make: Callable[[], Any]) -> Any:
         """``make()``, computed once per :meth:`~skillfit.skills.TaskContext.tasks` scope and ``key``.
-
+        
         Generation runs every decoding step in one scope with the same rows, so what a
         layer derives from the rows' tasks (each row's pair of factors, gathered from
         the per-task factors that Polytropon-style routing mixes once per task) is
         derived once per generation, not at every step.
-
-        Parameters
-        ----------
-        key : tuple
-            What the value is, e.g. ``(id(layer), batch_size, device, dtype)``.
-        make : callable
-            Computes the value; called at most once per scope and key.
-
-        Returns
-        -------
-        object
-            The value ``make()`` returned in this scope.
-
-        See Also
-        --------
-        skillfit.skills.TaskContext.row_tasks : Each row's task, the input of such values.
-
-        Examples
-        --------
-        >>> from skillfit.skills import TaskContext
-        >>> context = TaskContext()
-        >>> calls = []
-        >>> with context.tasks([0, 1]):
-        ...     first = context.scope_value(("rows",), lambda: calls.append(1) or "gathered")
-        ...     again = context.scope_value(("rows",), lambda: calls.append(1) or "gathered")
-        >>> first, again, len(calls)
-        ('gathered', 'gathered', 1)
         """
         if key not in self._on_device:
             self._on_device[key] = make()

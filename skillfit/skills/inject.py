@@ -231,23 +231,17 @@ def inject_skills(
 
     Notes
     -----
-    As LoRA [1]_, the pretrained weights are frozen and each target layer gets a
+    As LoRA (Hu et al. 2022), the pretrained weights are frozen and each target layer gets a
     trainable low-rank update; here the update is routed per task over a skill
     inventory (Polytropon [2]_). A per-layer configuration places MTLoRA's
-    task-specific modules in the top blocks only [3]_. The model is usually a
-    Hugging Face Transformers model [4]_; each skill layer goes on its base layer's
+    task-specific modules in the top blocks only (Agiza et al. 2024). The model is usually a
+    Hugging Face Transformers model (Wolf et al. 2020); each skill layer goes on its base layer's
     device.
 
     References
     ----------
-    .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-       Large Language Models." ICLR 2022 (arXiv:2106.09685).
     .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
        Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-    .. [3] Agiza, Neseem, Reda. "MTLoRA: Low-Rank Adaptation Approach for Efficient
-       Multi-Task Learning." CVPR 2024 (arXiv:2403.20320).
-    .. [4] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
-       EMNLP 2020 System Demonstrations (arXiv:1910.03771).
 
     Examples
     --------
@@ -298,7 +292,7 @@ def skill_layers(model: nn.Module) -> Iterator[tuple[str, SkillLinear]]:
     """Every ``(qualified name, SkillLinear)`` of ``model``.
 
     The layers that :func:`~skillfit.skills.inject_skills` put there: LoRA-style
-    adapted layers [1]_ with Polytropon's skill inventories [2]_.
+    adapted layers (Hu et al. 2022) with Polytropon's skill inventories (Ponti et al. 2023).
 
     Parameters
     ----------
@@ -317,12 +311,6 @@ def skill_layers(model: nn.Module) -> Iterator[tuple[str, SkillLinear]]:
     skillfit.skills.inject_skills : Put skill layers into a model.
     skillfit.skills.routing_weights : Read each layer's routing back.
 
-    References
-    ----------
-    .. [1] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
-       Large Language Models." ICLR 2022 (arXiv:2106.09685).
-    .. [2] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-       Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
 
     Examples
     --------

@@ -437,13 +437,13 @@ class SkillLinear(InferencePathsMixin, ContentRoutingMixin, TaskGrowthMixin, nn.
             factors = self._every_task_factors(x.device)
             if factors is not None:
                 return self._cached_forward(x, factors, *args, **kwargs)
-        batch_tasks, example_group = context.groups(x.shape[0], x.device)
+        batch_tasks, example_group = context._groups(x.shape[0], x.device)
         if (context.inference_cache is not None and context.merge and len(batch_tasks) == 1 and self.can_merge
                 and not torch.is_grad_enabled()):
             return self._merged_forward(x, lambda: self.merged_weight(batch_tasks))
         result = self.base_layer(x, *args, **kwargs)
         rows = self.dropout(x).reshape(x.shape[0], -1, self.in_features)
-        segments = context.segments(x.shape[0]) if len(batch_tasks) <= sliced_tasks_limit(x.device) else None
+        segments = context._segments(x.shape[0]) if len(batch_tasks) <= sliced_tasks_limit(x.device) else None
         delta = None
         autocast = autocast_dtype(x.device) is not None  # under autocast the products cast for themselves
         # Skills are mixed once per task of the batch (task_products), never per example.

@@ -90,23 +90,23 @@ class InferencePathsMixin:
         return weight + update.to(weight.dtype)
 
     def _every_task_factors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """``(A, s B)`` of every task, rows ``-1 .. T-1`` (see ``TaskContext.every_task``), once per inference scope."""
+        """``(A, s B)`` of every task, rows ``-1 .. T-1`` (see ``TaskContext._every_task``), once per inference scope."""
         context, key = self.context, (id(self), "factors")
         if key not in context.inference_cache:
-            with context.every_task(self.config.n_tasks, device) as tasks:
+            with context._every_task(self.config.n_tasks, device) as tasks:
                 terms = self.task_products(tasks)
             A = torch.cat([A for A, _, _ in terms], dim=-1)
             B = torch.cat([scale * B for _, B, scale in terms], dim=-2)
-            fits = context.reserve_cache_bytes(A.numel() * A.element_size() + B.numel() * B.element_size())
+            fits = context._reserve_cache_bytes(A.numel() * A.element_size() + B.numel() * B.element_size())
             context.inference_cache[key] = (A, B) if fits else None
         return context.inference_cache[key]
 
     def _cached_forward(self, x: torch.Tensor, factors: tuple[torch.Tensor, torch.Tensor], *args, **kwargs) -> torch.Tensor:
         context = self.context
         A, B = factors
-        if context.merge and self.can_merge and (len(context.host_tasks()) == 1 or self._same_update_for_every_task):
+        if context.merge and self.can_merge and (len(context._host_tasks()) == 1 or self._same_update_for_every_task):
             # One update for the whole batch: fold it into the weight (a shared LoRA's is every task's).
-            row = context.host_tasks()[0] + 1
+            row = context._host_tasks()[0] + 1
             return self._merged_forward(x, lambda: self._fold(A[row] @ B[row]))
         result = self.base_layer(x, *args, **kwargs)
         rows = x.reshape(x.shape[0], -1, self.in_features)
@@ -116,19 +116,19 @@ class InferencePathsMixin:
         else:
             rows = rows.to(A.dtype)
         # Each row's pair, gathered once per task scope: every decoding step of a generation reuses it.
-        A_rows, B_rows = context.scope_value((id(self), x.shape[0], x.device, A.dtype), lambda: self._row_factors(x, A, B))
+        A_rows, B_rows = context._scope_value((id(self), x.shape[0], x.device, A.dtype), lambda: self._row_factors(x, A, B))
         update = torch.bmm(torch.bmm(rows, A_rows), B_rows)
         return result + update.reshape(result.shape).to(result.dtype)
 
     def _row_factors(self, x: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        index = self.context.row_tasks(x.shape[0], x.device)
+        index = self.context._row_tasks(x.shape[0], x.device)
         return A.index_select(0, index), B.index_select(0, index)
 
     def _autocast_factors(self, dtype: torch.dtype, A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The factors in autocast's ``dtype``, cast once per scope within the cache budget (else as they are)."""
         context, key = self.context, (id(self), "factors", dtype)
         if key not in context.inference_cache:
-            fits = context.reserve_cache_bytes((A.numel() + B.numel()) * dtype.itemsize)
+            fits = context._reserve_cache_bytes((A.numel() + B.numel()) * dtype.itemsize)
             context.inference_cache[key] = (A.to(dtype), B.to(dtype)) if fits else (A, B)
         return context.inference_cache[key]
 
@@ -140,7 +140,7 @@ class InferencePathsMixin:
     def _merged_forward(self, x: torch.Tensor, merged: Callable[[], torch.Tensor]) -> torch.Tensor:
         """The forward pass with the batch's single task folded into one weight, made by ``merged`` once per scope."""
         cache = self.context.inference_cache
-        task = "every task" if self._same_update_for_every_task else self.context.host_tasks()[0]
+        task = "every task" if self._same_update_for_every_task else self.context._host_tasks()[0]
         key = (id(self), "merged", task)
         weight = cache.get(key)
         if weight is None:

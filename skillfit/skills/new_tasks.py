@@ -73,7 +73,7 @@ def train_only_new_tasks(
     trainable with the old tasks' rows masked out of its gradient: with no weight
     decay, AdamW [2]_ then leaves those rows bit-identical. ``extra_new`` (parameters
     created for the new tasks, such as new label rows) is trained whole. This is the
-    few-shot adaptation of Caccia et al. 2023 [1]_: the new tasks learn while the
+    few-shot adaptation of Caccia et al. 2023 (Caccia et al. 2023): the new tasks learn while the
     trained skills and the old tasks stay as they were.
 
     Parameters
@@ -101,8 +101,6 @@ def train_only_new_tasks(
 
     References
     ----------
-    .. [1] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-       Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
     .. [2] Loshchilov, Hutter. "Decoupled Weight Decay Regularization." ICLR 2019
        (arXiv:1711.05101).
 

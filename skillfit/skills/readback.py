@@ -139,7 +139,7 @@ def routing_update_gram(model: nn.Module) -> np.ndarray | None:
     Entry ``(s, t)`` is ``sum over layers of <s A_s B_s, s A_t B_t>_F``, computed from
     the skills' ``r x r`` Gram blocks, never from a ``d_in x d_out`` matrix. Exclusive
     skills are left out: this is what the routing makes of the shared skills.
-    The weights ``w`` are Polytropon's routing [1]_, per head as in [2]_; the
+    The weights ``w`` are Polytropon's routing (Ponti et al. 2023), per head as in (Caccia et al. 2023); the
     updates are LoRA products [3]_.
 
     Parameters
@@ -160,10 +160,6 @@ def routing_update_gram(model: nn.Module) -> np.ndarray | None:
 
     References
     ----------
-    .. [1] Ponti, Sordoni, Bengio, Reddy. "Combining Parameter-efficient Modules for
-       Task-level Generalisation." EACL 2023 (arXiv:2202.13914).
-    .. [2] Caccia, Ponti, Su, Pereira, Le Roux, Sordoni. "Multi-Head Adapter Routing for
-       Cross-Task Generalization." NeurIPS 2023 (arXiv:2211.03831).
     .. [3] Hu, Shen, Wallis, Allen-Zhu, Li, Wang, Wang, Chen. "LoRA: Low-Rank Adaptation of
        Large Language Models." ICLR 2022 (arXiv:2106.09685).
 

@@ -208,10 +208,6 @@ class PersistenceMixin:
         A folder saved with ``device="cuda"`` loads on the CPU, with a warning, where
         CUDA is not available (unless ``device`` is given).
 
-        References
-        ----------
-        .. [1] Wolf et al. "Transformers: State-of-the-Art Natural Language Processing."
-           EMNLP 2020 System Demonstrations (arXiv:1910.03771).
 
         Examples
         --------

@@ -146,10 +146,6 @@ class UnknownTaskMixin:
         skillfit.PolyClassifier.predict_task_proba : The probability of every fitted task.
         skillfit.PolyClassifier.fit_task_identifier : Train the identifier after ``fit``.
 
-        References
-        ----------
-        .. [1] Ledoit, Wolf. "A well-conditioned estimator for large-dimensional covariance
-           matrices." Journal of Multivariate Analysis 88(2), 2004.
 
         Examples
         --------
@@ -175,7 +171,7 @@ class UnknownTaskMixin:
         ``fit`` does this itself when ``handle_unknown_task`` is ``"infer"`` or
         ``"infer_and_route"``; call it to add an identifier to a model fitted without.
         It reads the frozen backbone only, so it costs one forward pass over ``X``.
-        The identifier is a linear discriminant with a Ledoit-Wolf [1]_ shrunk
+        The identifier is a linear discriminant with a Ledoit-Wolf (Ledoit et al. 2004) shrunk
         covariance; with it, ``handle_unknown_task`` may be set to ``"infer"``, or to
         ``"infer_and_route"`` for content routing [2]_ with the inferred task's
         exclusive skills and labels.
@@ -204,8 +200,6 @@ class UnknownTaskMixin:
 
         References
         ----------
-        .. [1] Ledoit, Wolf. "A well-conditioned estimator for large-dimensional covariance
-           matrices." Journal of Multivariate Analysis 88(2), 2004.
         .. [2] Ostapenko, Su, Ponti, Charlin, Le Roux, Pereira, Caccia, Sordoni. "Towards
            Modular LLMs by Building and Reusing a Library of LoRAs." ICML 2024 (arXiv:2405.11157).
 
@@ -308,9 +302,9 @@ class UnknownTaskMixin:
         """What the last prediction did with its rows, by how each row found its task.
 
         A dict of counts, out of ``rows``: rows ``given`` a fitted task id,
-        ``inferred`` (by the task identifier [1]_), ``fell_back`` (to the average
+        ``inferred`` (by the task identifier (Ledoit et al. 2004)), ``fell_back`` (to the average
         routing, below ``unknown_task_threshold``), ``averaged`` and ``routed`` by
-        content [2]_; ``fractions`` holds the same as fractions of ``rows``. Each
+        content (Ostapenko et al. 2024); ``fractions`` holds the same as fractions of ``rows``. Each
         ``predict``, ``predict_proba`` or ``score`` replaces it; before the first,
         reading it raises an AttributeError. Each thread reads the report of its own
         last prediction; a thread that has made none reads the last of any thread.
@@ -320,12 +314,6 @@ class UnknownTaskMixin:
         skillfit.PolyClassifier.predict_task : The task that ``"infer"`` picks for each text.
         skillfit.PolyClassifier.fit_task_identifier : Train the identifier after ``fit``.
 
-        References
-        ----------
-        .. [1] Ledoit, Wolf. "A well-conditioned estimator for large-dimensional covariance
-           matrices." Journal of Multivariate Analysis 88(2), 2004.
-        .. [2] Ostapenko, Su, Ponti, Charlin, Le Roux, Pereira, Caccia, Sordoni. "Towards
-           Modular LLMs by Building and Reusing a Library of LoRAs." ICML 2024 (arXiv:2405.11157).
 
         Examples
         --------
