@@ -35,6 +35,7 @@ so calling ``fit`` again returns the trained model without training.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -67,9 +68,8 @@ HOW_PARAMETERS = frozenset({
 })
 
 
-# Parameters that came after checkpoint format 1, at the defaults that reproduce what came before.
-LATER_PARAMETERS = {"lr_schedule": "linear", "gradient_accumulation_steps": 1}
-_NO_DEFAULT = object()
+# Parameters that came after checkpoint format 1; their defaults reproduce what came before.
+LATER_PARAMETERS = ("lr_schedule", "gradient_accumulation_steps")
 
 
 # ------------------------------------------------------------------ fingerprints
@@ -106,8 +106,9 @@ def fingerprint(estimator: Any, call: dict[str, Any], data: str, start: str | No
     Parameters added after the format (``LATER_PARAMETERS``) count only away from their
     defaults, so that checkpoints written before they existed keep their names.
     """
+    defaults = {field.name: field.default for field in dataclasses.fields(estimator) if field.name in LATER_PARAMETERS}
     params = {key: value for key, value in estimator.get_params(deep=False).items()
-              if key not in HOW_PARAMETERS and LATER_PARAMETERS.get(key, _NO_DEFAULT) != value}
+              if key not in HOW_PARAMETERS and not (key in defaults and defaults[key] == value)}
     if "backbone_dtype" in params:  # "auto" stands for bfloat16 on a GPU, float32 on the CPU: the dtype counts
         params["backbone_dtype"] = dtype_name(resolved_dtype(params["backbone_dtype"], resolve_device(estimator.device)))
     cls = type(estimator)
