@@ -195,11 +195,11 @@ class CallbackList:
     def emit(self, event: str, **changes: Any) -> None:
         """Update the state with ``changes``, then call ``event`` on every callback, in order.
 
-        On a rank other than 0, only the loop's own callbacks marked ``on_every_rank``.
+        On a rank other than 0, only the loop's own callbacks marked ``_skillfit_every_rank``.
         """
         self.update(**changes)
         for callback in self.callbacks:
-            if not self.active and not getattr(callback, "on_every_rank", False):
+            if not self.active and not getattr(callback, "_skillfit_every_rank", False):
                 continue
             method = getattr(callback, event, None)
             if method is not None:
@@ -208,7 +208,7 @@ class CallbackList:
     def emit_internal(self, event: str) -> None:
         """An event of the loop's own callbacks only (``on_loop_end``), which a user's callback never receives."""
         for callback in self.callbacks:
-            if getattr(callback, "internal", False) and (self.active or getattr(callback, "on_every_rank", False)):
+            if getattr(callback, "_skillfit_loop_own", False) and (self.active or getattr(callback, "_skillfit_every_rank", False)):
                 method = getattr(callback, event, None)
                 if method is not None:
                     method(self.state)
@@ -216,7 +216,7 @@ class CallbackList:
     @property
     def has_user_callbacks(self) -> bool:
         """Whether any callback is a user's (not one of the loop's own)."""
-        return any(not getattr(callback, "internal", False) for callback in self.callbacks)
+        return any(not getattr(callback, "_skillfit_loop_own", False) for callback in self.callbacks)
 
     def begin_fit(self) -> None:
         """``on_fit_begin``, once per call (PEMT's second stage does not call it again)."""

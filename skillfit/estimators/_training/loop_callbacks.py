@@ -18,10 +18,10 @@ from .loop_state import WeightSnapshot
 
 
 class LoopCallback:
-    """Base of the loop's own callbacks: ``internal`` (not a user's), and whether every rank runs it."""
+    """Base of the loop's own callbacks: marked as the loop's (``_skillfit_loop_own``), and whether every rank runs them."""
 
-    internal = True
-    on_every_rank = False
+    _skillfit_loop_own = True
+    _skillfit_every_rank = False
 
     def __init__(self, loop: Any) -> None:
         self.loop = loop
@@ -30,7 +30,7 @@ class LoopCallback:
 class HistoryRecorder(LoopCallback):
     """Appends each epoch's record to ``history`` (the estimator's ``history_``) and its loss to ``losses``."""
 
-    on_every_rank = True
+    _skillfit_every_rank = True
 
     def on_epoch_end(self, state) -> None:
         self.loop.history.append(state.record)
@@ -46,7 +46,7 @@ class WeightKeeper(LoopCallback):
     the best epoch's weights.
     """
 
-    on_every_rank = True
+    _skillfit_every_rank = True
 
     def on_epoch_end(self, state) -> None:
         loop = self.loop

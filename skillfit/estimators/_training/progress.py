@@ -7,9 +7,9 @@ from typing import Any
 
 
 class ProgressPrinter:
-    """The loop's own callback (``internal``; rank 0 only): the tqdm bar of each epoch (``verbose=2``) and its summary line (``verbose>=1``)."""
+    """The loop's own callback (``_skillfit_loop_own``; rank 0 only): the tqdm bar of each epoch (``verbose=2``) and its summary line (``verbose>=1``)."""
 
-    internal = True
+    _skillfit_loop_own = True
 
     def __init__(self, loop: Any) -> None:
         self.loop, self.bar = loop, None
