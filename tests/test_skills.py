@@ -346,3 +346,14 @@ def test_the_context_plumbing_that_skill_layers_read():
         first = context._scope_value(("rows",), lambda: calls.append(1) or "gathered")
         again = context._scope_value(("rows",), lambda: calls.append(1) or "gathered")
     assert (first, again, len(calls)) == ("gathered", "gathered", 1)
+
+
+def test_the_plumbing_s_old_public_names_still_answer_with_a_warning():
+    from skillfit.skills import TaskContext
+
+    context = TaskContext()
+    with context.tasks([0, 0, 1]):
+        with pytest.warns(FutureWarning, match=r"TaskContext.segments is internal since skillfit 0.2 \(now _segments\)"):
+            assert context.segments(3) == [(0, 2), (2, 3)]
+    with pytest.raises(AttributeError, match="no attribute 'segmentz'"):
+        _ = context.segmentz

@@ -13,12 +13,16 @@ from typing import Callable, Iterator, Union
 
 import torch
 
+from .._warnings import warn_user
 from .inference_scope import INFERENCE_CACHE_BYTES as INFERENCE_CACHE_BYTES, InferenceScopeMixin
 from .routing_noise import RoutingNoiseMixin
 from .scope_state import HasPerThreadState, PerThread
 
 # What a task-wise computation returns: one tensor or several, each with one row per task.
 PerTask = Union[torch.Tensor, tuple[torch.Tensor, ...]]
+# Plumbing of the skill layers that was public before 0.2: the old names still answer, with a warning.
+RENAMED_PLUMBING = {name: f"_{name}" for name in (
+    "host_tasks", "segments", "groups", "row_tasks", "reserve_cache_bytes", "every_task", "scope_value")}
 
 
 class TaskContext(InferenceScopeMixin, RoutingNoiseMixin, HasPerThreadState):
@@ -107,6 +111,14 @@ class TaskContext(InferenceScopeMixin, RoutingNoiseMixin, HasPerThreadState):
 
     def __init__(self) -> None:
         self.task_descriptions: torch.Tensor | None = None  # the model's own (PEMT), shared by all threads
+
+    def __getattr__(self, name: str):
+        """The plumbing's names from before 0.2 (``segments``, ...), with a FutureWarning."""
+        if name in RENAMED_PLUMBING:
+            warn_user(f"TaskContext.{name} is internal since skillfit 0.2 (now {RENAMED_PLUMBING[name]}): it is "
+                      "the skill layers' plumbing, and the old name will be removed.", FutureWarning)
+            return getattr(self, RENAMED_PLUMBING[name])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @contextmanager
     def tasks(self, task_ids: torch.Tensor | list[int], noise_seed: int | None = None) -> Iterator[None]:
