@@ -198,17 +198,16 @@ class CallbackList:
         On a rank other than 0, only the loop's own callbacks marked ``_skillfit_every_rank``.
         """
         self.update(**changes)
-        for callback in self.callbacks:
-            if not self.active and not getattr(callback, "_skillfit_every_rank", False):
-                continue
-            method = getattr(callback, event, None)
-            if method is not None:
-                method(self.state)
+        self._call(event, self.callbacks)
 
     def emit_internal(self, event: str) -> None:
         """An event of the loop's own callbacks only (``on_loop_end``), which a user's callback never receives."""
-        for callback in self.callbacks:
-            if getattr(callback, "_skillfit_loop_own", False) and (self.active or getattr(callback, "_skillfit_every_rank", False)):
+        self._call(event, [callback for callback in self.callbacks if getattr(callback, "_skillfit_loop_own", False)])
+
+    def _call(self, event: str, callbacks: list) -> None:
+        """Call ``event`` on those of ``callbacks`` that run on this rank and have it, in order."""
+        for callback in callbacks:
+            if self.active or getattr(callback, "_skillfit_every_rank", False):
                 method = getattr(callback, event, None)
                 if method is not None:
                     method(self.state)

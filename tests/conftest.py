@@ -7,13 +7,14 @@ import torch
 from _tiny import FILLER, KEYWORDS, tiny_backbone
 from skillfit import backbones
 from skillfit.estimators import _base, _model_build
+from skillfit.estimators._runtime import available_cores
 from skillfit.estimators._training import run_context as _run_context
 from skillfit.estimators._persistence import saving as _saving
 
 # Under pytest-xdist (setup.cfg: -n 2), the workers share the cores: torch's default of every core per
 # process would run two workers x two threads on two cores, each spinning while the other computes.
 if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+    torch.set_num_threads(max(1, available_cores() // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 # Where device="auto" trains in the tests. The reference numbers are float32 CPU numbers,
 # so the default is the CPU even on a GPU machine; SKILLFIT_TEST_DEVICE=auto (or cuda)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from .loop_callbacks import LoopCallback
 
-class ProgressPrinter:
-    """The loop's own callback (``_skillfit_loop_own``; rank 0 only): the tqdm bar of each epoch (``verbose=2``) and its summary line (``verbose>=1``)."""
 
-    _skillfit_loop_own = True
+class ProgressPrinter(LoopCallback):
+    """The loop's own callback (rank 0 only): the tqdm bar of each epoch (``verbose=2``) and its summary line (``verbose>=1``)."""
 
     def __init__(self, loop: Any) -> None:
-        self.loop, self.bar = loop, None
+        super().__init__(loop)
+        self.bar = None
 
     def on_epoch_begin(self, state) -> None:
         if self.loop.settings.verbose >= 2:

@@ -8,7 +8,7 @@ the resume warning.
 
 from __future__ import annotations
 
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
@@ -113,8 +113,7 @@ class TrainingRun:
                 estimator.checkpoint_every,
             )
         if seed is None:
-            checkpoints = self.checkpoints
-            seed = checkpoints.saved_seed if checkpoints is not None and checkpoints.found else None
+            seed = self.checkpoints.saved_seed if self.checkpoints is not None else None
             seed = broadcast_seed(resolve_seed(estimator.random_state) if seed is None else seed)
         if self.checkpoints is not None:
             self.checkpoints.seed = seed
@@ -124,9 +123,7 @@ class TrainingRun:
     @contextmanager
     def seeded(self) -> Iterator[None]:
         """The scope of the training: libraries quiet below ``verbose=2``, torch seeded with the call's seed."""
-        with ExitStack() as stack:
-            stack.enter_context(quiet_libraries(self.estimator.verbose))
-            stack.enter_context(reproducible_torch(self.seed))
+        with quiet_libraries(self.estimator.verbose), reproducible_torch(self.seed):
             yield
 
     def continue_fitted_model(self) -> None:
