@@ -246,6 +246,24 @@ def test_interrupt_later_keeps_the_last_complete_epoch(tiny_kwargs, multitask, m
     assert clf.predict(X[:4]).shape == (4,)
 
 
+def test_an_interrupt_right_after_an_epoch_line_keeps_that_epoch(tiny_kwargs, multitask, monkeypatch, capsys):
+    """The line of epoch 2 is printed once epoch 2 is recorded and kept: Ctrl-C at that moment keeps it."""
+    import builtins
+
+    X, y = multitask
+    printed = builtins.print
+
+    def interrupt_after_epoch_two(*args, **kwargs):
+        printed(*args, **kwargs)
+        if args and "epoch 2/4" in str(args[0]):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(builtins, "print", interrupt_after_epoch_two)
+    with pytest.warns(UserWarning, match="interrupted after 2 epoch.*keeps the weights of epoch 2"):
+        clf = CPolyClassifier(**{**tiny_kwargs, "max_epochs": 4, "verbose": 1}).fit(X, y)
+    assert clf.n_iter_ == 2 and "epoch 2/4" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 def test_interrupt_with_validation_keeps_the_best_epoch_so_far(tiny_kwargs, multitask, monkeypatch):
     X, y = multitask

@@ -154,10 +154,11 @@ class TrainingLoop:
         self.position, self.optimizer, self.scheduler = LoopPosition(), None, None  # of the running loop
         self.paused_state: dict[str, Any] | None = None  # what partial_fit's next call continues from
         self.callbacks = callbacks if callbacks is not None else CallbackList([], None, "fit", history)
-        # The loop's own callbacks (``loop_callbacks.py``) stand around the user's: printing, history and the
-        # kept weights (with early stopping) before them, checkpoint writing after.
+        # The loop's own callbacks (``loop_callbacks.py``) stand around the user's: history, the kept weights
+        # (with early stopping) and then printing before them, checkpoint writing after. An epoch's line is
+        # printed once the epoch is recorded and kept, so a Ctrl-C that follows it keeps that epoch.
         self.weight_keeper = WeightKeeper(self)
-        self.callbacks.callbacks[:0] = [ProgressPrinter(self), HistoryRecorder(self), self.weight_keeper]
+        self.callbacks.callbacks[:0] = [HistoryRecorder(self), self.weight_keeper, ProgressPrinter(self)]
         if checkpoints is not None:
             self.callbacks.callbacks.append(CheckpointWriter(self, checkpoints))
         self._router_groups: list[bool] = []

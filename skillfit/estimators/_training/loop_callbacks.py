@@ -1,9 +1,11 @@
 """The loop's own callbacks: its history, the weights it keeps (and early stopping), its checkpoints.
 
 They ride the same events as a user's callbacks (:mod:`skillfit.callbacks`), in this
-order around them: the progress printer (``progress.py``), :class:`HistoryRecorder` and
-:class:`WeightKeeper` before, :class:`CheckpointWriter` after, so that a user's callback
-sees the epoch recorded and a checkpoint holds what the user's callbacks decided. Two
+order around them: :class:`HistoryRecorder`, :class:`WeightKeeper` and then the progress
+printer (``progress.py``) before, :class:`CheckpointWriter` after, so that an epoch's
+line is printed once the epoch is recorded and kept (a Ctrl-C that follows the line keeps
+it), a user's callback sees the epoch recorded, and a checkpoint holds what the user's
+callbacks decided. Two
 events are the loop's own and never reach a user's callback: ``on_loop_end`` (a loop
 finished its epochs; PEMT runs two loops in one call) and the question
 ``loop_should_stop``. History and kept weights are every rank's (each rank keeps the
